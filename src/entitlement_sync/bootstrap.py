@@ -1,0 +1,71 @@
+"""The composition root: builds every part from settings. Nothing happens at import time.
+
+Tests call `bootstrap(settings, broker=StubBroker(), stripe=FakeStripe())` to swap in fakes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import dramatiq
+from sqlalchemy import Engine
+
+from .access import AccessReader
+from .db import SessionFactory, create_db_engine, session_factory
+from .models import utcnow
+from .ports import Clock, EntitlementSource
+from .receiving import Receiver
+from .recovery import Sweeper
+from .settings import Settings
+from .stripe_gateway import StripeGateway, WebhookVerifier
+from .sync import Syncer
+from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    new_session: SessionFactory
+    broker: dramatiq.Broker
+    queue: DramatiqQueue
+    receiver: Receiver
+    syncer: Syncer
+    sweeper: Sweeper
+    reader: AccessReader
+
+    def enable_sweep(self) -> None:
+        """Make every worker of this broker sweep unfinished events at start-up and periodically."""
+        self.broker.add_middleware(SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def bootstrap(
+    settings: Settings | None = None,
+    *,
+    broker: dramatiq.Broker | None = None,
+    stripe: EntitlementSource | None = None,
+    clock: Clock = utcnow,
+) -> Container:
+    settings = settings or Settings.from_env()
+    engine = create_db_engine(settings.database_url)
+    new_session = session_factory(engine)
+    stripe = stripe or StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+    broker = broker or build_redis_broker(settings)
+    syncer = Syncer(new_session, stripe, clock)
+    queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
+    verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
+    return Container(
+        settings=settings,
+        engine=engine,
+        new_session=new_session,
+        broker=broker,
+        queue=queue,
+        receiver=Receiver(new_session, verifier, queue, clock, settings.livemode),
+        syncer=syncer,
+        sweeper=Sweeper(new_session, queue, clock, timedelta(seconds=settings.stuck_after_seconds)),
+        reader=AccessReader(new_session),
+    )

@@ -1,0 +1,134 @@
+"""The tables. `entitlements` is a public contract (see README): change it only with a migration and a note."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class EventStatus:
+    RECEIVED = "received"
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    FAILED = "failed"
+    IGNORED = "ignored"
+
+    ALL = (RECEIVED, QUEUED, PROCESSING, PROCESSED, FAILED, IGNORED)
+    UNFINISHED = (RECEIVED, QUEUED, PROCESSING)
+
+
+class StripeEvent(Base):
+    """The inbox: every webhook we accepted, keyed by Stripe's event id so a redelivery is a no-op."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    created: Mapped[int] = mapped_column(BigInteger, doc="Stripe's `created`, unix seconds")
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(20))
+    # The customer's sync sequence when the event was stored: a fetch with a higher ticket saw this event.
+    customer_seq: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_stripe_events_status_changed", "status", "status_changed_at"),)
+
+
+class EventAttempt(Base):
+    """One try at processing an event, kept so that ops can see every failure, not just the last."""
+
+    __tablename__ = "event_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("stripe_events.id", ondelete="CASCADE"), index=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class CustomerSyncState(Base):
+    """Per-customer ordering. `seq` grows on every stored event and every fetch ticket, in commit order.
+
+    A fetch applies only if its ticket beats `applied_seq`, so an older read never overwrites a newer one;
+    an event whose `customer_seq` is below `applied_seq` was already seen by an applied fetch.
+    """
+
+    __tablename__ = "customer_sync_state"
+
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    applied_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    synced_at: Mapped[datetime | None]
+
+
+class Entitlement(Base):
+    """The access table: one row per feature a customer may use now."""
+
+    __tablename__ = "entitlements"
+
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    feature_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    lookup_key: Mapped[str] = mapped_column(String(80))
+    entitlement_id: Mapped[str] = mapped_column(String(255))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_entitlements_customer_lookup_key", "customer_id", "lookup_key"),)
+
+
+class AccessChange(Base):
+    """Append-only history of grants and revokes, with the event that caused each."""
+
+    __tablename__ = "access_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(255), index=True)
+    feature_id: Mapped[str] = mapped_column(String(255))
+    lookup_key: Mapped[str] = mapped_column(String(80))
+    change: Mapped[str] = mapped_column(String(10), doc="granted | revoked")
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    event_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class Subscription(Base):
+    """A mirror of subscription events, for ops and readers who want plan context next to access."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(30))
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    current_period_end: Mapped[datetime | None]
+    price_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    product_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    event_created: Mapped[int] = mapped_column(BigInteger)
+    event_id: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

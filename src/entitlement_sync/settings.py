@@ -1,0 +1,66 @@
+"""The only reader of the environment: one frozen object, built once per process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def _split(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    stripe_api_key: str = ""
+    webhook_secrets: tuple[str, ...] = ()
+    stripe_api_base: str = "https://api.stripe.com"
+    database_url: str = "sqlite:///entitlement-sync.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    access_api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    # Stripe's own default is 80 s; a sync that hangs that long blocks a worker thread for nothing.
+    stripe_timeout_seconds: float = 5.0
+    webhook_tolerance_seconds: int = 300
+    max_retries: int = 8
+    min_backoff_ms: int = 1_000
+    max_backoff_ms: int = 300_000
+    job_time_limit_ms: int = 120_000
+    # An event left in received/queued/processing this long is handed to a worker again.
+    stuck_after_seconds: int = 900
+    sweep_interval_seconds: int = 30
+    queue_name: str = "entitlement-sync"
+    redis_namespace: str = "entitlement-sync"
+
+    @property
+    def livemode(self) -> bool | None:
+        """The mode of the configured API key, or None when no key says (events are then not filtered)."""
+        if "_live_" in self.stripe_api_key:
+            return True
+        if "_test_" in self.stripe_api_key:
+            return False
+        return None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        defaults = cls()
+
+        def number(name: str, default: float) -> float:
+            return float(env[name]) if env.get(name) else default
+
+        return cls(
+            stripe_api_key=env.get("STRIPE_API_KEY", ""),
+            webhook_secrets=_split(env.get("STRIPE_WEBHOOK_SECRETS")),
+            stripe_api_base=env.get("STRIPE_API_BASE") or defaults.stripe_api_base,
+            database_url=env.get("DATABASE_URL") or defaults.database_url,
+            redis_url=env.get("REDIS_URL") or defaults.redis_url,
+            access_api_tokens=_split(env.get("ACCESS_API_TOKENS")),
+            stripe_timeout_seconds=number("STRIPE_TIMEOUT_SECONDS", defaults.stripe_timeout_seconds),
+            max_retries=int(number("SYNC_MAX_RETRIES", defaults.max_retries)),
+            min_backoff_ms=int(number("SYNC_MIN_BACKOFF_MS", defaults.min_backoff_ms)),
+            max_backoff_ms=int(number("SYNC_MAX_BACKOFF_MS", defaults.max_backoff_ms)),
+            stuck_after_seconds=int(number("STUCK_AFTER_SECONDS", defaults.stuck_after_seconds)),
+            sweep_interval_seconds=int(number("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)),
+            redis_namespace=env.get("REDIS_NAMESPACE") or defaults.redis_namespace,
+        )

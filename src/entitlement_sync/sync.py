@@ -1,0 +1,122 @@
+"""Use cases: process a stored event, sync one customer. An event is a signal to go and look at Stripe.
+
+No transaction is held across a call to Stripe: take a ticket, fetch, then apply only if no fetch that
+started later has been applied meanwhile. That makes any order, duplication and concurrency converge.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import store
+from .db import SessionFactory, transaction
+from .errors import StripeRejected, StripeUnavailable
+from .events import SUBSCRIPTION_TYPES, event_from_payload, subscription_snapshot
+from .logs import get_logger
+from .models import EventStatus, StripeEvent
+from .ports import Clock, EntitlementSource
+from .stripe_gateway import ActiveEntitlement
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    customer_id: str
+    fetched: bool  # False when an applied fetch had already seen the event (coalesced)
+    applied: bool  # False when a fetch that started later won the race
+    granted: list[ActiveEntitlement] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)  # lookup keys
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event_id: str
+    status: str
+    error: str | None = None
+    sync: SyncResult | None = None
+
+
+class Syncer:
+    def __init__(self, new_session: SessionFactory, stripe: EntitlementSource, clock: Clock) -> None:
+        self._new_session = new_session
+        self._stripe = stripe
+        self._clock = clock
+        self._handlers: dict[str, Callable[[StripeEvent], SyncResult]] = {
+            event_type: self._on_subscription_event for event_type in SUBSCRIPTION_TYPES
+        }
+
+    def sync_customer(
+        self, customer_id: str, *, cause: str | None = None, seen_at_seq: int | None = None
+    ) -> SyncResult:
+        """Fetch the customer's entitlements and replace their rows, unless a newer fetch got there first.
+
+        With `seen_at_seq` (the event's place in the customer's sequence), skip the call to Stripe when an
+        applied fetch already started after the event was stored: bursts for one customer coalesce.
+        """
+        with transaction(self._new_session) as session:
+            if seen_at_seq is not None and store.applied_seq(session, customer_id) > seen_at_seq:
+                return SyncResult(customer_id, fetched=False, applied=False)
+            ticket = store.advance_customer_seq(session, customer_id)
+        fetched = self._stripe.list_active_entitlements(customer_id)
+        with transaction(self._new_session) as session:
+            if not store.claim_apply(session, customer_id, ticket, self._clock()):
+                log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
+                return SyncResult(customer_id, fetched=True, applied=False)
+            diff = store.replace_entitlements(session, customer_id, fetched, cause, self._clock())
+        revoked = [row.lookup_key for row in diff.revoked]
+        if diff.changed:
+            log.info("access.changed", customer=customer_id, event_id=cause,
+                     granted=[item.lookup_key for item in diff.granted], revoked=revoked)
+        return SyncResult(customer_id, fetched=True, applied=True, granted=diff.granted, revoked=revoked)
+
+    def process_event(self, event_id: str, *, final_attempt: bool = True) -> Outcome:
+        """Apply one stored event. Raises StripeUnavailable when a later attempt may succeed.
+
+        A failure is written to the event's row before anything is raised, so SQL always tells the story.
+        """
+        with transaction(self._new_session) as session:
+            claimed = store.claim_for_processing(session, event_id, self._clock())
+        if claimed is None:
+            return Outcome(event_id, "skipped")
+        event, attempt_id = claimed
+        try:
+            result = self._handlers.get(event.type, self._on_summary_event)(event)
+        except StripeUnavailable as error:
+            status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
+            self._finish(event_id, attempt_id, status, str(error))
+            if final_attempt:
+                return Outcome(event_id, status, str(error))
+            raise
+        except StripeRejected as error:
+            self._finish(event_id, attempt_id, EventStatus.FAILED, str(error))
+            return Outcome(event_id, EventStatus.FAILED, str(error))
+        except Exception as error:
+            # A bug or a database hiccup: keep the traceback on the row, and let the queue retry it.
+            detail = "".join(traceback.format_exception_only(error)).strip()
+            status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
+            self._finish(event_id, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
+            raise
+        self._finish(event_id, attempt_id, EventStatus.PROCESSED, None)
+        return Outcome(event_id, EventStatus.PROCESSED, sync=result)
+
+    def _on_summary_event(self, event: StripeEvent) -> SyncResult:
+        assert event.customer_id is not None
+        return self.sync_customer(event.customer_id, cause=event.id, seen_at_seq=event.customer_seq)
+
+    def _on_subscription_event(self, event: StripeEvent) -> SyncResult:
+        # The summary event does not fire for every change (a trial ending into `paused`), so subscription
+        # events trigger a sync as well as keeping the mirror.
+        inbound = event_from_payload(event.payload)
+        assert inbound.customer_id is not None
+        snapshot = subscription_snapshot(inbound.data_object, inbound.customer_id)
+        with transaction(self._new_session) as session:
+            store.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock())
+        return self._on_summary_event(event)
+
+    def _finish(self, event_id: str, attempt_id: int, status: str, error: str | None) -> None:
+        with transaction(self._new_session) as session:
+            store.finish_attempt(session, event_id, attempt_id, status, error, self._clock())
+        log.info("event.finished", event_id=event_id, status=status, error=(error or "").split("\n")[0] or None)

@@ -1,0 +1,122 @@
+"""Dramatiq's one home: the broker, the actor (a shim over the use case), and the periodic sweep."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import CurrentMessage, Middleware
+
+from .errors import QueueUnavailable
+from .logs import get_logger
+from .settings import Settings
+from .sync import Syncer
+
+log = get_logger(__name__)
+
+PROCESS_EVENT = "process_event"
+
+
+def build_redis_broker(settings: Settings) -> dramatiq.Broker:
+    return RedisBroker(
+        url=settings.redis_url,
+        namespace=settings.redis_namespace,
+        middleware=_middleware(),
+        # Fail fast when Redis is down: the webhook must still answer well inside Stripe's 10 s.
+        socket_timeout=5,
+        socket_connect_timeout=2,
+    )
+
+
+def build_stub_broker() -> dramatiq.Broker:
+    """Dramatiq's in-memory broker, for `entitlement-sync dev` and the embedded test suite."""
+    return StubBroker(middleware=_middleware())
+
+
+def _middleware() -> list[Middleware]:
+    from dramatiq.middleware import default_middleware
+
+    return [factory() for factory in default_middleware] + [CurrentMessage()]
+
+
+def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Settings) -> dramatiq.Actor:
+    if PROCESS_EVENT in broker.actors:  # a second container on one broker (tests) sends through the first
+        return broker.get_actor(PROCESS_EVENT)
+    max_retries = settings.max_retries
+    if not any(isinstance(middleware, CurrentMessage) for middleware in broker.middleware):
+        broker.add_middleware(CurrentMessage())  # the actor reads its retry count from it
+
+    def process_event(event_id: str) -> None:
+        message = CurrentMessage.get_current_message()
+        retries_so_far = message.options.get("retries", 0) if message is not None else max_retries
+        syncer.process_event(event_id, final_attempt=retries_so_far >= max_retries)
+
+    return dramatiq.actor(
+        process_event,
+        broker=broker,
+        actor_name=PROCESS_EVENT,
+        queue_name=settings.queue_name,
+        max_retries=max_retries,
+        min_backoff=settings.min_backoff_ms,
+        max_backoff=settings.max_backoff_ms,
+        time_limit=settings.job_time_limit_ms,
+    )
+
+
+class DramatiqQueue:
+    """The JobQueue port over a Dramatiq actor."""
+
+    def __init__(self, broker: dramatiq.Broker, actor: dramatiq.Actor) -> None:
+        self._broker = broker
+        self._actor = actor
+
+    def enqueue_event(self, event_id: str) -> None:
+        try:
+            self._actor.send(event_id)
+        except (redis.RedisError, dramatiq.errors.BrokerError, OSError) as error:
+            raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
+
+    def ping(self) -> None:
+        client = getattr(self._broker, "client", None)
+        if client is None:
+            return
+        try:
+            client.ping()
+        except (redis.RedisError, OSError) as error:
+            raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
+
+
+class SweepMiddleware(Middleware):
+    """Runs the sweep on worker start-up and then every `interval` seconds, in a daemon thread."""
+
+    def __init__(self, sweep: Callable[[], Any], interval_seconds: float) -> None:
+        self._sweep = sweep
+        self._interval = interval_seconds
+        self._stopped = threading.Event()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        threading.Thread(target=self._run, name="entitlement-sync-sweep", daemon=True).start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._sweep()
+            except Exception:  # the database may be down; the next round tries again
+                log.exception("sweep.failed")
+            if self._stopped.wait(self._interval):
+                return
+
+
+def start_in_process_worker(broker: dramatiq.Broker, threads: int = 2) -> dramatiq.Worker:
+    """A worker inside the current process, for `entitlement-sync dev` and tests."""
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker

@@ -1,0 +1,36 @@
+"""The HTTP face: `create_app()` is the only place Flask is imported, one blueprint per concern."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..bootstrap import Container, bootstrap
+from ..errors import StorageUnavailable
+from ..logs import get_logger
+from .access import access
+from .health import health
+from .webhooks import MAX_BODY_BYTES, webhooks
+
+log = get_logger(__name__)
+
+
+def create_app(container: Container | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["entitlement_sync"] = container or bootstrap()
+    app.register_blueprint(webhooks)
+    app.register_blueprint(access)
+    app.register_blueprint(health)
+
+    @app.errorhandler(StorageUnavailable)
+    def database_down(error: StorageUnavailable):  # type: ignore[no-untyped-def]
+        # 503 makes Stripe deliver again later; nothing was acknowledged, so nothing is lost.
+        log.warning("database.unavailable", error=str(error))
+        return jsonify(error="database unavailable, try again later"), 503, {"Retry-After": "30"}
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):  # type: ignore[no-untyped-def]
+        return jsonify(error=error.description), error.code
+
+    return app

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from flask import current_app
+
+from ..bootstrap import Container
+
+
+def container() -> Container:
+    return current_app.extensions["entitlement_sync"]

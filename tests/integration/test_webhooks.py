@@ -1,0 +1,133 @@
+"""The receiver: verify, store, answer. Through Flask's test client, against the configured database."""
+
+import json
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+from entitlement_sync.bootstrap import bootstrap
+from entitlement_sync.models import EventStatus, utcnow
+from entitlement_sync.recovery import Sweeper
+from entitlement_sync.tasks import build_redis_broker
+from entitlement_sync.testing import active_entitlement, sign, summary_event
+from entitlement_sync.web import create_app
+from tests.conftest import WEBHOOK_SECRET, count_events, post_webhook, settle, stored_event
+
+
+def a_summary(customer="cus_1", **fields):
+    return summary_event(customer, [active_entitlement("feat_api", "api_access")], **fields)
+
+
+def test_a_valid_event_is_stored_queued_and_answered_accepted(client, container):
+    event = a_summary()
+    response = post_webhook(client, event)
+    assert response.status_code == 200
+    assert response.json == {"status": "accepted", "event": event["id"]}
+    stored = stored_event(container, event["id"])
+    assert stored.status == EventStatus.QUEUED
+    assert stored.customer_id == "cus_1"
+    assert stored.payload == event
+
+
+def test_each_signature_failure_is_a_400_with_a_reason_and_stores_nothing(client, container):
+    body = json.dumps(a_summary()).encode()
+    now = int(time.time())
+    cases = {
+        "missing Stripe-Signature header": {"Stripe-Signature": ""},
+        "malformed Stripe-Signature header": {"Stripe-Signature": "t=now,v1"},
+        "signature does not match": {"Stripe-Signature": sign(body, "whsec_wrong")},
+        "signature timestamp too old": {"Stripe-Signature": sign(body, WEBHOOK_SECRET, now - 600)},
+        "signature timestamp is in the future": {"Stripe-Signature": sign(body, WEBHOOK_SECRET, now + 600)},
+    }
+    for expected_reason, headers in cases.items():
+        response = post_webhook(client, body, **headers)
+        assert (response.status_code, response.json) == (400, {"error": expected_reason})
+    assert count_events(container) == 0
+
+
+def test_a_validly_signed_body_that_is_not_json_is_a_400(client, container):
+    response = post_webhook(client, b"{not json")
+    assert (response.status_code, response.json["error"]) == (400, "body is not JSON")
+    assert count_events(container) == 0
+
+
+def test_a_body_over_one_mebibyte_is_a_413(client, container):
+    body = json.dumps({**a_summary(), "padding": "x" * (1024 * 1024)}).encode()
+    response = post_webhook(client, body)
+    assert response.status_code == 413
+    assert count_events(container) == 0
+
+
+def test_rolled_secrets_accept_events_signed_with_either(client, container, settings, broker):
+    rolled = bootstrap(replace(settings, webhook_secrets=("whsec_next", WEBHOOK_SECRET)), broker=broker)
+    rolled_client = create_app(rolled).test_client()
+    assert post_webhook(rolled_client, a_summary(), secret="whsec_next").json["status"] == "accepted"
+    assert post_webhook(rolled_client, a_summary(), secret=WEBHOOK_SECRET).json["status"] == "accepted"
+    rolled.close()
+
+
+def test_an_unhandled_type_is_answered_2xx_and_ignored(client, container, fake_stripe):
+    event = {**a_summary(), "type": "invoice.paid"}
+    response = post_webhook(client, event)
+    assert response.status_code == 200
+    assert response.json["status"] == "ignored"
+    assert response.json["reason"] == "event type invoice.paid is not handled"
+    assert stored_event(container, event["id"]).status == EventStatus.IGNORED
+    assert fake_stripe.calls == []
+
+
+def test_an_event_of_the_other_mode_is_answered_2xx_and_ignored(client, container):
+    response = post_webhook(client, a_summary(livemode=True))
+    assert response.status_code == 200
+    assert response.json["status"] == "ignored"
+    assert "live-mode event" in response.json["reason"]
+
+
+def test_a_duplicate_delivery_is_answered_duplicate_and_processed_once(client, container, worker, fake_stripe):
+    fake_stripe.set_entitlements("cus_1", [("feat_api", "api_access")])
+    event = a_summary()
+    assert post_webhook(client, event).json["status"] == "accepted"
+    settle(container)
+    assert post_webhook(client, event).json == {"status": "duplicate", "event": event["id"]}
+    settle(container)
+    stored = stored_event(container, event["id"])
+    assert (stored.status, stored.attempts) == (EventStatus.PROCESSED, 1)
+    assert len(fake_stripe.calls_to("/v1/entitlements/active_entitlements")) == 1
+
+
+def test_database_down_is_a_503_so_that_stripe_retries(settings, broker, tmp_path):
+    down_url = (
+        "postgresql+psycopg://postgres@127.0.0.1:1/test"
+        if settings.database_url.startswith("postgresql")
+        else f"sqlite:///{tmp_path}/no/such/dir/db.sqlite"
+    )
+    down = bootstrap(replace(settings, database_url=down_url), broker=broker)
+    response = post_webhook(create_app(down).test_client(), a_summary())
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    down.close()
+
+
+def test_broker_down_still_answers_2xx_and_the_event_is_processed_later(settings, container, worker, fake_stripe):
+    fake_stripe.set_entitlements("cus_1", [("feat_api", "api_access")])
+    unreachable = replace(settings, redis_url="redis://127.0.0.1:1/0")
+    receiving = bootstrap(unreachable, broker=build_redis_broker(unreachable))
+    event = a_summary()
+    response = post_webhook(create_app(receiving).test_client(), event)
+    assert (response.status_code, response.json["status"]) == (200, "accepted")
+    assert stored_event(container, event["id"]).status == EventStatus.RECEIVED
+    receiving.close()
+
+    a_minute_later = Sweeper(container.new_session, container.queue, lambda: utcnow() + timedelta(minutes=1),
+                             stuck_after=timedelta(minutes=15))
+    assert a_minute_later.requeue_unfinished() == 1
+    settle(container)
+    assert stored_event(container, event["id"]).status == EventStatus.PROCESSED
+    assert container.reader.has_access("cus_1", "api_access")
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["checks"] == {"database": "ok", "broker": "ok"}
