@@ -1,0 +1,71 @@
+"""The read API for internal services (HTTP with bearer tokens) and the Python API."""
+
+from dataclasses import replace
+
+from entitlement_sync.bootstrap import bootstrap
+from entitlement_sync.web import create_app
+from tests.conftest import READ_TOKEN
+
+AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
+
+
+def synced(container, fake_stripe, customer, features):
+    fake_stripe.set_entitlements(customer, features)
+    container.syncer.sync_customer(customer)
+
+
+def test_requests_without_a_valid_token_are_refused(client):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {READ_TOKEN}"}):
+        response = client.get("/v1/customers/cus_1/entitlements", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_with_no_tokens_configured_every_request_is_refused_and_says_why(settings, broker):
+    container = bootstrap(replace(settings, access_api_tokens=()), broker=broker)
+    response = create_app(container).test_client().get("/v1/customers/cus_1/entitlements", headers=AUTH)
+    assert response.status_code == 401
+    assert "no ACCESS_API_TOKENS" in response.json["error"]
+    container.close()
+
+
+def test_a_customers_entitlements_are_listed(client, container, fake_stripe):
+    synced(container, fake_stripe, "cus_1", [("feat_api", "api_access"), ("feat_ai", "ai_assistant")])
+    body = client.get("/v1/customers/cus_1/entitlements", headers=AUTH).json
+    assert body["customer"] == "cus_1"
+    assert body["entitlements"] == [
+        {"lookup_key": "ai_assistant", "feature": "feat_ai", "entitlement": "ent_ai"},
+        {"lookup_key": "api_access", "feature": "feat_api", "entitlement": "ent_api"},
+    ]
+    assert body["synced_at"].endswith("+00:00")
+
+
+def test_one_lookup_key_answers_granted_or_not(client, container, fake_stripe):
+    synced(container, fake_stripe, "cus_1", [("feat_api", "api_access")])
+    granted = client.get("/v1/customers/cus_1/entitlements/api_access", headers=AUTH).json
+    refused = client.get("/v1/customers/cus_1/entitlements/sso", headers=AUTH).json
+    assert (granted["granted"], refused["granted"]) == (True, False)
+    assert granted["synced_at"] is not None and granted["synced_at"] == refused["synced_at"]
+
+
+def test_a_customer_never_synced_has_no_sync_time_and_nothing_granted(client, container):
+    listing = client.get("/v1/customers/cus_unknown/entitlements", headers=AUTH).json
+    one = client.get("/v1/customers/cus_unknown/entitlements/api_access", headers=AUTH).json
+    assert listing == {"customer": "cus_unknown", "entitlements": [], "synced_at": None}
+    assert one == {"customer": "cus_unknown", "lookup_key": "api_access", "granted": False, "synced_at": None}
+
+
+def test_a_customer_synced_to_nothing_is_told_apart_from_one_never_synced(client, container, fake_stripe):
+    synced(container, fake_stripe, "cus_empty", [])
+    listing = client.get("/v1/customers/cus_empty/entitlements", headers=AUTH).json
+    assert listing["entitlements"] == [] and listing["synced_at"] is not None
+
+
+def test_the_python_api_reads_the_same_table(container, fake_stripe, database_url):
+    from entitlement_sync import AccessReader
+
+    synced(container, fake_stripe, "cus_1", [("feat_api", "api_access")])
+    reader = AccessReader.connect(database_url)
+    assert reader.has_access("cus_1", "api_access") is True
+    assert reader.has_access("cus_1", "ai_assistant") is False
+    assert reader.entitlements_for("cus_1").lookup_keys == {"api_access"}
