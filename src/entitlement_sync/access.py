@@ -1,8 +1,8 @@
 """The Python read API, for services that share the database: one indexed query, no call to Stripe.
 
-    from entitlement_sync import AccessReader
-    reader = AccessReader.connect(os.environ["DATABASE_URL"])
-    if reader.has_access("cus_123", "api_access"): ...
+from entitlement_sync import AccessReader
+reader = AccessReader.connect(os.environ["DATABASE_URL"])
+if reader.has_access("cus_123", "api_access"): ...
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ class Container:
 
     def enable_sweep(self) -> None:
         """Make every worker of this broker sweep unfinished events at start-up and periodically."""
-        self.broker.add_middleware(SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds))
+        self.broker.add_middleware(
+            SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds)
+        )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, or_, select, update
+from sqlalchemy import CursorResult, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,9 +24,14 @@ from .models import (
 from .stripe_gateway import ActiveEntitlement
 
 
-def _insert(session: Session, table: Table) -> Any:
+def _insert(session: Session, table: Any) -> Any:
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def _changed(session: Session, statement: Any) -> int:
+    """How many rows an UPDATE touched (reliable for UPDATE on every driver we use)."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 # --- the inbox -------------------------------------------------------------------------------------------
@@ -81,16 +86,17 @@ def set_status(
     statement = update(StripeEvent).where(StripeEvent.id == event_id)
     if only_from is not None:
         statement = statement.where(StripeEvent.status.in_(list(only_from)))
-    return session.execute(statement.values(status=status, status_changed_at=now)).rowcount == 1
+    return _changed(session, statement.values(status=status, status_changed_at=now)) == 1
 
 
 def claim_for_processing(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int] | None:
     """Mark the event processing and open an attempt; None when it is finished or unknown."""
-    claimed = session.execute(
+    claimed = _changed(
+        session,
         update(StripeEvent)
         .where(StripeEvent.id == event_id, StripeEvent.status.in_(EventStatus.UNFINISHED))
-        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now)
-    ).rowcount
+        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now),
+    )
     if not claimed:
         return None
     attempt = EventAttempt(event_id=event_id, started_at=now)
@@ -115,7 +121,9 @@ def finish_attempt(
     )
 
 
-def unfinished_event_ids(session: Session, now: datetime, received_grace: timedelta, stuck_after: timedelta) -> list[str]:
+def unfinished_event_ids(
+    session: Session, now: datetime, received_grace: timedelta, stuck_after: timedelta
+) -> list[str]:
     """Events nobody is working on: never enqueued (broker was down), or stuck past the timeout."""
     never_enqueued = and_(
         StripeEvent.status == EventStatus.RECEIVED, StripeEvent.status_changed_at < now - received_grace
@@ -146,7 +154,7 @@ def claim_apply(session: Session, customer_id: str, ticket: int, now: datetime) 
         .where(CustomerSyncState.customer_id == customer_id, CustomerSyncState.applied_seq < ticket)
         .values(applied_seq=ticket, synced_at=now)
     )
-    return session.execute(statement).rowcount == 1
+    return _changed(session, statement) == 1
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,11 @@ class AccessDiff:
 
 
 def replace_entitlements(
-    session: Session, customer_id: str, fetched: Sequence[ActiveEntitlement], event_id: str | None, now: datetime
+    session: Session,
+    customer_id: str,
+    fetched: Sequence[ActiveEntitlement],
+    event_id: str | None,
+    now: datetime,
 ) -> AccessDiff:
     current = {
         row.feature_id: row
@@ -257,6 +269,8 @@ def upsert_subscription(
         ),
     )
     statement = statement.on_conflict_do_update(
-        index_elements=["id"], set_={key: statement.excluded[key] for key in values if key != "id"}, where=newer
+        index_elements=["id"],
+        set_={key: statement.excluded[key] for key in values if key != "id"},
+        where=newer,
     ).returning(table.c.id)
     return session.execute(statement).first() is not None

@@ -68,8 +68,13 @@ class Syncer:
             diff = store.replace_entitlements(session, customer_id, fetched, cause, self._clock())
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:
-            log.info("access.changed", customer=customer_id, event_id=cause,
-                     granted=[item.lookup_key for item in diff.granted], revoked=revoked)
+            log.info(
+                "access.changed",
+                customer=customer_id,
+                event_id=cause,
+                granted=[item.lookup_key for item in diff.granted],
+                revoked=revoked,
+            )
         return SyncResult(customer_id, fetched=True, applied=True, granted=diff.granted, revoked=revoked)
 
     def process_event(self, event_id: str, *, final_attempt: bool = True) -> Outcome:

@@ -118,8 +118,12 @@ def test_broker_down_still_answers_2xx_and_the_event_is_processed_later(settings
     assert stored_event(container, event["id"]).status == EventStatus.RECEIVED
     receiving.close()
 
-    a_minute_later = Sweeper(container.new_session, container.queue, lambda: utcnow() + timedelta(minutes=1),
-                             stuck_after=timedelta(minutes=15))
+    a_minute_later = Sweeper(
+        container.new_session,
+        container.queue,
+        lambda: utcnow() + timedelta(minutes=1),
+        stuck_after=timedelta(minutes=15),
+    )
     assert a_minute_later.requeue_unfinished() == 1
     settle(container)
     assert stored_event(container, event["id"]).status == EventStatus.PROCESSED
