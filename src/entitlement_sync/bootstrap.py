@@ -69,5 +69,5 @@ def bootstrap(
         receiver=Receiver(new_session, verifier, queue, clock, settings.livemode),
         syncer=syncer,
         sweeper=Sweeper(new_session, queue, clock, timedelta(seconds=settings.stuck_after_seconds)),
-        reader=AccessReader(new_session),
+        reader=AccessReader(engine),
     )
