@@ -228,3 +228,13 @@ def test_a_worker_that_died_mid_job_leaves_an_event_the_sweep_picks_up(client, c
     settle(container)
     stored = stored_event(container, payload["id"])
     assert (stored.status, stored.attempts) == (EventStatus.PROCESSED, 2)
+
+
+def test_an_event_of_an_unhandled_type_put_back_in_the_queue_is_ignored_not_synced(container, fake_stripe):
+    payload = event("invoice.paid", {"id": "in_1", "object": "invoice", "customer": "cus_1"})
+    container.receiver.accept_event(event_from_payload(payload))
+    with transaction(container.new_session) as session:  # as an operator's replay would
+        store.set_status(session, payload["id"], EventStatus.QUEUED, utcnow())
+    outcome = container.syncer.process_event(payload["id"])
+    assert (outcome.status, outcome.error) == (EventStatus.IGNORED, "event type invoice.paid is not handled")
+    assert fake_stripe.calls == []

@@ -135,3 +135,13 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_readiness_fails_with_the_reason_when_the_broker_is_unreachable(settings, container):
+    unreachable = replace(settings, redis_url="redis://127.0.0.1:1/0")
+    down = bootstrap(unreachable, broker=build_redis_broker(unreachable))
+    response = create_app(down).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"]["database"] == "ok"
+    assert "Connection" in response.json["checks"]["broker"]
+    down.close()
