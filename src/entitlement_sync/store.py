@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy import Connection, CursorResult, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -295,3 +295,17 @@ def upsert_subscription(
         where=newer,
     ).returning(table.c.id)
     return session.execute(statement).first() is not None
+
+
+# --- figures for monitoring ------------------------------------------------------------------------------
+
+
+def events_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status))
+    return {status: int(count) for status, count in rows}
+
+
+def oldest_unfinished_received_at(session: Session) -> datetime | None:
+    return session.scalar(
+        select(func.min(StripeEvent.received_at)).where(StripeEvent.status.in_(EventStatus.UNFINISHED))
+    )

@@ -145,3 +145,14 @@ def test_readiness_fails_with_the_reason_when_the_broker_is_unreachable(settings
     assert response.json["checks"]["database"] == "ok"
     assert "Connection" in response.json["checks"]["broker"]
     down.close()
+
+
+def test_metrics_report_the_inbox_by_status_and_the_age_of_the_oldest_unfinished_event(client, container):
+    post_webhook(client, a_summary())
+    post_webhook(client, {**a_summary(), "type": "invoice.paid"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'entitlement_sync_events{status="queued"} 1.0' in text
+    assert 'entitlement_sync_events{status="ignored"} 1.0' in text
+    assert 'entitlement_sync_events{status="failed"} 0.0' in text
+    age_line = next(line for line in text.splitlines() if line.startswith("entitlement_sync_oldest_unfinished"))
+    assert float(age_line.split()[-1]) > 0.0  # the queued event is waiting

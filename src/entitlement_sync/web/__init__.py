@@ -10,6 +10,7 @@ from ..errors import StorageUnavailable
 from ..logs import configure_logging, get_logger
 from .access import access
 from .health import health
+from .metrics import metrics
 from .webhooks import MAX_BODY_BYTES, webhooks
 
 log = get_logger(__name__)
@@ -25,6 +26,7 @@ def create_app(container: Container | None = None) -> Flask:
     app.register_blueprint(webhooks)
     app.register_blueprint(access)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
 
     @app.errorhandler(StorageUnavailable)
     def database_down(error: StorageUnavailable):  # type: ignore[no-untyped-def]
