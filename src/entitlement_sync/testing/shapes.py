@@ -26,7 +26,16 @@ def sign(body: str | bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def feature(feature_id: str, lookup_key: str, *, active: bool = True, livemode: bool = False) -> dict[str, Any]:
+def sign_with_secrets(body: str | bytes, secrets: tuple[str, ...], timestamp: int | None = None) -> str:
+    """One `t=` and a `v1=` per secret, as Stripe sends while a webhook secret is being rolled."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signatures = [sign(body, secret, timestamp).split(",", 1)[1] for secret in secrets]
+    return ",".join([f"t={timestamp}", *signatures])
+
+
+def feature(
+    feature_id: str, lookup_key: str, *, active: bool = True, livemode: bool = False
+) -> dict[str, Any]:
     return {
         "id": feature_id,
         "object": "entitlements.feature",
@@ -50,11 +59,25 @@ def active_entitlement(
     }
 
 
+def product_feature(
+    attachment_id: str, feature_json: dict[str, Any], *, livemode: bool = False
+) -> dict[str, Any]:
+    """A `product_feature`: the attachment of a feature to a product, with the feature embedded."""
+    return {
+        "id": attachment_id,
+        "object": "product_feature",
+        "entitlement_feature": feature_json,
+        "livemode": livemode,
+    }
+
+
 def list_page(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "url": url, "has_more": has_more, "data": data}
 
 
-def error_body(error_type: str, message: str, *, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def error_body(
+    error_type: str, message: str, *, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     error: dict[str, Any] = {"type": error_type, "message": message}
     if code:
         error["code"] = code
@@ -100,7 +123,9 @@ def summary_event(
             "/v1/entitlements/active_entitlements", entitlements[:10], has_more=len(entitlements) > 10
         ),
     }
-    return event("entitlements.active_entitlement_summary.updated", summary, livemode=livemode, **event_fields)
+    return event(
+        "entitlements.active_entitlement_summary.updated", summary, livemode=livemode, **event_fields
+    )
 
 
 def subscription(
@@ -133,7 +158,12 @@ def subscription(
         "customer": customer_id,
         "status": status,
         "cancel_at_period_end": cancel_at_period_end,
-        "items": {"object": "list", "data": items, "has_more": False, "url": f"/v1/subscription_items?subscription={subscription_id}"},
+        "items": {
+            "object": "list",
+            "data": items,
+            "has_more": False,
+            "url": f"/v1/subscription_items?subscription={subscription_id}",
+        },
         "livemode": livemode,
         "metadata": {},
     }
