@@ -102,8 +102,9 @@ class StripeSimulatorServer:
         handler = type("Handler", (_Handler,), {"stripe": stripe})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
+        # A short poll interval: stop() waits out one poll, and tests start and stop many servers.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="stripe-simulator", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="stripe-simulator", daemon=True
         )
 
     @property
