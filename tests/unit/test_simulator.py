@@ -1,4 +1,4 @@
-"""The simulated Stripe account: entitlements derived as Stripe derives them, and the events each change causes."""
+"""The simulated Stripe account: entitlements derived as Stripe does, and the events each change causes."""
 
 import pytest
 
@@ -93,7 +93,9 @@ def test_a_canceled_subscription_stays_canceled(stripe):
         stripe.resume(subscription)
 
 
-def test_a_new_subscription_emits_created_then_a_summary_and_a_change_that_grants_nothing_new_no_summary(stripe):
+def test_a_new_subscription_emits_created_then_a_summary_and_a_change_that_grants_nothing_new_no_summary(
+    stripe,
+):
     api = stripe.create_feature("api_access")
     subscription = stripe.subscribe("cus_1", [stripe.create_product([api])])
     stripe.change_products(subscription, [stripe.create_product([api])])
@@ -105,7 +107,9 @@ def test_a_new_subscription_emits_created_then_a_summary_and_a_change_that_grant
 
 
 def test_a_trial_ending_into_paused_revokes_without_a_summary_and_resuming_sends_one(stripe):
-    subscription = stripe.subscribe("cus_1", [stripe.create_product([stripe.create_feature("api_access")])], trial_days=7)
+    subscription = stripe.subscribe(
+        "cus_1", [stripe.create_product([stripe.create_feature("api_access")])], trial_days=7
+    )
     assert keys(stripe, "cus_1") == ["api_access"]
     before = len(stripe.events.all())
     stripe.warn_trial_ending(subscription)

@@ -31,7 +31,11 @@ def test_a_rate_limited_answer_names_its_reason():
     stripe.faults.rate_limit_share = 1.0
     stripe.faults.rate_limit_reason = "endpoint-rate"
     status, headers, body = stripe.handle("GET", ENTITLEMENTS, {"customer": ["cus_1"]}, AUTHORIZED)
-    assert (status, headers["Stripe-Rate-Limited-Reason"], body["error"]["code"]) == (429, "endpoint-rate", "rate_limit")
+    assert (status, headers["Stripe-Rate-Limited-Reason"], body["error"]["code"]) == (
+        429,
+        "endpoint-rate",
+        "rate_limit",
+    )
 
 
 def test_random_shares_are_reproducible_from_the_seed_and_counted():

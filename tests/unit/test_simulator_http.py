@@ -71,7 +71,9 @@ def test_limits_one_and_a_hundred_are_accepted(stripe, client):
     assert len(client.v1.entitlements.active_entitlements.list({"customer": "cus_1", "limit": 100}).data) == 3
 
 
-def test_a_deleted_customer_is_a_404_resource_missing_and_the_gateway_reads_it_as_nothing(stripe, client, server):
+def test_a_deleted_customer_is_a_404_resource_missing_and_the_gateway_reads_it_as_nothing(
+    stripe, client, server
+):
     customer_with_features(stripe, 2)
     stripe.delete_customer("cus_1")
     with pytest.raises(stripe_sdk.InvalidRequestError) as raised:
@@ -135,7 +137,9 @@ def test_subscriptions_leave_out_canceled_ones_unless_status_is_all(stripe, clie
 def test_events_are_listed_newest_first_and_filter_by_type_time_and_delivery(stripe, client):
     subscription = stripe.subscribe("cus_1", [stripe.create_product([stripe.create_feature("api_access")])])
     stripe.cancel(subscription)
-    listed = client.v1.events.list({"types": ["customer.subscription.created", "customer.subscription.deleted"]})
+    listed = client.v1.events.list(
+        {"types": ["customer.subscription.created", "customer.subscription.deleted"]}
+    )
     assert [e.type for e in listed.data] == ["customer.subscription.deleted", "customer.subscription.created"]
     first = stripe.events.all()[0]
     stripe.events.mark_delivered(first["id"])
@@ -144,7 +148,9 @@ def test_events_are_listed_newest_first_and_filter_by_type_time_and_delivery(str
     assert first["id"] not in [e.id for e in undelivered.data]
 
 
-def test_a_scripted_429_is_a_rate_limit_error_and_the_gateway_calls_stripe_unavailable(stripe, client, server):
+def test_a_scripted_429_is_a_rate_limit_error_and_the_gateway_calls_stripe_unavailable(
+    stripe, client, server
+):
     stripe.fail_next(429, times=2)
     with pytest.raises(stripe_sdk.RateLimitError) as raised:
         client.v1.entitlements.active_entitlements.list({"customer": "cus_1"})
@@ -154,6 +160,8 @@ def test_a_scripted_429_is_a_rate_limit_error_and_the_gateway_calls_stripe_unava
 
 
 def test_an_unknown_url_is_a_404_in_stripes_error_shape(server):
-    response = requests.get(f"{server.url}/v1/nothing", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5)
+    response = requests.get(
+        f"{server.url}/v1/nothing", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5
+    )
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
