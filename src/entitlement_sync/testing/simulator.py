@@ -99,6 +99,7 @@ class StripeSimulatorServer:
 
     def __init__(self, stripe: FakeStripe, host: str = "127.0.0.1", port: int = 0) -> None:
         self.stripe = stripe
+        self._host = host
         handler = type("Handler", (_Handler,), {"stripe": stripe})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
@@ -109,8 +110,7 @@ class StripeSimulatorServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self._host}:{self._server.server_port}"
 
     def start(self) -> StripeSimulatorServer:
         self._thread.start()
