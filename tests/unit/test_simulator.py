@@ -194,3 +194,19 @@ def test_the_event_search_keeps_thirty_days_and_filters_by_type_and_time():
     # The sign-up is now 35 days old and drops out of the API; the cancellation, 25 days old, stays.
     assert types_of(stripe.events.search()) == [SUMMARY, "customer.subscription.deleted"]
     assert len(stripe.events.all()) == 4
+
+
+def test_a_deleted_customer_cannot_subscribe_again(stripe):
+    stripe.delete_customer("cus_1")
+    with pytest.raises(SimulationError, match="deleted"):
+        stripe.subscribe("cus_1", [stripe.create_product()])
+
+
+def test_a_subscriptions_period_follows_the_models_clock():
+    stripe = FakeStripe(clock=lambda: 1_700_000_000)
+    subscription = stripe.subscribe("cus_1", [stripe.create_product()])
+    [item] = stripe.subscriptions[subscription].as_json()["items"]["data"]
+    assert (item["current_period_start"], item["current_period_end"]) == (
+        1_700_000_000,
+        1_700_000_000 + 30 * 86400,
+    )

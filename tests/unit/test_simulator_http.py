@@ -165,3 +165,12 @@ def test_an_unknown_url_is_a_404_in_stripes_error_shape(server):
     )
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_ending_before_pages_backwards(stripe, client):
+    features = customer_with_features(stripe, 5)
+    ids = [item.id for item in client.v1.entitlements.active_entitlements.list({"customer": "cus_1"}).data]
+    page = client.v1.entitlements.active_entitlements.list(
+        {"customer": "cus_1", "ending_before": ids[4], "limit": 2}
+    )
+    assert ([item.feature for item in page.data], page.has_more) == (features[2:4], True)

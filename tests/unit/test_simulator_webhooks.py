@@ -186,3 +186,11 @@ def test_events_recorded_before_start_are_not_sent(stripe, endpoint):
     with sender_for(stripe, endpoint) as sender:
         assert sender.drain(10)
     assert endpoint.ids() == []
+
+
+def test_only_the_endpoints_enabled_event_types_are_sent(stripe, endpoint):
+    summary = "entitlements.active_entitlement_summary.updated"
+    with sender_for(stripe, endpoint, event_types=[summary]) as sender:
+        a_story(stripe)
+        assert sender.drain(10)
+    assert [event["type"] for event, _ in endpoint.received] == [summary, summary]

@@ -144,10 +144,15 @@ def paginated(query: Query, url: str, items: list[dict[str, Any]]) -> Answer:
         return bad_param(
             "limit", "This value must be greater than or equal to 1 and less than or equal to 100."
         )
+    ids = [item["id"] for item in items]
+    starting_after, ending_before = one(query, "starting_after"), one(query, "ending_before")
+    if ending_before:
+        # An unknown cursor gives an empty page, where Stripe would answer an error.
+        end = ids.index(ending_before) if ending_before in ids else 0
+        page = items[max(0, end - limit) : end]
+        return 200, {}, shapes.list_page(url, page, has_more=end - limit > 0)
     start = 0
-    starting_after = one(query, "starting_after")
     if starting_after:
-        ids = [item["id"] for item in items]
         start = ids.index(starting_after) + 1 if starting_after in ids else len(items)
     page = items[start : start + limit]
     return 200, {}, shapes.list_page(url, page, has_more=start + limit < len(items))

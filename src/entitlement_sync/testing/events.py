@@ -76,7 +76,7 @@ class EventLog:
         with self._lock:
             recorded = list(reversed(self._events))
         return [
-            item.body
+            {**item.body, "pending_webhooks": 0 if item.delivered else 1}
             for item in recorded
             if item.body["created"] >= oldest
             and _type_matches(item.body["type"], types)

@@ -110,7 +110,9 @@ class BillingModel:
     ) -> str:
         """A new subscription (`trialing` with `trial_days`); emits `customer.subscription.created`."""
         with self.lock:
-            self.create_customer(customer_id) if customer_id not in self.customers else None
+            if customer_id in self.deleted_customers:
+                raise SimulationError(f"customer {customer_id} was deleted")
+            self.customers.add(customer_id)
             now = int(self.clock())
             products = [self._product(p).id for p in product_ids]
             subscription = Subscription(shapes.new_id("sub"), customer_id, products, status, now)
@@ -125,7 +127,7 @@ class BillingModel:
     def change_products(self, subscription_id: str, product_ids: Iterable[str]) -> None:
         """An upgrade or downgrade: takes effect at once, as proration does; emits `...updated`."""
         with self.lock:
-            subscription = self._subscription(subscription_id)
+            subscription = self._live_subscription(subscription_id)
             before = subscription.as_json()["items"]
             subscription.product_ids = [self._product(p).id for p in product_ids]
             self._start_period(subscription)
@@ -135,7 +137,7 @@ class BillingModel:
     def renew_subscription(self, subscription_id: str) -> None:
         """Start the next billing period: catalog changes since the last one now reach this subscriber."""
         with self.lock:
-            subscription = self._subscription(subscription_id)
+            subscription = self._live_subscription(subscription_id)
             self._start_period(subscription)
             self._emit(SUB + "updated", subscription, {"items": subscription.as_json()["items"]})
             self._announce_entitlements(subscription.customer_id)
@@ -148,10 +150,8 @@ class BillingModel:
         if status not in STATUSES:
             raise SimulationError(f"unknown subscription status {status!r}")
         with self.lock:
-            subscription = self._subscription(subscription_id)
+            subscription = self._live_subscription(subscription_id)
             previous = subscription.status
-            if previous == "canceled":
-                raise SimulationError(f"subscription {subscription_id} is canceled for good")
             subscription.status = status
             if status == "canceled":
                 self._emit(SUB + "deleted", subscription)
@@ -223,6 +223,7 @@ class BillingModel:
     def _start_period(self, subscription: Subscription) -> None:
         features = (f for product in subscription.product_ids for f in self.products[product].feature_ids)
         subscription.features_this_period = list(dict.fromkeys(features))
+        subscription.period_start = int(self.clock())
 
     def _announce_entitlements(self, customer_id: str, *, send_summary: bool = True) -> None:
         now = self.entitled_features(customer_id)
@@ -249,6 +250,12 @@ class BillingModel:
 
     def _subscription(self, subscription_id: str) -> Subscription:
         return _found(self.subscriptions, subscription_id, "subscription")
+
+    def _live_subscription(self, subscription_id: str) -> Subscription:
+        subscription = self._subscription(subscription_id)
+        if subscription.status == "canceled":
+            raise SimulationError(f"subscription {subscription_id} is canceled for good")
+        return subscription
 
 
 def _found(table: dict[str, Any], key: str, kind: str) -> Any:

@@ -41,10 +41,14 @@ class Subscription:
     status: str
     created: int
     trial_end: int | None = None
+    period_start: int = 0
     # Catalog changes reach a subscriber at their next period: each period freezes its products' features.
     features_this_period: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         prices = [(f"price_{product.removeprefix('prod_')}", product) for product in self.product_ids]
-        body = shapes.subscription(self.id, self.customer_id, status=self.status, prices=prices)
+        period_end = self.period_start + 30 * 86400
+        body = shapes.subscription(
+            self.id, self.customer_id, status=self.status, prices=prices, current_period_end=period_end
+        )
         return {**body, "created": self.created, "trial_end": self.trial_end}

@@ -7,6 +7,7 @@ to `max_attempts`, then given up. Knobs, all seeded by `seed`:
 - `duplicate_share`: share of events delivered twice (Stripe does not promise exactly-once);
 - `reorder_window`: shuffle each batch of up to this many waiting events (Stripe does not promise order);
 - `delay`: seconds before the first attempt;
+- `event_types`: send only these types, like an endpoint's enabled events (default: all);
 - `hold()` / `release(reverse=...)`: hold events back, then let them go in a chosen order (scripted stories).
 """
 
@@ -18,6 +19,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +66,7 @@ class WebhookSender:
         reorder_window: int = 1,
         delay: float = 0.0,
         seed: int = 0,
+        event_types: Iterable[str] | None = None,
     ) -> None:
         self.stripe, self.url = stripe, url
         self.secrets = (secret,) if isinstance(secret, str) else tuple(secret)
@@ -71,6 +74,8 @@ class WebhookSender:
         self.base_delay, self.max_delay = base_delay, max_delay
         self.duplicate_share, self.reorder_window, self.delay = duplicate_share, reorder_window, delay
         self.random = random.Random(seed)
+        # Like an endpoint's enabled events in Stripe's dashboard; None sends every type.
+        self.event_types = None if event_types is None else frozenset(event_types)
         self.deliveries: list[
             tuple[str, int]
         ] = []  # (event id, HTTP status or 0 for no answer), in send order
@@ -153,6 +158,8 @@ class WebhookSender:
     # --- internals -----------------------------------------------------------------------------------
 
     def _hear(self, event: dict[str, Any]) -> None:
+        if self.event_types is not None and event["type"] not in self.event_types:
+            return
         with self._changed:
             self._waiting.append(event)
             self._schedule_waiting(force=False)
