@@ -121,7 +121,12 @@ class ApiFaults:
         self.bucket = None
 
     def release_sleepers(self) -> None:
+        """End every injected sleep now and skip new ones (the server is stopping)."""
         self._released.set()
+
+    def allow_sleepers(self) -> None:
+        """Let slow and timeout faults sleep again (a server is starting)."""
+        self._released.clear()
 
     def before_answering(self) -> Answer | None:
         """The fault to answer with instead of the real answer, or None (after any injected slowness)."""

@@ -113,6 +113,7 @@ class StripeSimulatorServer:
         return f"http://{self._host}:{self._server.server_port}"
 
     def start(self) -> StripeSimulatorServer:
+        self.stripe.faults.allow_sleepers()
         self._thread.start()
         return self
 

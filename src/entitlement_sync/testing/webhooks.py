@@ -115,7 +115,10 @@ class WebhookSender:
         self.stop()
 
     def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until every event heard so far was delivered or given up; False if `timeout` passed first."""
+        """Wait until every event heard so far was delivered or given up; False if `timeout` passed first.
+
+        Held events (`hold()`) count as not delivered: release them first.
+        """
         deadline = time.monotonic() + timeout
         with self._changed:
             self._schedule_waiting(force=True)
