@@ -210,3 +210,9 @@ def test_a_subscriptions_period_follows_the_models_clock():
         1_700_000_000,
         1_700_000_000 + 30 * 86400,
     )
+
+
+def test_only_a_trialing_subscription_can_end_its_trial(stripe):
+    subscription = stripe.subscribe("cus_1", [stripe.create_product()])
+    with pytest.raises(SimulationError, match="not trialing"):
+        stripe.end_trial(subscription)

@@ -179,7 +179,10 @@ class BillingModel:
 
     def end_trial(self, subscription_id: str, *, into: str = "active") -> None:
         """End the trial. Into `paused` (no payment method), Stripe sends no summary event."""
-        self.set_status(subscription_id, into, announce=into != "paused")
+        with self.lock:
+            if self._subscription(subscription_id).status != "trialing":
+                raise SimulationError(f"subscription {subscription_id} is not trialing")
+            self.set_status(subscription_id, into, announce=into != "paused")
 
     def set_entitlements(self, customer_id: str, features: list[tuple[str, str]]) -> None:
         """Force the customer's entitlements to these (feature id, lookup key) pairs, over subscriptions."""
@@ -216,7 +219,10 @@ class BillingModel:
             ]
 
     def _entitlement_id(self, customer_id: str, feature_id: str) -> str:
-        return self._entitlement_ids.setdefault((customer_id, feature_id), shapes.new_id("ent"))
+        key = (customer_id, feature_id)
+        if key not in self._entitlement_ids:
+            self._entitlement_ids[key] = shapes.new_id("ent")
+        return self._entitlement_ids[key]
 
     # --- internals -----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ STATUSES = GRANTING_STATUSES | {"canceled", "incomplete", "incomplete_expired", 
 
 
 class SimulationError(ValueError):
-    """A change Stripe itself would refuse (a taken lookup key, unarchiving, an unknown id)."""
+    """A change Stripe would refuse: a taken lookup key, attaching an archived feature, an unknown id."""
 
 
 @dataclass
