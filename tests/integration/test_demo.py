@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import structlog
 from click.testing import CliRunner
 
 from entitlement_sync.cli import main
@@ -18,7 +19,10 @@ def step_output(output, number):
 @pytest.fixture(scope="module")
 def demo():
     """One run shared by the tests below: each reads a different part of its output."""
-    return CliRunner().invoke(main, ["demo"])
+    logging_before = structlog.get_config()
+    result = CliRunner().invoke(main, ["demo"])
+    result.logging_changed = structlog.get_config() != logging_before
+    return result
 
 
 def test_the_demo_plays_its_story_and_the_table_follows_stripe_at_every_step(demo):
@@ -51,3 +55,7 @@ def test_after_cancellation_alice_has_nothing_left(demo):
     assert "- revoked cus_alice api_access" in final
     assert "│ cus_alice" not in final
     assert "(empty)" in final
+
+
+def test_the_demo_gives_the_process_its_logging_back(demo):
+    assert demo.logging_changed is False

@@ -194,3 +194,11 @@ def test_only_the_endpoints_enabled_event_types_are_sent(stripe, endpoint):
         a_story(stripe)
         assert sender.drain(10)
     assert [event["type"] for event, _ in endpoint.received] == [summary, summary]
+
+
+def test_a_delay_keeps_events_back_until_it_has_passed(stripe, endpoint):
+    with sender_for(stripe, endpoint, delay=60.0) as sender:
+        stripe.set_entitlements("cus_1", [("feat_a", "a")])
+        assert sender.drain(0.2) is False
+    assert endpoint.ids() == []
+    assert sender.stats.sent == 0

@@ -112,15 +112,14 @@ def running_world(directory: str) -> Iterator[World]:
     """Start everything on 127.0.0.1 and free ports; stop it all on the way out."""
     from ..bootstrap import bootstrap
     from ..db import upgrade
-    from ..logs import configure_logging
     from ..settings import Settings
     from ..tasks import build_stub_broker, start_in_process_worker
     from ..testing import FakeStripe, StripeSimulatorServer, WebhookSender
 
-    configure_logging(level="WARNING", json=False)  # the table tells the story; logs would drown it
     database_url = f"sqlite:///{Path(directory) / 'demo.db'}"
     upgrade(database_url)
     with ExitStack() as stack:
+        stack.enter_context(warnings_only())
         stripe = FakeStripe(API_KEY)
         server = stack.enter_context(StripeSimulatorServer(stripe))
         settings = Settings(
@@ -141,6 +140,30 @@ def running_world(directory: str) -> Iterator[World]:
         sender = WebhookSender(stripe, f"{url}/webhooks/stripe", WEBHOOK_SECRET, threads=1, base_delay=0.1)
         stack.enter_context(sender)
         yield World(stripe, sender, container, url, server.url)
+
+
+@contextmanager
+def warnings_only() -> Iterator[None]:
+    """Show only the service's warnings while the demo runs: the table tells the story, logs would drown it.
+
+    The previous configuration comes back afterwards, and nothing is cached meanwhile, so a process that
+    runs the demo (a test) keeps its own logging.
+    """
+    import logging
+    import sys
+
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
 
 
 @contextmanager
