@@ -174,3 +174,15 @@ def test_ending_before_pages_backwards(stripe, client):
         {"customer": "cus_1", "ending_before": ids[4], "limit": 2}
     )
     assert ([item.feature for item in page.data], page.has_more) == (features[2:4], True)
+
+
+def test_single_objects_can_be_retrieved_by_id_and_unknown_ids_are_404(stripe, client):
+    [feature] = customer_with_features(stripe, 1)
+    [subscription] = stripe.subscriptions
+    entitlement = stripe.active_entitlements("cus_1")[0]["id"]
+    assert client.v1.entitlements.features.retrieve(feature).lookup_key == "feature_00"
+    assert client.v1.entitlements.active_entitlements.retrieve(entitlement).feature == feature
+    assert client.v1.subscriptions.retrieve(subscription).customer == "cus_1"
+    with pytest.raises(stripe_sdk.InvalidRequestError) as raised:
+        client.v1.subscriptions.retrieve("sub_missing")
+    assert (raised.value.http_status, raised.value.code) == (404, "resource_missing")

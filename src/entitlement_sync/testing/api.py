@@ -18,8 +18,6 @@ Query = dict[str, list[str]]
 Answer = tuple[int, dict[str, str], dict[str, Any]]
 Route = Callable[[BillingModel, Query, dict[str, str]], Answer]
 
-_PRODUCT_FEATURES = re.compile(r"^/v1/products/(?P<id>[^/]+)/features$")
-
 
 def route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
     """The handler for this request and the ids in its path, or None for a URL Stripe would not recognise."""
@@ -27,8 +25,11 @@ def route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         return None
     if path in _FIXED:
         return _FIXED[path], {}
-    match = _PRODUCT_FEATURES.match(path)
-    return (list_product_features, match.groupdict()) if match else None
+    for pattern, handler in _WITH_IDS:
+        match = pattern.match(path)
+        if match:
+            return handler, match.groupdict()
+    return None
 
 
 def unrecognised(method: str, path: str) -> Answer:
@@ -104,12 +105,44 @@ def list_events(model: BillingModel, query: Query, _: dict[str, str]) -> Answer:
     return paginated(query, "/v1/events", events)
 
 
+def retrieve_active_entitlement(model: BillingModel, query: Query, path_ids: dict[str, str]) -> Answer:
+    entitlement_id = path_ids["id"]
+    with model.lock:
+        for customer_id in model.customers:
+            for item in model.active_entitlements(customer_id):
+                if item["id"] == entitlement_id:
+                    return 200, {}, item
+    return missing("id", f"No such active entitlement: '{entitlement_id}'")
+
+
+def retrieve_feature(model: BillingModel, query: Query, path_ids: dict[str, str]) -> Answer:
+    with model.lock:
+        feature = model.features.get(path_ids["id"])
+        if feature is None:
+            return missing("id", f"No such feature: '{path_ids['id']}'")
+        return 200, {}, feature.as_json()
+
+
+def retrieve_subscription(model: BillingModel, query: Query, path_ids: dict[str, str]) -> Answer:
+    with model.lock:
+        subscription = model.subscriptions.get(path_ids["id"])
+        if subscription is None:
+            return missing("id", f"No such subscription: '{path_ids['id']}'")
+        return 200, {}, subscription.as_json()
+
+
 _FIXED: dict[str, Route] = {
     "/v1/entitlements/active_entitlements": list_active_entitlements,
     "/v1/entitlements/features": list_features,
     "/v1/subscriptions": list_subscriptions,
     "/v1/events": list_events,
 }
+_WITH_IDS: list[tuple[re.Pattern[str], Route]] = [
+    (re.compile(r"^/v1/products/(?P<id>[^/]+)/features$"), list_product_features),
+    (re.compile(r"^/v1/entitlements/active_entitlements/(?P<id>[^/]+)$"), retrieve_active_entitlement),
+    (re.compile(r"^/v1/entitlements/features/(?P<id>[^/]+)$"), retrieve_feature),
+    (re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), retrieve_subscription),
+]
 
 # --- Stripe's query encoding, pagination and errors ------------------------------------------------------
 
