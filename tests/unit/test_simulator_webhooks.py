@@ -202,3 +202,12 @@ def test_a_delay_keeps_events_back_until_it_has_passed(stripe, endpoint):
         assert sender.drain(0.2) is False
     assert endpoint.ids() == []
     assert sender.stats.sent == 0
+
+
+def test_deliveries_get_through_while_responses_mocks_stripes_api(fake_stripe, endpoint):
+    """`fake_stripe` routes every `requests` call to the fake: the deliveries must not be caught."""
+    with sender_for(fake_stripe, endpoint) as sender:
+        fake_stripe.set_entitlements("cus_1", [("feat_a", "a")])
+        assert sender.drain(10)
+    assert sender.stats.accepted == 1
+    assert len(endpoint.ids()) == 1
