@@ -33,9 +33,10 @@ def test_a_customers_entitlements_are_listed(client, container, fake_stripe):
     synced(container, fake_stripe, "cus_1", [("feat_api", "api_access"), ("feat_ai", "ai_assistant")])
     body = client.get("/v1/customers/cus_1/entitlements", headers=AUTH).json
     assert body["customer"] == "cus_1"
+    ids = {item["feature"]: item["id"] for item in fake_stripe.active_entitlements("cus_1")}
     assert body["entitlements"] == [
-        {"lookup_key": "ai_assistant", "feature": "feat_ai", "entitlement": "ent_ai"},
-        {"lookup_key": "api_access", "feature": "feat_api", "entitlement": "ent_api"},
+        {"lookup_key": "ai_assistant", "feature": "feat_ai", "entitlement": ids["feat_ai"]},
+        {"lookup_key": "api_access", "feature": "feat_api", "entitlement": ids["feat_api"]},
     ]
     assert body["synced_at"].endswith("+00:00")
 

@@ -56,7 +56,7 @@ def test_more_entitlements_than_one_page_are_all_fetched(client, container, work
     assert rows(container, "cus_big") == set(features)
     calls = fake_stripe.calls_to(ACTIVE_ENTITLEMENTS)
     assert [call.query["limit"] for call in calls] == [["100"], ["100"]]
-    assert calls[1].query["starting_after"] == ["ent_099"]
+    assert calls[1].query["starting_after"] == [fake_stripe.active_entitlements("cus_big")[99]["id"]]
 
 
 def test_two_features_sharing_a_lookup_key_are_both_kept(client, container, worker, fake_stripe):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .demo import demo
 from .run import db, dev, serve, worker
 
 
@@ -13,5 +14,5 @@ def main() -> None:
     """Keep a local feature-access table in step with Stripe Billing Entitlements."""
 
 
-for command in (db, serve, worker, dev):
+for command in (db, serve, worker, dev, demo):
     main.add_command(command)

@@ -26,6 +26,13 @@ def sign(body: str | bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={timestamp},v1={digest}"
 
 
+def sign_with_secrets(body: str | bytes, secrets: tuple[str, ...], timestamp: int | None = None) -> str:
+    """One `t=` and a `v1=` per secret, as Stripe sends while a webhook secret is being rolled."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signatures = [sign(body, secret, timestamp).split(",", 1)[1] for secret in secrets]
+    return ",".join([f"t={timestamp}", *signatures])
+
+
 def feature(feature_id: str, lookup_key: str, *, active: bool = True, livemode: bool = False) -> dict[str, Any]:
     return {
         "id": feature_id,
@@ -47,6 +54,16 @@ def active_entitlement(
         "feature": feature_id,
         "livemode": livemode,
         "lookup_key": lookup_key,
+    }
+
+
+def product_feature(attachment_id: str, feature_json: dict[str, Any], *, livemode: bool = False) -> dict[str, Any]:
+    """A `product_feature`: the attachment of a feature to a product, with the feature embedded."""
+    return {
+        "id": attachment_id,
+        "object": "product_feature",
+        "entitlement_feature": feature_json,
+        "livemode": livemode,
     }
 
 
