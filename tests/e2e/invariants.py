@@ -29,6 +29,7 @@ class Snapshot:
     mismatched: dict[str, tuple[set[tuple[str, str]], set[tuple[str, str]]]]  # customer: (rows, truth)
     attempts: int = 0
     open_attempts: int = 0  # attempts never finished: their worker died mid-job
+    most_attempts: int = 0  # the most processing attempts any one event took
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -72,6 +73,7 @@ class Inspector:
             ):
                 rows[customer].add((feature, key))
             attempts = connection.scalar(select(func.count()).select_from(EventAttempt)) or 0
+            most_attempts = connection.scalar(select(func.max(StripeEvent.attempts))) or 0
             open_attempts = connection.scalar(
                 select(func.count()).select_from(EventAttempt).where(EventAttempt.finished_at.is_(None))
             )
@@ -87,6 +89,7 @@ class Inspector:
             mismatched=mismatched,
             attempts=attempts,
             open_attempts=open_attempts or 0,
+            most_attempts=most_attempts,
         )
 
     def count(self, *statuses: str) -> int:
