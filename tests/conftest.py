@@ -113,9 +113,7 @@ def settle(container: Container, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with container.new_session() as session:
-            unfinished = session.scalar(
-                select(func.count()).where(StripeEvent.status.in_(EventStatus.UNFINISHED))
-            )
+            unfinished = session.scalar(select(func.count()).where(StripeEvent.status.in_(EventStatus.UNFINISHED)))
         if not unfinished:
             return
         time.sleep(0.02)

@@ -37,7 +37,9 @@ class Container:
 
     def enable_sweep(self) -> None:
         """Make every worker of this broker sweep unfinished events at start-up and periodically."""
-        self.broker.add_middleware(SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds))
+        self.broker.add_middleware(
+            SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds)
+        )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -67,5 +69,5 @@ def bootstrap(
         receiver=Receiver(new_session, verifier, queue, clock, settings.livemode),
         syncer=syncer,
         sweeper=Sweeper(new_session, queue, clock, timedelta(seconds=settings.stuck_after_seconds)),
-        reader=AccessReader(new_session),
+        reader=AccessReader(engine),
     )

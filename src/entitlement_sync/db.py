@@ -25,7 +25,12 @@ def create_db_engine(url: str) -> Engine:
         return engine
     # A short connect timeout turns "database down" into a quick 503 instead of a hung webhook.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=5, connect_args={"connect_timeout": 3}
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 3},
     )
 
 

@@ -11,6 +11,9 @@ import structlog
 
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
+    # Chatty at INFO: a line per Stripe request, per Alembic plugin. Our own events say what matters.
+    for noisy in ("stripe", "alembic", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[

@@ -41,9 +41,7 @@ class Sweeper:
                 log.warning("sweep.queue_unavailable", pending=len(event_ids) - requeued, error=str(error))
                 break
             with transaction(self._new_session) as session:
-                store.set_status(
-                    session, event_id, EventStatus.QUEUED, self._clock(), only_from=EventStatus.UNFINISHED
-                )
+                store.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=EventStatus.UNFINISHED)
             requeued += 1
         if requeued:
             log.info("sweep.requeued", count=requeued)

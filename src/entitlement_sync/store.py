@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, CursorResult, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -24,9 +24,14 @@ from .models import (
 from .stripe_gateway import ActiveEntitlement
 
 
-def _insert(session: Session, table: Table) -> Any:
+def _insert(session: Session, table: Any) -> Any:
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def _changed(session: Session, statement: Any) -> int:
+    """How many rows an UPDATE touched (reliable for UPDATE on every driver we use)."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 # --- the inbox -------------------------------------------------------------------------------------------
@@ -81,16 +86,17 @@ def set_status(
     statement = update(StripeEvent).where(StripeEvent.id == event_id)
     if only_from is not None:
         statement = statement.where(StripeEvent.status.in_(list(only_from)))
-    return session.execute(statement.values(status=status, status_changed_at=now)).rowcount == 1
+    return _changed(session, statement.values(status=status, status_changed_at=now)) == 1
 
 
 def claim_for_processing(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int] | None:
     """Mark the event processing and open an attempt; None when it is finished or unknown."""
-    claimed = session.execute(
+    claimed = _changed(
+        session,
         update(StripeEvent)
         .where(StripeEvent.id == event_id, StripeEvent.status.in_(EventStatus.UNFINISHED))
-        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now)
-    ).rowcount
+        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now),
+    )
     if not claimed:
         return None
     attempt = EventAttempt(event_id=event_id, started_at=now)
@@ -115,7 +121,9 @@ def finish_attempt(
     )
 
 
-def unfinished_event_ids(session: Session, now: datetime, received_grace: timedelta, stuck_after: timedelta) -> list[str]:
+def unfinished_event_ids(
+    session: Session, now: datetime, received_grace: timedelta, stuck_after: timedelta
+) -> list[str]:
     """Events nobody is working on: never enqueued (broker was down), or stuck past the timeout."""
     never_enqueued = and_(
         StripeEvent.status == EventStatus.RECEIVED, StripeEvent.status_changed_at < now - received_grace
@@ -146,7 +154,7 @@ def claim_apply(session: Session, customer_id: str, ticket: int, now: datetime) 
         .where(CustomerSyncState.customer_id == customer_id, CustomerSyncState.applied_seq < ticket)
         .values(applied_seq=ticket, synced_at=now)
     )
-    return session.execute(statement).rowcount == 1
+    return _changed(session, statement) == 1
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,11 @@ class AccessDiff:
 
 
 def replace_entitlements(
-    session: Session, customer_id: str, fetched: Sequence[ActiveEntitlement], event_id: str | None, now: datetime
+    session: Session,
+    customer_id: str,
+    fetched: Sequence[ActiveEntitlement],
+    event_id: str | None,
+    now: datetime,
 ) -> AccessDiff:
     current = {
         row.feature_id: row
@@ -213,13 +225,34 @@ def entitlements_of(session: Session, customer_id: str) -> list[Entitlement]:
     return list(session.scalars(statement.order_by(Entitlement.lookup_key, Entitlement.feature_id)))
 
 
-def has_lookup_key(session: Session, customer_id: str, lookup_key: str) -> bool:
-    statement = select(func.count()).where(Entitlement.customer_id == customer_id, Entitlement.lookup_key == lookup_key)
-    return bool(session.scalar(statement))
+# The read path runs on a plain Connection with statements built once: services call it on their hot path,
+# and skipping the ORM's unit of work and statement construction makes a lookup several times cheaper.
+_SYNCED_AT = (
+    select(CustomerSyncState.synced_at).where(CustomerSyncState.customer_id == bindparam("customer")).scalar_subquery()
+)
+_ACCESS_TO = select(
+    exists().where(Entitlement.customer_id == bindparam("customer"), Entitlement.lookup_key == bindparam("key")),
+    _SYNCED_AT,
+)
+_GRANTED_ROWS = (
+    select(Entitlement.lookup_key, Entitlement.feature_id, Entitlement.entitlement_id, Entitlement.granted_at)
+    .where(Entitlement.customer_id == bindparam("customer"))
+    .order_by(Entitlement.lookup_key, Entitlement.feature_id)
+)
 
 
-def synced_at(session: Session, customer_id: str) -> datetime | None:
-    return session.scalar(select(CustomerSyncState.synced_at).where(CustomerSyncState.customer_id == customer_id))
+def granted_rows(connection: Connection, customer_id: str) -> list[tuple[str, str, str, datetime]]:
+    return [tuple(row) for row in connection.execute(_GRANTED_ROWS, {"customer": customer_id})]  # type: ignore[misc]
+
+
+def access_to(connection: Connection, customer_id: str, lookup_key: str) -> tuple[bool, datetime | None]:
+    """Whether the customer holds the lookup key, and when they were last synced, in one round trip."""
+    granted, synced = connection.execute(_ACCESS_TO, {"customer": customer_id, "key": lookup_key}).one()
+    return bool(granted), synced
+
+
+def synced_at(connection: Connection | Session, customer_id: str) -> datetime | None:
+    return connection.scalar(select(_SYNCED_AT), {"customer": customer_id})
 
 
 # --- the subscription mirror -----------------------------------------------------------------------------
@@ -257,6 +290,22 @@ def upsert_subscription(
         ),
     )
     statement = statement.on_conflict_do_update(
-        index_elements=["id"], set_={key: statement.excluded[key] for key in values if key != "id"}, where=newer
+        index_elements=["id"],
+        set_={key: statement.excluded[key] for key in values if key != "id"},
+        where=newer,
     ).returning(table.c.id)
     return session.execute(statement).first() is not None
+
+
+# --- figures for monitoring ------------------------------------------------------------------------------
+
+
+def events_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status))
+    return {status: int(count) for status, count in rows}
+
+
+def oldest_unfinished_received_at(session: Session) -> datetime | None:
+    return session.scalar(
+        select(func.min(StripeEvent.received_at)).where(StripeEvent.status.in_(EventStatus.UNFINISHED))
+    )

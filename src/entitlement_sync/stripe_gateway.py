@@ -37,9 +37,7 @@ class StripeGateway:
 
         def fetch() -> list[ActiveEntitlement]:
             try:
-                pages = self._client.v1.entitlements.active_entitlements.list(
-                    {"customer": customer_id, "limit": 100}
-                )
+                pages = self._client.v1.entitlements.active_entitlements.list({"customer": customer_id, "limit": 100})
                 return [_active_entitlement(item) for item in pages.auto_paging_iter()]
             except stripe.InvalidRequestError as error:
                 # A deleted customer is entitled to nothing; Stripe says so with a 404.
@@ -122,8 +120,3 @@ def _timestamp(header: str) -> int:
         if key.strip() == "t":
             return int(value)
     return 0
-
-
-def sign_payload(payload: str, secret: str, timestamp: int | None = None) -> str:
-    """The `Stripe-Signature` header Stripe would send for this body: for tests, the simulator and the demo."""
-    return stripe.WebhookSignature.generate_signature_header(payload, secret, timestamp)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from . import store
 from .db import SessionFactory, transaction
 from .errors import StripeRejected, StripeUnavailable
-from .events import SUBSCRIPTION_TYPES, event_from_payload, subscription_snapshot
+from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, subscription_snapshot
 from .logs import get_logger
 from .models import EventStatus, StripeEvent
 from .ports import Clock, EntitlementSource
@@ -45,7 +45,8 @@ class Syncer:
         self._stripe = stripe
         self._clock = clock
         self._handlers: dict[str, Callable[[StripeEvent], SyncResult]] = {
-            event_type: self._on_subscription_event for event_type in SUBSCRIPTION_TYPES
+            SUMMARY_UPDATED: self._on_summary_event,
+            **{event_type: self._on_subscription_event for event_type in SUBSCRIPTION_TYPES},
         }
 
     def sync_customer(
@@ -68,8 +69,13 @@ class Syncer:
             diff = store.replace_entitlements(session, customer_id, fetched, cause, self._clock())
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:
-            log.info("access.changed", customer=customer_id, event_id=cause,
-                     granted=[item.lookup_key for item in diff.granted], revoked=revoked)
+            log.info(
+                "access.changed",
+                customer=customer_id,
+                event_id=cause,
+                granted=[item.lookup_key for item in diff.granted],
+                revoked=revoked,
+            )
         return SyncResult(customer_id, fetched=True, applied=True, granted=diff.granted, revoked=revoked)
 
     def process_event(self, event_id: str, *, final_attempt: bool = True) -> Outcome:
@@ -82,8 +88,13 @@ class Syncer:
         if claimed is None:
             return Outcome(event_id, "skipped")
         event, attempt_id = claimed
+        handler = self._handlers.get(event.type)
+        if handler is None or event.customer_id is None:
+            reason = f"event type {event.type} is not handled" if handler is None else "event names no customer"
+            self._finish(event_id, attempt_id, EventStatus.IGNORED, reason)
+            return Outcome(event_id, EventStatus.IGNORED, reason)
         try:
-            result = self._handlers.get(event.type, self._on_summary_event)(event)
+            result = handler(event)
         except StripeUnavailable as error:
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
             self._finish(event_id, attempt_id, status, str(error))
@@ -103,15 +114,14 @@ class Syncer:
         return Outcome(event_id, EventStatus.PROCESSED, sync=result)
 
     def _on_summary_event(self, event: StripeEvent) -> SyncResult:
-        assert event.customer_id is not None
+        assert event.customer_id is not None  # checked before dispatch
         return self.sync_customer(event.customer_id, cause=event.id, seen_at_seq=event.customer_seq)
 
     def _on_subscription_event(self, event: StripeEvent) -> SyncResult:
         # The summary event does not fire for every change (a trial ending into `paused`), so subscription
         # events trigger a sync as well as keeping the mirror.
         inbound = event_from_payload(event.payload)
-        assert inbound.customer_id is not None
-        snapshot = subscription_snapshot(inbound.data_object, inbound.customer_id)
+        snapshot = subscription_snapshot(inbound.data_object, event.customer_id or "")
         with transaction(self._new_session) as session:
             store.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock())
         return self._on_summary_event(event)

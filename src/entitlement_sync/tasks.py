@@ -56,8 +56,7 @@ def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Set
         retries_so_far = message.options.get("retries", 0) if message is not None else max_retries
         syncer.process_event(event_id, final_attempt=retries_so_far >= max_retries)
 
-    return dramatiq.actor(
-        process_event,
+    declare = dramatiq.actor(
         broker=broker,
         actor_name=PROCESS_EVENT,
         queue_name=settings.queue_name,
@@ -66,6 +65,7 @@ def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Set
         max_backoff=settings.max_backoff_ms,
         time_limit=settings.job_time_limit_ms,
     )
+    return declare(process_event)
 
 
 class DramatiqQueue:

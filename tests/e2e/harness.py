@@ -78,7 +78,10 @@ class ManagedProcess:
         self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", *arguments], env=environment, stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", *arguments],
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -115,24 +118,44 @@ class Service:
     def migrate(self) -> None:
         subprocess.run(
             [sys.executable, "-m", "entitlement_sync.cli", "db", "upgrade"],
-            env=self.environment.variables(), check=True, capture_output=True,
+            env=self.environment.variables(),
+            check=True,
+            capture_output=True,
         )
 
     def start_web(self, workers: int = 2) -> None:
         self.web = ManagedProcess(
             "web",
-            ["gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers), "--timeout", "30",
-             "entitlement_sync.web:create_app()"],
-            self.environment.variables(), self.log_dir,
+            [
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--timeout",
+                "30",
+                "entitlement_sync.web:create_app()",
+            ],
+            self.environment.variables(),
+            self.log_dir,
         )
         wait_until(lambda: self.http.get(f"{self.url}/healthz", timeout=1).ok, 30, "the web process to answer")
 
     def start_worker(self, processes: int = 2, threads: int = 4) -> ManagedProcess:
         worker = ManagedProcess(
             "worker",
-            ["dramatiq", "entitlement_sync.worker:broker", "--processes", str(processes), "--threads", str(threads),
-             "--queues", "entitlement-sync"],
-            self.environment.variables(), self.log_dir,
+            [
+                "dramatiq",
+                "entitlement_sync.worker:broker",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+                "--queues",
+                "entitlement-sync",
+            ],
+            self.environment.variables(),
+            self.log_dir,
         )
         self.workers.append(worker)
         return worker
@@ -144,14 +167,17 @@ class Service:
     def logs(self) -> str:
         return "\n\n".join(f"--- {p.name} ---\n{p.tail()}" for p in [*self.workers, *([self.web] if self.web else [])])
 
-    def deliver(self, payload: bytes, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> requests.Response:
+    def deliver(
+        self, payload: bytes, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None
+    ) -> requests.Response:
         headers = {"Stripe-Signature": sign(payload, secret, timestamp), "Content-Type": "application/json"}
         return self.http.post(f"{self.url}/webhooks/stripe", data=payload, headers=headers, timeout=10)
 
     def entitlements(self, customer: str) -> dict:
         response = self.http.get(
             f"{self.url}/v1/customers/{customer}/entitlements",
-            headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=5,
+            headers={"Authorization": f"Bearer {READ_TOKEN}"},
+            timeout=5,
         )
         response.raise_for_status()
         return response.json()

@@ -21,7 +21,9 @@ def test_webhooks_flow_through_real_processes_into_the_read_api(service, simulat
     stripe = simulator.stripe
     customers = [f"cus_e2e_{n:02d}" for n in range(20)]
     for n, customer in enumerate(customers):
-        stripe.set_entitlements(customer, [("feat_api", "api_access")] + ([("feat_ai", "ai_assistant")] if n % 2 else []))
+        stripe.set_entitlements(
+            customer, [("feat_api", "api_access")] + ([("feat_ai", "ai_assistant")] if n % 2 else [])
+        )
 
     first = [summary_event(c, [active_entitlement("feat_api", "api_access")]) for c in customers]
     answers = [service.deliver(json.dumps(payload).encode()) for payload in first]
@@ -39,4 +41,7 @@ def test_webhooks_flow_through_real_processes_into_the_read_api(service, simulat
     assert service.deliver(json.dumps(cancel).encode()).json()["status"] == "accepted"
     wait_until(lambda: granted(service, customers[0]) == set(), 60, "the cancellation to revoke access")
     assert service.entitlements(customers[0])["synced_at"] is not None
-    assert service.http.get(f"{service.url}/readyz", timeout=5).json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert service.http.get(f"{service.url}/readyz", timeout=5).json()["checks"] == {
+        "database": "ok",
+        "broker": "ok",
+    }

@@ -25,7 +25,9 @@ def rows(container, customer):
 
 def history(container, customer):
     with container.new_session() as session:
-        changes = session.scalars(select(AccessChange).where(AccessChange.customer_id == customer).order_by(AccessChange.id))
+        changes = session.scalars(
+            select(AccessChange).where(AccessChange.customer_id == customer).order_by(AccessChange.id)
+        )
         return [(change.change, change.lookup_key, change.event_id) for change in changes]
 
 
@@ -39,7 +41,8 @@ def test_a_summary_event_syncs_the_customers_entitlements_from_the_api(client, c
     assert container.reader.has_access("cus_1", "ai_assistant")
     assert not container.reader.has_access("cus_1", "sso")
     assert sorted(history(container, "cus_1")) == [
-        ("granted", "ai_assistant", event_payload["id"]), ("granted", "api_access", event_payload["id"])
+        ("granted", "ai_assistant", event_payload["id"]),
+        ("granted", "api_access", event_payload["id"]),
     ]
 
 
@@ -169,19 +172,32 @@ def test_an_event_still_failing_after_the_last_retry_is_failed_with_its_error(cl
 
 
 def test_subscription_events_keep_a_mirror_where_an_older_event_never_wins(client, container, worker, fake_stripe):
-    newer = event("customer.subscription.updated", subscription(
-        "sub_1", "cus_1", status="past_due", prices=[("price_pro", "prod_pro")], current_period_end=1_900_000_000
-    ), created=2_000)
-    older = event("customer.subscription.created", subscription(
-        "sub_1", "cus_1", status="active", prices=[("price_basic", "prod_basic")]
-    ), created=1_000)
+    newer = event(
+        "customer.subscription.updated",
+        subscription(
+            "sub_1",
+            "cus_1",
+            status="past_due",
+            prices=[("price_pro", "prod_pro")],
+            current_period_end=1_900_000_000,
+        ),
+        created=2_000,
+    )
+    older = event(
+        "customer.subscription.created",
+        subscription("sub_1", "cus_1", status="active", prices=[("price_basic", "prod_basic")]),
+        created=1_000,
+    )
     post_webhook(client, newer)
     post_webhook(client, older)
     settle(container)
     with container.new_session() as session:
         mirror = session.get(Subscription, "sub_1")
         assert (mirror.status, mirror.price_ids, mirror.product_ids, mirror.event_id) == (
-            "past_due", ["price_pro"], ["prod_pro"], newer["id"]
+            "past_due",
+            ["price_pro"],
+            ["prod_pro"],
+            newer["id"],
         )
         assert mirror.current_period_end.timestamp() == 1_900_000_000
 
@@ -192,7 +208,9 @@ def test_a_canceled_subscription_is_not_revived_by_an_update_from_the_same_secon
     with transaction(container.new_session) as session:
         for payload in (canceled, updated):
             parsed = event_from_payload(payload)
-            store.upsert_subscription(session, subscription_snapshot(parsed.data_object, "cus_1"), 5, parsed.id, utcnow())
+            store.upsert_subscription(
+                session, subscription_snapshot(parsed.data_object, "cus_1"), 5, parsed.id, utcnow()
+            )
     with container.new_session() as session:
         assert session.get(Subscription, "sub_1").status == "canceled"
 
@@ -210,3 +228,13 @@ def test_a_worker_that_died_mid_job_leaves_an_event_the_sweep_picks_up(client, c
     settle(container)
     stored = stored_event(container, payload["id"])
     assert (stored.status, stored.attempts) == (EventStatus.PROCESSED, 2)
+
+
+def test_an_event_of_an_unhandled_type_put_back_in_the_queue_is_ignored_not_synced(container, fake_stripe):
+    payload = event("invoice.paid", {"id": "in_1", "object": "invoice", "customer": "cus_1"})
+    container.receiver.accept_event(event_from_payload(payload))
+    with transaction(container.new_session) as session:  # as an operator's replay would
+        store.set_status(session, payload["id"], EventStatus.QUEUED, utcnow())
+    outcome = container.syncer.process_event(payload["id"])
+    assert (outcome.status, outcome.error) == (EventStatus.IGNORED, "event type invoice.paid is not handled")
+    assert fake_stripe.calls == []

@@ -118,8 +118,12 @@ def test_broker_down_still_answers_2xx_and_the_event_is_processed_later(settings
     assert stored_event(container, event["id"]).status == EventStatus.RECEIVED
     receiving.close()
 
-    a_minute_later = Sweeper(container.new_session, container.queue, lambda: utcnow() + timedelta(minutes=1),
-                             stuck_after=timedelta(minutes=15))
+    a_minute_later = Sweeper(
+        container.new_session,
+        container.queue,
+        lambda: utcnow() + timedelta(minutes=1),
+        stuck_after=timedelta(minutes=15),
+    )
     assert a_minute_later.requeue_unfinished() == 1
     settle(container)
     assert stored_event(container, event["id"]).status == EventStatus.PROCESSED
@@ -131,3 +135,24 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_readiness_fails_with_the_reason_when_the_broker_is_unreachable(settings, container):
+    unreachable = replace(settings, redis_url="redis://127.0.0.1:1/0")
+    down = bootstrap(unreachable, broker=build_redis_broker(unreachable))
+    response = create_app(down).test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["checks"]["database"] == "ok"
+    assert "Connection" in response.json["checks"]["broker"]
+    down.close()
+
+
+def test_metrics_report_the_inbox_by_status_and_the_age_of_the_oldest_unfinished_event(client, container):
+    post_webhook(client, a_summary())
+    post_webhook(client, {**a_summary(), "type": "invoice.paid"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'entitlement_sync_events{status="queued"} 1.0' in text
+    assert 'entitlement_sync_events{status="ignored"} 1.0' in text
+    assert 'entitlement_sync_events{status="failed"} 0.0' in text
+    age_line = next(line for line in text.splitlines() if line.startswith("entitlement_sync_oldest_unfinished"))
+    assert float(age_line.split()[-1]) > 0.0  # the queued event is waiting

@@ -17,15 +17,23 @@ def fixture(name: str) -> dict:
 def test_stripes_published_event_fixture_parses():
     event = parse_event(json.dumps(fixture("event.json")).encode())
     assert (event.id, event.type, event.created, event.livemode) == (
-        "evt_1Pgc76B7WZ01zgkWwyRHS12y", "plan.created", 1234567890, False,
+        "evt_1Pgc76B7WZ01zgkWwyRHS12y",
+        "plan.created",
+        1234567890,
+        False,
     )
     assert event.customer_id is None
 
 
 def test_summary_fixture_names_its_customer():
-    payload = {"id": "evt_1", "object": "event", "type": "entitlements.active_entitlement_summary.updated",
-               "created": 1, "livemode": True,
-               "data": {"object": fixture("entitlements_active_entitlement_summary.json")}}
+    payload = {
+        "id": "evt_1",
+        "object": "event",
+        "type": "entitlements.active_entitlement_summary.updated",
+        "created": 1,
+        "livemode": True,
+        "data": {"object": fixture("entitlements_active_entitlement_summary.json")},
+    }
     assert parse_event(json.dumps(payload)).customer_id == "customer"
 
 
@@ -37,7 +45,10 @@ def test_summary_fixture_names_its_customer():
         (b'{"object": "customer", "id": "cus_1"}', "body is not a Stripe event"),
         (b'{"id": 5, "type": "x", "created": 1, "data": {"object": {}}}', "event has no valid id"),
         (b'{"id": "evt_1", "created": 1, "data": {"object": {}}}', "event has no valid type"),
-        (b'{"id": "evt_1", "type": "x", "created": "soon", "data": {"object": {}}}', "event has no valid created"),
+        (
+            b'{"id": "evt_1", "type": "x", "created": "soon", "data": {"object": {}}}',
+            "event has no valid created",
+        ),
         (b'{"id": "evt_1", "type": "x", "created": 1, "data": []}', "event has no data.object"),
     ],
 )

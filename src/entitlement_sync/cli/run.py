@@ -34,8 +34,17 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the webhook receiver and read API under gunicorn."""
     _exec(
         "gunicorn",
-        ["--bind", f"{host}:{port}", "--workers", str(workers), "--access-logfile", "-",
-         "--graceful-timeout", "20", "entitlement_sync.web:create_app()"],
+        [
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            str(workers),
+            "--access-logfile",
+            "-",
+            "--graceful-timeout",
+            "20",
+            "entitlement_sync.web:create_app()",
+        ],
     )
 
 
@@ -47,8 +56,15 @@ def worker(processes: int, threads: int) -> None:
     queue = Settings.from_env().queue_name
     _exec(
         "dramatiq",
-        ["entitlement_sync.worker:broker", "--processes", str(processes), "--threads", str(threads),
-         "--queues", queue],
+        [
+            "entitlement_sync.worker:broker",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+            "--queues",
+            queue,
+        ],
     )
 
 
@@ -81,4 +97,3 @@ def _without_password(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-

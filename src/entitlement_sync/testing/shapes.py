@@ -133,7 +133,12 @@ def subscription(
         "customer": customer_id,
         "status": status,
         "cancel_at_period_end": cancel_at_period_end,
-        "items": {"object": "list", "data": items, "has_more": False, "url": f"/v1/subscription_items?subscription={subscription_id}"},
+        "items": {
+            "object": "list",
+            "data": items,
+            "has_more": False,
+            "url": f"/v1/subscription_items?subscription={subscription_id}",
+        },
         "livemode": livemode,
         "metadata": {},
     }

@@ -100,7 +100,11 @@ class FakeStripe:
             return fault.status, fault.headers, fault.body
         route = self._routes.get((method, path))
         if route is None:
-            return 404, {}, shapes.error_body("invalid_request_error", f"Unrecognized request URL ({method}: {path})")
+            return (
+                404,
+                {},
+                shapes.error_body("invalid_request_error", f"Unrecognized request URL ({method}: {path})"),
+            )
         return route(query)
 
     def _list_active_entitlements(self, query: Query) -> Answer:
@@ -112,11 +116,22 @@ class FakeStripe:
             return _bad_param("limit", "Invalid integer: limit must be between 1 and 100.")
         with self._lock:
             if customer in self.deleted_customers:
-                return 404, {}, shapes.error_body(
-                    "invalid_request_error", f"No such customer: '{customer}'", code="resource_missing", param="customer"
+                return (
+                    404,
+                    {},
+                    shapes.error_body(
+                        "invalid_request_error",
+                        f"No such customer: '{customer}'",
+                        code="resource_missing",
+                        param="customer",
+                    ),
                 )
             items = list(self.entitlements.get(customer, []))
-        return 200, {}, _page("/v1/entitlements/active_entitlements", items, _one(query, "starting_after"), limit)
+        return (
+            200,
+            {},
+            _page("/v1/entitlements/active_entitlements", items, _one(query, "starting_after"), limit),
+        )
 
 
 def _one(query: Query, name: str) -> str | None:
@@ -154,8 +169,7 @@ class StripeSimulatorServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def start(self) -> StripeSimulatorServer:
         self._thread.start()

@@ -7,21 +7,26 @@ from werkzeug.exceptions import HTTPException
 
 from ..bootstrap import Container, bootstrap
 from ..errors import StorageUnavailable
-from ..logs import get_logger
+from ..logs import configure_logging, get_logger
 from .access import access
 from .health import health
+from .metrics import metrics
 from .webhooks import MAX_BODY_BYTES, webhooks
 
 log = get_logger(__name__)
 
 
 def create_app(container: Container | None = None) -> Flask:
+    if container is None:  # the production path (gunicorn): this process is ours to configure
+        configure_logging()
+        container = bootstrap()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["entitlement_sync"] = container or bootstrap()
+    app.extensions["entitlement_sync"] = container
     app.register_blueprint(webhooks)
     app.register_blueprint(access)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
 
     @app.errorhandler(StorageUnavailable)
     def database_down(error: StorageUnavailable):  # type: ignore[no-untyped-def]

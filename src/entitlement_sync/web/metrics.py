@@ -1,0 +1,45 @@
+"""GET /metrics in Prometheus' text format: the inbox as SQL sees it, so every web process reports the same
+truth (per-process counters would need gunicorn's multiprocess mode and still miss the workers)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from flask import Blueprint, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .. import store
+from ..models import EventStatus, utcnow
+from ._container import container
+
+metrics = Blueprint("metrics", __name__)
+
+
+class InboxCollector(Collector):
+    def collect(self):  # type: ignore[no-untyped-def]
+        with container().new_session() as session:
+            counts = store.events_by_status(session)
+            oldest = store.oldest_unfinished_received_at(session)
+        events = GaugeMetricFamily(
+            "entitlement_sync_events", "Stored Stripe events by processing status", labels=["status"]
+        )
+        for status in EventStatus.ALL:
+            events.add_metric([status], counts.get(status, 0))
+        yield events
+        age = 0.0
+        if oldest is not None:
+            age = (utcnow() - (oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC))).total_seconds()
+        yield GaugeMetricFamily(
+            "entitlement_sync_oldest_unfinished_event_age_seconds",
+            "Age of the oldest event not yet processed, failed or ignored (0 when none)",
+            value=max(age, 0.0),
+        )
+
+
+@metrics.get("/metrics")
+def prometheus_metrics() -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(InboxCollector())
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
