@@ -90,9 +90,7 @@ class SendStats:
     deliveries: int = 0  # HTTP requests made
     duplicates_sent: int = 0  # deliberate second deliveries of an event
     redeliveries: int = 0  # deliveries repeated after a non-2xx answer or no answer
-    answers: Counter[str] = field(
-        default_factory=Counter
-    )  # the service's "status": accepted, duplicate, ignored
+    answers: Counter[str] = field(default_factory=Counter)  # the service's "status": accepted, duplicate, ignored
     http_statuses: Counter[int] = field(default_factory=Counter)  # 0 is "no answer"
     slowest_seconds: float = 0.0
     delivered: set[str] = field(default_factory=set)  # event ids that got a 2xx

@@ -39,9 +39,7 @@ def launch(tmp_path, request) -> Iterator[Callable[..., Service]]:
     ) -> Service:
         database_url = database_url or TEST_DATABASE_URL
         assert database_url and (redis_url or TEST_REDIS_URL)
-        environment = ServiceEnvironment(
-            database_url, redis_url or TEST_REDIS_URL or "", stripe_url, extra=extra
-        )
+        environment = ServiceEnvironment(database_url, redis_url or TEST_REDIS_URL or "", stripe_url, extra=extra)
         service = Service(environment, tmp_path)
         # Migrate before emptying the tables: on a fresh database they do not exist yet.
         service.migrate()

@@ -57,11 +57,7 @@ class Inspector:
     def snapshot(self, stripe: FakeStripe, customers: Iterable[str], delivered: set[str]) -> Snapshot:
         with self._engine.connect() as connection:
             statuses = Counter(
-                dict(
-                    connection.execute(
-                        select(StripeEvent.status, func.count()).group_by(StripeEvent.status)
-                    ).all()
-                )
+                dict(connection.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status)).all())
             )
             failed = connection.execute(
                 select(StripeEvent.id, StripeEvent.last_error).where(StripeEvent.status == EventStatus.FAILED)
@@ -95,9 +91,7 @@ class Inspector:
     def count(self, *statuses: str) -> int:
         with self._engine.connect() as connection:
             return (
-                connection.scalar(
-                    select(func.count()).select_from(StripeEvent).where(StripeEvent.status.in_(statuses))
-                )
+                connection.scalar(select(func.count()).select_from(StripeEvent).where(StripeEvent.status.in_(statuses)))
                 or 0
             )
 
@@ -114,9 +108,7 @@ class Inspector:
             # Nothing left to process yet still wrong: waiting longer cannot help.
             settled = not snapshot.unfinished and (snapshot.failed or snapshot.missing)
             if settled or time.monotonic() - started > timeout:
-                raise AssertionError(
-                    f"no convergence after {time.monotonic() - started:.1f} s: {snapshot.describe()}"
-                )
+                raise AssertionError(f"no convergence after {time.monotonic() - started:.1f} s: {snapshot.describe()}")
             time.sleep(0.5)
 
     def close(self) -> None:

@@ -94,9 +94,7 @@ class PrivatePostgres:
         self._data = self.directory / "data"
         if os.geteuid() == 0:
             shutil.chown(self.directory, "postgres", "postgres")
-        self._run(
-            "initdb", "-D", str(self._data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"
-        )
+        self._run("initdb", "-D", str(self._data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -134,6 +132,4 @@ class PrivatePostgres:
         result = subprocess.run(command, capture_output=True, timeout=60, cwd=self.directory)
         if check and result.returncode:
             elapsed = time.monotonic() - started
-            raise RuntimeError(
-                f"{binary} failed after {elapsed:.1f} s: {result.stderr.decode(errors='replace')}"
-            )
+            raise RuntimeError(f"{binary} failed after {elapsed:.1f} s: {result.stderr.decode(errors='replace')}")

@@ -67,14 +67,10 @@ class Workload:
         self._subscribed.add(customer)
         events = self._events(customer, kind, "active", [plan], both=self._random.random() < 0.6)
         if self._random.random() < 0.03:
-            events.append(
-                event("invoice.paid", {"object": "invoice", "id": f"in_{customer}", "customer": customer})
-            )
+            events.append(event("invoice.paid", {"object": "invoice", "id": f"in_{customer}", "customer": customer}))
         return events
 
-    def _events(
-        self, customer: str, kind: str, status: str, plans: list[str], *, both: bool
-    ) -> list[dict[str, Any]]:
+    def _events(self, customer: str, kind: str, status: str, plans: list[str], *, both: bool) -> list[dict[str, Any]]:
         # The summary event does not fire for every change, and a subscription event may come alone.
         subscription_event = self._subscription_event(customer, kind, status, plans)
         if both:
