@@ -18,12 +18,16 @@ from typing import Any
 import requests
 
 from entitlement_sync.testing import FakeStripe, error_body, sign
-from entitlement_sync.testing.simulator import Answer, Call, Query
+from entitlement_sync.testing.simulator import Answer, Query
 from tests.e2e.harness import WEBHOOK_SECRET
 
 
 class ChaosStripe(FakeStripe):
-    """FakeStripe whose answers fail at random: a share of 429s and 5xx, a per-second rate limit, latency."""
+    """FakeStripe whose answers fail at random: a share of 429s and 5xx, a per-second rate limit, latency.
+
+    Overrides `_answer`, which `FakeStripe.handle` wraps, so every injected fault is also in `calls`.
+    (The simulator branch brings the same knobs as `FakeStripe.faults`; once merged, this class can go.)
+    """
 
     def __init__(
         self,
@@ -39,21 +43,16 @@ class ChaosStripe(FakeStripe):
         self.share_429, self.share_5xx = share_429, share_5xx
         self.requests_per_second = requests_per_second
         self.latency_seconds = latency_seconds
-        self.faults: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._admitted: deque[float] = deque()  # monotonic times of requests let through in the last second
         self._chaos_lock = threading.Lock()
 
-    def handle(self, method: str, path: str, query: Query, headers: dict[str, str]) -> Answer:
+    def _answer(self, method: str, path: str, query: Query, headers: dict[str, str]) -> Answer:
         if self.latency_seconds:
             time.sleep(self.latency_seconds)
         fault = self._draw_fault()
-        if fault is None:
-            return super().handle(method, path, query, headers)
-        status, answer_headers, body = fault
-        with self._lock:
-            self.calls.append(Call(method, path, query, status))
-        return status, answer_headers, body
+        return fault if fault is not None else super()._answer(method, path, query, headers)
 
     def _draw_fault(self) -> Answer | None:
         with self._chaos_lock:
@@ -61,22 +60,21 @@ class ChaosStripe(FakeStripe):
             while self._admitted and self._admitted[0] <= now - 1.0:
                 self._admitted.popleft()
             if self.requests_per_second is not None and len(self._admitted) >= self.requests_per_second:
-                self.faults["429 rate limit"] += 1
+                self.injected["429 rate limit"] += 1
                 return _too_many_requests("global-rate")
             self._admitted.append(now)
             draw = self._random.random()
             if draw < self.share_429:
-                self.faults["429 random"] += 1
+                self.injected["429 random"] += 1
                 return _too_many_requests("global-concurrency")
             if draw < self.share_429 + self.share_5xx:
                 status = self._random.choice((500, 502, 503))
-                self.faults[f"{status}"] += 1
+                self.injected[f"{status}"] += 1
                 return status, {}, error_body("api_error", f"Simulated HTTP {status}")
         return None
 
     def call_statuses(self) -> Counter[int]:
-        with self._lock:
-            return Counter(call.status for call in self.calls)
+        return Counter(call.status for call in list(self.calls))
 
 
 def _too_many_requests(reason: str) -> Answer:

@@ -115,10 +115,10 @@ def test_stripe_answering_429s_5xx_and_rate_limiting_converges(launch, inspector
             run.sender.send(batch)
             run.sender.throttle(max_pending=50)
         stats, seconds, snapshot = run.finish(inspector)
-    assert run.stripe.faults["429 random"] and run.stripe.faults["429 rate limit"]
+    assert run.stripe.injected["429 random"] and run.stripe.injected["429 rate limit"]
     record(
         "2. Stripe: 20% 429, 10% 5xx, 25 req/s limit",
-        {**run.figures(stats, seconds, snapshot), "faults injected": dict(run.stripe.faults)},
+        {**run.figures(stats, seconds, snapshot), "faults injected": dict(run.stripe.injected)},
     )
 
 
