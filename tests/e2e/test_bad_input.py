@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from entitlement_sync.models import EventStatus
-from entitlement_sync.testing import active_entitlement, sign, summary_event
+from entitlement_sync.testing import FakeStripe, active_entitlement, sign, summary_event
 from tests.conftest import TEST_DATABASE_URL
 from tests.e2e.harness import WEBHOOK_SECRET, Service
 from tests.e2e.invariants import Inspector, assert_invariants, record
@@ -33,8 +33,9 @@ FUZZ = settings(
 class Probe:
     """Posts bad requests and checks each answer; posts a valid event every few, which must be accepted."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, stripe: FakeStripe) -> None:
         self.service = service
+        self.stripe = stripe
         self.url = f"{service.url}/webhooks/stripe"
         self.http = requests.Session()
         self.valid_ids: set[str] = set()
@@ -56,7 +57,7 @@ class Probe:
 
     def valid(self) -> None:
         customer = f"cus_valid_{len(self.customers):04d}"
-        self.service_stripe.set_entitlements(customer, [("feat_api", "api_access")])
+        self.stripe.set_entitlements(customer, [("feat_api", "api_access")])
         payload = summary_event(customer, [active_entitlement("feat_api", "api_access")])
         response = self.service.deliver(json.dumps(payload).encode())
         assert (response.status_code, response.json()["status"]) == (200, "accepted"), response.text
@@ -78,8 +79,7 @@ def an_event(**overrides: Any) -> dict[str, Any]:
 def test_bad_input_gets_a_clear_4xx_stores_nothing_and_valid_events_keep_flowing(service, simulator):
     service.start_web(workers=2)
     service.start_worker(processes=1, threads=4)
-    probe = Probe(service)
-    probe.service_stripe = simulator.stripe  # type: ignore[attr-defined]
+    probe = Probe(service, simulator.stripe)
     started = time.monotonic()
     probe.valid()
 
