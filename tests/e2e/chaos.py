@@ -111,8 +111,8 @@ class SendStats:
 class WebhookSender:
     """Posts signed events from a thread pool, like Stripe: some twice, in no order, again until a 2xx.
 
-    `send()` shuffles a batch, holds a share back for a later batch (heavy reordering) and schedules a share
-    of duplicates at a random later point; `drain()` waits until every delivery got a 2xx or its deadline.
+    `send()` shuffles a batch, holds a share back for the next batch (heavy reordering) and sends a share of
+    the events again with the next batch; `drain()` waits until every delivery got a 2xx or its deadline.
     """
 
     def __init__(
