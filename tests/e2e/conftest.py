@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, delete
@@ -9,6 +9,15 @@ from entitlement_sync.models import Base
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.e2e.harness import API_KEY, Service, ServiceEnvironment
+from tests.e2e.invariants import RESULTS
+
+
+def empty_tables(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(delete(table))
+    engine.dispose()
 
 
 @pytest.fixture
@@ -18,20 +27,37 @@ def simulator() -> Iterator[StripeSimulatorServer]:
 
 
 @pytest.fixture
-def service(simulator: StripeSimulatorServer, tmp_path, request) -> Iterator[Service]:
-    assert TEST_DATABASE_URL and TEST_REDIS_URL
-    engine = create_engine(TEST_DATABASE_URL)
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(delete(table))
-    engine.dispose()
-    service = Service(ServiceEnvironment(TEST_DATABASE_URL, TEST_REDIS_URL, simulator.url), tmp_path)
-    service.migrate()
-    yield service
+def launch(tmp_path, request) -> Iterator[Callable[..., Service]]:
+    """Builds a Service on a migrated, emptied database; each is stopped at teardown, logs shown on failure.
+
+    Defaults to TEST_DATABASE_URL and TEST_REDIS_URL; scenarios with private servers pass their own URLs.
+    """
+    started: list[Service] = []
+
+    def launch_service(
+        stripe_url: str, *, database_url: str | None = None, redis_url: str | None = None, **extra: str
+    ) -> Service:
+        database_url = database_url or TEST_DATABASE_URL
+        assert database_url and (redis_url or TEST_REDIS_URL)
+        environment = ServiceEnvironment(database_url, redis_url or TEST_REDIS_URL or "", stripe_url, extra=extra)
+        service = Service(environment, tmp_path)
+        # Migrate before emptying the tables: on a fresh database they do not exist yet.
+        service.migrate()
+        empty_tables(database_url)
+        started.append(service)
+        return service
+
+    yield launch_service
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
-    if failed:
-        print(service.logs())
-    service.stop()
+    for service in started:
+        if failed:
+            print(service.logs())
+        service.stop()
+
+
+@pytest.fixture
+def service(simulator: StripeSimulatorServer, launch: Callable[..., Service]) -> Service:
+    return launch(simulator.url)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -39,3 +65,13 @@ def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if not RESULTS:
+        return
+    terminalreporter.section("fault-injection figures")
+    for scenario, figures in RESULTS:
+        terminalreporter.write_line(f"{scenario}:")
+        for name, value in figures.items():
+            terminalreporter.write_line(f"    {name}: {value}")
