@@ -1,9 +1,12 @@
 """The receiver: verify, store, answer. Through Flask's test client, against the configured database."""
 
+import io
 import json
 import time
 from dataclasses import replace
 from datetime import timedelta
+
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.models import EventStatus, utcnow
@@ -156,3 +159,18 @@ def test_metrics_report_the_inbox_by_status_and_the_age_of_the_oldest_unfinished
     assert 'entitlement_sync_events{status="failed"} 0.0' in text
     age_line = next(line for line in text.splitlines() if line.startswith("entitlement_sync_oldest_unfinished"))
     assert float(age_line.split()[-1]) > 0.0  # the queued event is waiting
+
+
+def test_a_chunked_body_over_one_mebibyte_is_a_413_too(client, container):
+    body = json.dumps({**a_summary(), "padding": "x" * (1024 * 1024)}).encode()
+    environ = EnvironBuilder(
+        path="/webhooks/stripe",
+        method="POST",
+        headers={"Stripe-Signature": sign(body, WEBHOOK_SECRET), "Transfer-Encoding": "chunked"},
+    ).get_environ()
+    # As gunicorn hands a chunked upload to the app: no Content-Length, a terminated input stream.
+    environ.pop("CONTENT_LENGTH", None)
+    environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True})
+    _, status, _ = run_wsgi_app(client.application, environ, buffered=True)
+    assert status.startswith("413")
+    assert count_events(container) == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, abort, jsonify, request
 
 from ..errors import InvalidWebhook
 from ..logs import get_logger
@@ -17,6 +17,9 @@ webhooks = Blueprint("webhooks", __name__)
 def receive_stripe_webhook():  # type: ignore[no-untyped-def]
     # The signature covers the raw bytes: read them before anything parses the body.
     body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= MAX_BODY_BYTES:
+        # A chunked body is cut off at the limit rather than refused: say 413, not "signature does not match".
+        abort(413, description=f"body over {MAX_BODY_BYTES} bytes")
     try:
         acceptance = container().receiver.accept_webhook(body, request.headers.get("Stripe-Signature"))
     except InvalidWebhook as error:
