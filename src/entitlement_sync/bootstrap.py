@@ -15,8 +15,8 @@ from .access import AccessReader
 from .backfill import Backfiller
 from .catalog import Catalog
 from .db import SessionFactory, create_db_engine, session_factory
-from .models import utcnow
 from .inbox_ops import InboxOps
+from .models import utcnow
 from .pacing import Pacer, build_pacer
 from .ports import Clock, EntitlementSource
 from .receiving import Receiver
