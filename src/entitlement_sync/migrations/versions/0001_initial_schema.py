@@ -5,8 +5,9 @@ Revises:
 Create Date: 2026-11-24 11:01:41.105417
 """
 
-import sqlalchemy as sa
 from alembic import op
+import sqlalchemy as sa
+
 
 revision = '0001'
 down_revision = None
