@@ -44,7 +44,7 @@ class StripeGateway:
     """
 
     def __init__(
-        self, api_key: str, api_base: str, timeout_seconds: float, before_call: Callable[[], None] | None = None
+        self, api_key: str, api_base: str, timeout_seconds: float, before_call: Callable[[], None] | None = None,
     ) -> None:
         self._client = stripe.StripeClient(
             api_key or "sk_test_missing",
@@ -97,23 +97,24 @@ class StripeGateway:
         items = self._each(listing, {}, missing_param="id")
         return [ProductFeatureLink(item.id, product_id, _feature(item.entitlement_feature)) for item in items]
 
-    def _each(self, listing: Callable[[dict[str, Any]], Any], params: dict[str, Any], *,
-              missing_param: str | None = None) -> Iterator[Any]:
+    def _each(
+        self, listing: Callable[[dict[str, Any]], Any], params: dict[str, Any], *, missing_param: str | None = None
+    ) -> Iterator[Any]:
         """Every item of a paginated list, one page per request, so each request is paced and translated."""
-        cursor: dict[str, Any] = {}
+        query: dict[str, Any] = {**params, "limit": 100}
         while True:
-            page = _translating_errors(lambda: self._page(listing, {**params, "limit": 100, **cursor}, missing_param))
+            page = _translating_errors(lambda query=query: self._page(listing, query, missing_param))
             if page is None:
                 return
             yield from page.data
             if not page.has_more or not page.data:
                 return
-            cursor = {"starting_after": page.data[-1].id}
+            query = {**params, "limit": 100, "starting_after": page.data[-1].id}
 
-    def _page(self, listing: Callable[[dict[str, Any]], Any], params: dict[str, Any], missing_param: str | None) -> Any:
+    def _page(self, listing: Callable[[dict[str, Any]], Any], query: dict[str, Any], missing_param: str | None) -> Any:
         self._before_call()
         try:
-            return listing(params)
+            return listing(query)
         except stripe.InvalidRequestError as error:
             # A deleted customer or product has nothing; Stripe says so with a 404.
             if missing_param and error.code == "resource_missing" and error.param in (None, missing_param):
@@ -127,7 +128,8 @@ def _active_entitlement(item: Any) -> ActiveEntitlement:
 
 
 def _feature(item: Any) -> CatalogFeature:
-    return CatalogFeature(item.id, item.lookup_key, item.name or item.lookup_key, bool(item.active), bool(item.livemode))
+    name = item.name or item.lookup_key
+    return CatalogFeature(item.id, item.lookup_key, name, bool(item.active), bool(item.livemode))
 
 
 def _translating_errors(call: Callable[[], T]) -> T:
