@@ -62,7 +62,14 @@ class Backfiller:
         self._clock = clock
         self._retry = retry
 
-    def recover(self, since: datetime, *, undelivered: bool = False, dry_run: bool = False) -> RecoveryReport:
+    def recover(
+        self,
+        since: datetime,
+        *,
+        undelivered: bool = False,
+        dry_run: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RecoveryReport:
         report = RecoveryReport(since=since, undelivered=undelivered, dry_run=dry_run)
         warning = retention_warning(since, self._clock())
         if warning:
@@ -74,8 +81,10 @@ class Backfiller:
         with self._new_session() as session:
             known = store_ops.known_event_ids(session, [payload.get("id", "") for payload in payloads])
         # Stripe lists newest first; store oldest first, as they would have arrived.
-        for payload in sorted(payloads, key=lambda item: item.get("created", 0)):
+        for done, payload in enumerate(sorted(payloads, key=lambda item: item.get("created", 0)), start=1):
             self._take(payload, known, report)
+            if progress:
+                progress(done, len(payloads))
         log.info("events.recovered", seen=report.seen, already=report.already_in_inbox, stored=report.stored,
                  ignored=report.ignored, dry_run=dry_run)
         return report

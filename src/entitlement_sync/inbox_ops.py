@@ -10,6 +10,8 @@ from typing import Any
 
 from . import store, store_ops
 from .db import SessionFactory, transaction
+from .errors import InvalidWebhook
+from .events import event_from_payload
 from .logs import get_logger
 from .models import EventStatus
 from .ports import Clock
@@ -95,7 +97,8 @@ class InboxOps:
         """Put events back through processing, the same way as a webhook: reopen, commit, then enqueue.
 
         Replaying a processed event is harmless: the sync re-reads Stripe and changes nothing if nothing
-        changed. Ignored events are never processed, so they are skipped with the reason they were ignored.
+        changed. An ignored event is checked again against today's settings (say STRIPE_API_KEY was of the
+        wrong mode): replayed if it would now be accepted, else skipped with the reason.
         """
         report = ReplayReport()
         with self._new_session() as session:
@@ -104,21 +107,27 @@ class InboxOps:
             row = rows.get(event_id)
             if row is None:
                 report.skipped[event_id] = "not in the inbox (try `events recover`)"
-            elif row.status == EventStatus.IGNORED:
-                report.skipped[event_id] = f"ignored: {row.last_error or 'not a handled event'}"
+            elif row.status == EventStatus.IGNORED and (reason := self._still_ignored(row.payload)):
+                report.skipped[event_id] = f"ignored: {reason}"
             elif dry_run:
                 report.queued.append(event_id)
             else:
-                self._reopen_and_enqueue(event_id, report)
+                self._reopen_and_enqueue(event_id, report, was_ignored=row.status == EventStatus.IGNORED)
         log.info("events.replayed", queued=len(report.queued), pending=len(report.pending),
                  skipped=len(report.skipped), dry_run=dry_run)
         return report
 
-    def _reopen_and_enqueue(self, event_id: str, report: ReplayReport) -> None:
+    def _still_ignored(self, payload: dict[str, Any]) -> str | None:
+        try:
+            return self._receiver.reason_to_ignore(event_from_payload(payload))
+        except InvalidWebhook as error:
+            return str(error)
+
+    def _reopen_and_enqueue(self, event_id: str, report: ReplayReport, *, was_ignored: bool) -> None:
         with transaction(self._new_session) as session:
-            reopened = store_ops.reopen_event(session, event_id, self._clock())
+            reopened = store_ops.reopen_event(session, event_id, self._clock(), was_ignored=was_ignored)
         if not reopened:
-            report.skipped[event_id] = "ignored meanwhile"
+            report.skipped[event_id] = "its status changed meanwhile; try again"
         elif self._receiver.enqueue(event_id):
             report.queued.append(event_id)
         else:

@@ -74,15 +74,15 @@ def failed_event_ids(session: Session, since: datetime | None, event_type: str |
     return list(session.scalars(statement.order_by(StripeEvent.received_at)))
 
 
-def reopen_event(session: Session, event_id: str, now: datetime) -> bool:
-    """Put a finished (or stuck) event back to `received`, ready to be enqueued; never an ignored one."""
+def reopen_event(session: Session, event_id: str, now: datetime, *, was_ignored: bool = False) -> bool:
+    """Put an event back to `received`, ready to be enqueued. An ignored one only when the caller re-checked it."""
     replayable = [status for status in EventStatus.ALL if status != EventStatus.IGNORED]
-    statement = (
-        update(StripeEvent)
-        .where(StripeEvent.id == event_id, StripeEvent.status.in_(replayable))
-        .values(status=EventStatus.RECEIVED, status_changed_at=now)
-    )
-    return session.execute(statement).rowcount == 1
+    statement = update(StripeEvent).where(StripeEvent.id == event_id)
+    statement = statement.where(StripeEvent.status.in_([EventStatus.IGNORED] if was_ignored else replayable))
+    values: dict[str, Any] = {"status": EventStatus.RECEIVED, "status_changed_at": now}
+    if was_ignored:
+        values["last_error"] = None  # the reason it was ignored no longer holds
+    return session.execute(statement.values(**values)).rowcount == 1
 
 
 def events_by_id(session: Session, event_ids: Sequence[str]) -> dict[str, StripeEvent]:

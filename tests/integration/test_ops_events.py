@@ -1,14 +1,17 @@
 """`entitlement-sync events …` through click's CliRunner, against the configured database and broker."""
 
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import update
 
+from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.events import HANDLED_TYPES, SUMMARY_UPDATED, event_from_payload
 from entitlement_sync.models import EventStatus, StripeEvent, utcnow
 from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
 from tests.conftest import count_events, settle, stored_event
+from tests.integration.conftest import Cli
 
 
 def accept(container, payload):
@@ -158,3 +161,15 @@ def test_recover_past_thirty_days_warns_and_points_to_a_reconcile(cli, container
     assert result.exit_code == 0
     assert "30 days" in result.stderr and "sync all" in result.stderr
     assert "seen 0" in result.stdout
+
+
+def test_an_ignored_event_is_replayed_only_once_it_would_now_be_accepted(cli, container, settings, broker):
+    live_event = accept(container, summary_event("cus_1", [], livemode=True))  # our key is a test-mode key
+    assert stored_event(container, live_event).status == EventStatus.IGNORED
+    assert "live-mode event" in cli.json("events", "replay", live_event)["skipped"][live_event]
+
+    live_key = bootstrap(replace(settings, stripe_api_key="sk_live_rotated"), broker=broker)
+    replayed = Cli(live_key).json("events", "replay", live_event)
+    assert (replayed["queued"], replayed["skipped"]) == (1, {})
+    assert stored_event(container, live_event).status == EventStatus.QUEUED
+    live_key.close()

@@ -11,7 +11,17 @@ from ..events import HANDLED_TYPES
 from ..inbox_ops import EventSummary
 from ..models import EventStatus
 from ..store_ops import EventFilter
-from ._common import Since, dry_run_option, json_option, note, print_json, table, when, with_container
+from ._common import (
+    Since,
+    dry_run_option,
+    json_option,
+    note,
+    print_json,
+    progress_bar,
+    table,
+    when,
+    with_container,
+)
 
 STATUSES = [*EventStatus.ALL, "stuck"]
 
@@ -124,7 +134,8 @@ def _print_replay(document: dict, outcomes: list[EventSummary] | None) -> None:
 @with_container
 def recover_events(container: Container, since: datetime, undelivered: bool, dry_run: bool, as_json: bool) -> None:
     """Fetch handled events the inbox lacks from Stripe's Events API, store them as if delivered, process them."""
-    report = container.backfiller.recover(since, undelivered=undelivered, dry_run=dry_run)
+    with progress_bar("events", enabled=not as_json) as advance:
+        report = container.backfiller.recover(since, undelivered=undelivered, dry_run=dry_run, progress=advance)
     for warning in report.warnings:
         note(f"warning: {warning}")
     if as_json:
