@@ -1,5 +1,5 @@
-"""Stripe's list endpoints that the ops commands read (events, subscriptions, features, product features), faked
-with `responses` in front of FakeStripe, which keeps answering everything else (active entitlements).
+"""Stripe's list endpoints that the ops commands read (events, subscriptions, features, product features),
+faked with `responses` in front of FakeStripe, which keeps answering everything else (active entitlements).
 
 Every request is logged with the moment it arrived, so tests can count requests per second and per customer.
 """
@@ -50,7 +50,11 @@ class OpsStripe:
     def handle(self, method: str, path: str, query: Query, headers: dict[str, str]) -> tuple[int, dict, dict]:
         with self._lock:
             answered = sum(1 for seen in self.seen if seen.path == ACTIVE_ENTITLEMENTS)
-            if path == ACTIVE_ENTITLEMENTS and self.interrupt_after is not None and answered >= self.interrupt_after:
+            if (
+                path == ACTIVE_ENTITLEMENTS
+                and self.interrupt_after is not None
+                and answered >= self.interrupt_after
+            ):
                 self.interrupt_after = None
                 raise KeyboardInterrupt
             self.seen.append(Seen(time.monotonic(), path, query))
@@ -77,8 +81,10 @@ class OpsStripe:
         since = int(query.get("created[gte]", ["0"])[0])
         undelivered = query.get("delivery_success") == ["false"]
         chosen = [
-            item for item in sorted(self.events, key=lambda item: -item["created"])
-            if (not types or item["type"] in types) and item["created"] >= since
+            item
+            for item in sorted(self.events, key=lambda item: -item["created"])
+            if (not types or item["type"] in types)
+            and item["created"] >= since
             and (not undelivered or item["id"] in self.undelivered)
         ]
         return _paged(path, chosen, query)
@@ -91,8 +97,9 @@ class OpsStripe:
     def _product_features(self, path: str, query: Query) -> tuple[int, dict, dict]:
         product = path.split("/")[3]
         if product not in self.product_features:
-            body = error_body("invalid_request_error", f"No such product: '{product}'", code="resource_missing",
-                              param="id")
+            body = error_body(
+                "invalid_request_error", f"No such product: '{product}'", code="resource_missing", param="id"
+            )
             return 404, {}, body
         return _paged(path, self.product_features[product], query)
 
@@ -128,7 +135,9 @@ def ops_stripe_over_responses(ops: OpsStripe) -> Iterator[responses.RequestsMock
 
     def answer(request):  # type: ignore[no-untyped-def]
         url = urlsplit(request.url)
-        status, headers, body = ops.handle(request.method, url.path, parse_qs(url.query), dict(request.headers))
+        status, headers, body = ops.handle(
+            request.method, url.path, parse_qs(url.query), dict(request.headers)
+        )
         return status, {"Content-Type": "application/json", **headers}, json.dumps(body)
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

@@ -1,4 +1,5 @@
-"""Use case: recover events the inbox never got (we were down, the endpoint was disabled) from Stripe's Events API.
+"""Use case: recover from Stripe's Events API the events the inbox never got (we were down, the endpoint was
+disabled).
 
 Recovered events take the webhook's path (`Receiver.accept_event`): stored, then processed by the workers.
 """
@@ -54,8 +55,14 @@ def retention_warning(since: datetime, now: datetime) -> str | None:
 
 
 class Backfiller:
-    def __init__(self, new_session: Callable[[], Any], source: EventSource, receiver: Receiver, clock: Clock,
-                 retry: Callable[[Callable[[], Any]], Any] = with_retries) -> None:
+    def __init__(
+        self,
+        new_session: Callable[[], Any],
+        source: EventSource,
+        receiver: Receiver,
+        clock: Clock,
+        retry: Callable[[Callable[[], Any]], Any] = with_retries,
+    ) -> None:
         self._new_session = new_session
         self._source = source
         self._receiver = receiver
@@ -85,8 +92,14 @@ class Backfiller:
             self._take(payload, known, report)
             if progress:
                 progress(done, len(payloads))
-        log.info("events.recovered", seen=report.seen, already=report.already_in_inbox, stored=report.stored,
-                 ignored=report.ignored, dry_run=dry_run)
+        log.info(
+            "events.recovered",
+            seen=report.seen,
+            already=report.already_in_inbox,
+            stored=report.stored,
+            ignored=report.ignored,
+            dry_run=dry_run,
+        )
         return report
 
     def _take(self, payload: dict[str, Any], known: set[str], report: RecoveryReport) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from . import store_ops
@@ -40,8 +41,13 @@ class FeatureListing:
 
 
 class Catalog:
-    def __init__(self, new_session: SessionFactory, gateway: StripeGateway, clock: Clock,
-                 retry: Callable[[Callable[[], Any]], Any] = with_retries) -> None:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        gateway: StripeGateway,
+        clock: Clock,
+        retry: Callable[[Callable[[], Any]], Any] = with_retries,
+    ) -> None:
         self._new_session = new_session
         self._gateway = gateway
         self._clock = clock
@@ -52,9 +58,16 @@ class Catalog:
         features: list[CatalogFeature] = self._retry(self._gateway.list_features)
         with self._new_session() as session:
             products = sorted(store_ops.known_product_ids(session) | set(extra_products))
-        links = {product: self._retry(lambda p=product: self._gateway.list_product_features(p)) for product in products}
-        report = CatalogReport(dry_run=dry_run, features=len(features), products=len(products),
-                               archived=sum(not feature.active for feature in features))
+        links = {
+            product: self._retry(partial(self._gateway.list_product_features, product))
+            for product in products
+        }
+        report = CatalogReport(
+            dry_run=dry_run,
+            features=len(features),
+            products=len(products),
+            archived=sum(not feature.active for feature in features),
+        )
         # A product's features arrive expanded: features the catalog listing missed are still recorded.
         every_feature = {feature.id: feature for feature in features}
         for product_links in links.values():
@@ -68,11 +81,20 @@ class Catalog:
         log.info("features.synced", features=report.features, products=report.products, dry_run=dry_run)
         return report
 
-    def _apply(self, session: Any, features: list[CatalogFeature], links: dict[str, list[ProductFeatureLink]],
-               report: CatalogReport) -> None:
-        report.new_features, report.changed_features = store_ops.upsert_features(session, features, self._clock())
+    def _apply(
+        self,
+        session: Any,
+        features: list[CatalogFeature],
+        links: dict[str, list[ProductFeatureLink]],
+        report: CatalogReport,
+    ) -> None:
+        report.new_features, report.changed_features = store_ops.upsert_features(
+            session, features, self._clock()
+        )
         for product, product_links in links.items():
-            added, removed = store_ops.replace_product_features(session, product, product_links, self._clock())
+            added, removed = store_ops.replace_product_features(
+                session, product, product_links, self._clock()
+            )
             report.links_added += added
             report.links_removed += removed
 

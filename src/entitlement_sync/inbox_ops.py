@@ -59,13 +59,28 @@ class ReplayReport:
 
 
 def _summary(row: Any) -> EventSummary:
-    return EventSummary(row.id, row.type, row.customer_id, row.status, row.attempts, row.created,
-                        row.received_at, row.status_changed_at, row.last_error)
+    return EventSummary(
+        row.id,
+        row.type,
+        row.customer_id,
+        row.status,
+        row.attempts,
+        row.created,
+        row.received_at,
+        row.status_changed_at,
+        row.last_error,
+    )
 
 
 class InboxOps:
-    def __init__(self, new_session: SessionFactory, receiver: Receiver, clock: Clock, stuck_after: timedelta,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        receiver: Receiver,
+        clock: Clock,
+        stuck_after: timedelta,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._new_session = new_session
         self._receiver = receiver
         self._clock = clock
@@ -113,8 +128,13 @@ class InboxOps:
                 report.queued.append(event_id)
             else:
                 self._reopen_and_enqueue(event_id, report, was_ignored=row.status == EventStatus.IGNORED)
-        log.info("events.replayed", queued=len(report.queued), pending=len(report.pending),
-                 skipped=len(report.skipped), dry_run=dry_run)
+        log.info(
+            "events.replayed",
+            queued=len(report.queued),
+            pending=len(report.pending),
+            skipped=len(report.skipped),
+            dry_run=dry_run,
+        )
         return report
 
     def _still_ignored(self, payload: dict[str, Any]) -> str | None:

@@ -47,8 +47,12 @@ class Pacer(Protocol):
 class LocalPacer:
     shared = False
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
         self._interval = 1.0 / (rate * HEADROOM)
         self._clock, self._sleep = clock, sleep
@@ -91,8 +95,13 @@ def build_pacer(redis_url: str | None, key: str, rate: float) -> Pacer:
     return LocalPacer(rate)
 
 
-def with_retries(call: Callable[[], T], *, attempts: int = 4, first_backoff: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(
+    call: Callable[[], T],
+    *,
+    attempts: int = 4,
+    first_backoff: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Run `call`, retrying on StripeUnavailable (429, 5xx, timeouts) with doubling pauses; then give up."""
     for attempt in range(1, attempts + 1):
         try:

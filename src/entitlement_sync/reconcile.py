@@ -1,7 +1,7 @@
 """Use cases: sync customers now, outside the job queue (`sync customer`, `sync all`).
 
-They run in the operator's process, so they retry Stripe's 429/5xx themselves (`with_retries`), and `sync all`
-paces every request and keeps a checkpoint after each customer, so an interrupted run resumes where it stopped.
+They run in the operator's process, so they retry Stripe's 429/5xx themselves (`with_retries`), and
+`sync all` paces every request and keeps a checkpoint after each customer: an interrupted run resumes there.
 """
 
 from __future__ import annotations
@@ -55,8 +55,14 @@ class ReconcileReport:
 
 
 class Reconciler:
-    def __init__(self, new_session: SessionFactory, gateway: StripeGateway, clock: Clock,
-                 pacer_for: Callable[[float], Pacer], retry: Callable = with_retries) -> None:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        gateway: StripeGateway,
+        clock: Clock,
+        pacer_for: Callable[[float], Pacer],
+        retry: Callable = with_retries,
+    ) -> None:
         self._new_session = new_session
         self._gateway = gateway
         self._clock = clock
@@ -72,14 +78,17 @@ class Reconciler:
             report.count(self._check(syncer, customer_id, dry_run, cause="ops:sync-customer"))
         return report
 
-    def sync_all(self, *, rate: float, resume: bool = False, dry_run: bool = False,
-                 progress: Progress | None = None) -> ReconcileReport:
+    def sync_all(
+        self, *, rate: float, resume: bool = False, dry_run: bool = False, progress: Progress | None = None
+    ) -> ReconcileReport:
         """Reconcile every customer we know of or Stripe has a subscription for, in id order, paced."""
         pacer = self._pacer_for(rate)
         gateway = self._gateway.paced(pacer)
         report = ReconcileReport(dry_run=dry_run, rate=rate, shared_pacer=pacer.shared)
         after = self._open_checkpoint(resume, dry_run, report)
-        customers = [customer for customer in self._all_customers(gateway) if after is None or customer > after]
+        customers = [
+            customer for customer in self._all_customers(gateway) if after is None or customer > after
+        ]
         report.customers = len(customers)
         syncer = Syncer(self._new_session, gateway, self._clock)
         for done, customer_id in enumerate(customers, start=1):
@@ -92,8 +101,14 @@ class Reconciler:
         if not dry_run:
             with transaction(self._new_session) as session:
                 store_ops.finish_checkpoint(session, CHECKPOINT, self._clock())
-        log.info("sync_all.finished", checked=report.checked, granted=report.granted, revoked=report.revoked,
-                 errors=report.errors, dry_run=dry_run)
+        log.info(
+            "sync_all.finished",
+            checked=report.checked,
+            granted=report.granted,
+            revoked=report.revoked,
+            errors=report.errors,
+            dry_run=dry_run,
+        )
         return report
 
     def _all_customers(self, gateway: StripeGateway) -> list[str]:
@@ -103,7 +118,7 @@ class Reconciler:
         return sorted(local | in_stripe)
 
     def _open_checkpoint(self, resume: bool, dry_run: bool, report: ReconcileReport) -> str | None:
-        """Where to start: after the checkpoint's cursor when resuming an unfinished run; else from the top."""
+        """Where to start: after the cursor when resuming an unfinished run; else from the top."""
         with transaction(self._new_session) as session:
             checkpoint = store_ops.get_checkpoint(session, CHECKPOINT)
             if resume and checkpoint is not None and checkpoint.finished_at is None:
@@ -118,8 +133,12 @@ class Reconciler:
             return None
 
     def _advance(self, customer_id: str, change: CustomerChange) -> None:
-        counts = {"checked": 1, "granted": len(change.granted), "revoked": len(change.revoked),
-                  "errors": int(change.error is not None)}
+        counts = {
+            "checked": 1,
+            "granted": len(change.granted),
+            "revoked": len(change.revoked),
+            "errors": int(change.error is not None),
+        }
         with transaction(self._new_session) as session:
             store_ops.advance_checkpoint(session, CHECKPOINT, customer_id, counts, self._clock())
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, select, union, update
+from sqlalchemy import ColumnElement, CursorResult, delete, select, union, update
 from sqlalchemy.orm import Session
 
 from .models import (
@@ -75,14 +75,15 @@ def failed_event_ids(session: Session, since: datetime | None, event_type: str |
 
 
 def reopen_event(session: Session, event_id: str, now: datetime, *, was_ignored: bool = False) -> bool:
-    """Put an event back to `received`, ready to be enqueued. An ignored one only when the caller re-checked it."""
+    """Put an event back to `received`, to be enqueued; an ignored one only once the caller re-checked it."""
     replayable = [status for status in EventStatus.ALL if status != EventStatus.IGNORED]
     statement = update(StripeEvent).where(StripeEvent.id == event_id)
     statement = statement.where(StripeEvent.status.in_([EventStatus.IGNORED] if was_ignored else replayable))
     values: dict[str, Any] = {"status": EventStatus.RECEIVED, "status_changed_at": now}
     if was_ignored:
         values["last_error"] = None  # the reason it was ignored no longer holds
-    return session.execute(statement.values(**values)).rowcount == 1
+    result = cast(CursorResult[Any], session.execute(statement.values(**values)))
+    return result.rowcount == 1
 
 
 def events_by_id(session: Session, event_ids: Sequence[str]) -> dict[str, StripeEvent]:
@@ -110,14 +111,23 @@ def get_checkpoint(session: Session, name: str) -> SyncCheckpoint | None:
 def start_checkpoint(session: Session, name: str, now: datetime) -> SyncCheckpoint:
     session.execute(delete(SyncCheckpoint).where(SyncCheckpoint.name == name))
     checkpoint = SyncCheckpoint(
-        name=name, last_customer_id=None, checked=0, granted=0, revoked=0, errors=0, started_at=now, updated_at=now
+        name=name,
+        last_customer_id=None,
+        checked=0,
+        granted=0,
+        revoked=0,
+        errors=0,
+        started_at=now,
+        updated_at=now,
     )
     session.add(checkpoint)
     session.flush()
     return checkpoint
 
 
-def advance_checkpoint(session: Session, name: str, customer_id: str, counts: dict[str, int], now: datetime) -> None:
+def advance_checkpoint(
+    session: Session, name: str, customer_id: str, counts: dict[str, int], now: datetime
+) -> None:
     values: dict[str, Any] = {key: getattr(SyncCheckpoint, key) + value for key, value in counts.items()}
     statement = update(SyncCheckpoint).where(SyncCheckpoint.name == name)
     session.execute(statement.values(last_customer_id=customer_id, updated_at=now, **values))
@@ -133,7 +143,11 @@ def finish_checkpoint(session: Session, name: str, now: datetime) -> None:
 
 def access_history(session: Session, customer_id: str, limit: int) -> list[AccessChange]:
     statement = select(AccessChange).where(AccessChange.customer_id == customer_id)
-    return list(session.scalars(statement.order_by(AccessChange.changed_at.desc(), AccessChange.id.desc()).limit(limit)))
+    return list(
+        session.scalars(
+            statement.order_by(AccessChange.changed_at.desc(), AccessChange.id.desc()).limit(limit)
+        )
+    )
 
 
 def feature_names(session: Session, feature_ids: Iterable[str]) -> dict[str, str]:
@@ -155,8 +169,16 @@ def upsert_features(session: Session, features: Sequence[CatalogFeature], now: d
     for item in features:
         row = existing.get(item.id)
         if row is None:
-            session.add(Feature(id=item.id, lookup_key=item.lookup_key, name=item.name, active=item.active,
-                                livemode=item.livemode, synced_at=now))
+            session.add(
+                Feature(
+                    id=item.id,
+                    lookup_key=item.lookup_key,
+                    name=item.name,
+                    active=item.active,
+                    livemode=item.livemode,
+                    synced_at=now,
+                )
+            )
             new += 1
             continue
         if (row.lookup_key, row.name, row.active) != (item.lookup_key, item.name, item.active):
@@ -177,7 +199,9 @@ def replace_product_features(
     session: Session, product_id: str, links: Sequence[ProductFeatureLink], now: datetime
 ) -> tuple[int, int]:
     """Make the product's links exactly these; returns (added, removed)."""
-    current = set(session.scalars(select(ProductFeature.feature_id).where(ProductFeature.product_id == product_id)))
+    current = set(
+        session.scalars(select(ProductFeature.feature_id).where(ProductFeature.product_id == product_id))
+    )
     wanted = {link.feature.id: link for link in links}
     removed = current - wanted.keys()
     if removed:
@@ -188,7 +212,9 @@ def replace_product_features(
         )
     added = [link for feature_id, link in wanted.items() if feature_id not in current]
     session.add_all(
-        ProductFeature(product_id=product_id, feature_id=link.feature.id, product_feature_id=link.id, synced_at=now)
+        ProductFeature(
+            product_id=product_id, feature_id=link.feature.id, product_feature_id=link.id, synced_at=now
+        )
         for link in added
     )
     return len(added), len(removed)
@@ -196,7 +222,9 @@ def replace_product_features(
 
 def products_by_feature(session: Session) -> dict[str, list[str]]:
     granted_by: dict[str, list[str]] = {}
-    statement = select(ProductFeature.feature_id, ProductFeature.product_id).order_by(ProductFeature.product_id)
+    statement = select(ProductFeature.feature_id, ProductFeature.product_id).order_by(
+        ProductFeature.product_id
+    )
     for feature_id, product_id in session.execute(statement):
         granted_by.setdefault(feature_id, []).append(product_id)
     return granted_by

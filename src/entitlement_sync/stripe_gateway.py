@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import stripe
@@ -91,19 +92,19 @@ class StripeGateway:
     def list_product_features(self, product_id: str) -> list[ProductFeatureLink]:
         """The features attached to a product; none for a product Stripe no longer has."""
 
-        def listing(params: dict[str, Any]) -> Any:
+        def listing(params: Any) -> Any:
             return self._client.v1.products.features.list(product_id, params)
 
         items = self._each(listing, {}, missing_param="id")
         return [ProductFeatureLink(item.id, product_id, _feature(item.entitlement_feature)) for item in items]
 
     def _each(
-        self, listing: Callable[[dict[str, Any]], Any], params: dict[str, Any], *, missing_param: str | None = None
+        self, listing: Callable[..., Any], params: dict[str, Any], *, missing_param: str | None = None
     ) -> Iterator[Any]:
         """Every item of a paginated list, one page per request, so each request is paced and translated."""
         query: dict[str, Any] = {**params, "limit": 100}
         while True:
-            page = _translating_errors(lambda query=query: self._page(listing, query, missing_param))
+            page = _translating_errors(partial(self._page, listing, query, missing_param))
             if page is None:
                 return
             yield from page.data
@@ -111,7 +112,7 @@ class StripeGateway:
                 return
             query = {**params, "limit": 100, "starting_after": page.data[-1].id}
 
-    def _page(self, listing: Callable[[dict[str, Any]], Any], query: dict[str, Any], missing_param: str | None) -> Any:
+    def _page(self, listing: Callable[..., Any], query: dict[str, Any], missing_param: str | None) -> Any:
         self._before_call()
         try:
             return listing(query)

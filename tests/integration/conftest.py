@@ -1,4 +1,4 @@
-"""Fixtures for the ops commands: Stripe's list endpoints (`OpsStripe`) and a CLI runner on the test container."""
+"""Fixtures for the ops commands: Stripe's list endpoints (`OpsStripe`) and a CLI runner (`cli`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def logs_on_stderr() -> Iterator[None]:
 
     The stream is looked up at each call: CliRunner swaps sys.stderr for every invocation.
     """
-    structlog.configure(logger_factory=lambda *args: structlog.PrintLogger(sys.stderr), cache_logger_on_first_use=False)
+    structlog.configure(
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr), cache_logger_on_first_use=False
+    )
     yield
     structlog.reset_defaults()
 

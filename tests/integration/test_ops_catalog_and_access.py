@@ -1,4 +1,4 @@
-"""`entitlement-sync features …` and `access show`: the catalog kept locally; a customer's access and its story."""
+"""`entitlement-sync features …` and `access show`: the local catalog; a customer's access and its story."""
 
 from entitlement_sync.events import event_from_payload
 from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
@@ -7,7 +7,12 @@ from tests.conftest import settle
 
 
 def product_feature(link_id, feature_object):
-    return {"id": link_id, "object": "product_feature", "entitlement_feature": feature_object, "livemode": False}
+    return {
+        "id": link_id,
+        "object": "product_feature",
+        "entitlement_feature": feature_object,
+        "livemode": False,
+    }
 
 
 def test_features_sync_keeps_the_catalog_and_which_product_grants_what(cli, container, ops_stripe):
@@ -18,7 +23,9 @@ def test_features_sync_keeps_the_catalog_and_which_product_grants_what(cli, cont
         "prod_pro": [product_feature("prodft_1", api), product_feature("prodft_2", old_reports)],
         "prod_team": [product_feature("prodft_3", reports)],
     }
-    payload = event("customer.subscription.created", subscription("sub_1", "cus_1", prices=[("price_1", "prod_pro")]))
+    payload = event(
+        "customer.subscription.created", subscription("sub_1", "cus_1", prices=[("price_1", "prod_pro")])
+    )
     container.receiver.accept_event(event_from_payload(payload))
     container.syncer.process_event(payload["id"])  # the subscription mirror now names prod_pro
 
@@ -29,11 +36,18 @@ def test_features_sync_keeps_the_catalog_and_which_product_grants_what(cli, cont
     report = cli.json("features", "sync", "--product", "prod_team")
     assert (report["features"], report["archived"], report["products"], report["links_added"]) == (3, 1, 2, 3)
     listed = {item["id"]: item for item in cli.json("features", "list")["features"]}
-    assert listed["feat_old"] == {"id": "feat_old", "lookup_key": "reports", "name": "Reports", "active": False,
-                                  "products": ["prod_pro"]}
+    assert listed["feat_old"] == {
+        "id": "feat_old",
+        "lookup_key": "reports",
+        "name": "Reports",
+        "active": False,
+        "products": ["prod_pro"],
+    }
     assert listed["feat_reports"]["products"] == ["prod_team"]
 
-    ops_stripe.product_features["prod_pro"] = [product_feature("prodft_1", api)]  # we changed a product's features
+    ops_stripe.product_features["prod_pro"] = [
+        product_feature("prodft_1", api)
+    ]  # we changed a product's features
     again = cli.json("features", "sync")
     assert (again["links_added"], again["links_removed"], again["new_features"]) == (0, 1, 0)
     table = cli("features", "list")
@@ -53,11 +67,16 @@ def test_access_show_lists_access_since_when_and_the_event_behind_each_change(
     assert cli("sync", "customer", "cus_1").exit_code == 0
 
     shown = cli.json("access", "show", "cus_1", "--history")
-    assert [(row["lookup_key"], row["name"]) for row in shown["entitlements"]] == [("api_access", "Api Access")]
+    assert [(row["lookup_key"], row["name"]) for row in shown["entitlements"]] == [
+        ("api_access", "Api Access")
+    ]
     assert shown["synced_at"] is not None and shown["entitlements"][0]["granted_at"]
     history = [(row["change"], row["lookup_key"], row["event"]) for row in shown["history"]]
     assert history[0] == ("revoked", "reports", "ops:sync-customer")
-    assert sorted(history[1:]) == [("granted", "api_access", granting["id"]), ("granted", "reports", granting["id"])]
+    assert sorted(history[1:]) == [
+        ("granted", "api_access", granting["id"]),
+        ("granted", "reports", granting["id"]),
+    ]
 
     assert "history" not in cli.json("access", "show", "cus_1")
     never = cli.json("access", "show", "cus_unknown")

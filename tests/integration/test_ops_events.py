@@ -97,7 +97,9 @@ def test_a_replay_that_fails_again_exits_1_and_says_why(cli, container, worker, 
     assert stored_event(container, event_id).attempts == 2
 
 
-def test_replay_dry_run_changes_nothing_and_unknown_or_ignored_events_are_skipped(cli, container, fake_stripe):
+def test_replay_dry_run_changes_nothing_and_unknown_or_ignored_events_are_skipped(
+    cli, container, fake_stripe
+):
     fake_stripe.fail_next(401)
     failed = accept(container, summary_event("cus_1", []))
     container.syncer.process_event(failed)
@@ -134,7 +136,12 @@ def test_recover_pages_through_stripe_stores_what_the_inbox_lacks_and_processes_
     assert count_events(container) == 40
 
     report = cli.json("events", "recover", "--since", "1d")
-    assert (report["seen"], report["already_in_inbox"], report["stored"], report["ignored"]) == (230, 40, 190, 0)
+    assert (report["seen"], report["already_in_inbox"], report["stored"], report["ignored"]) == (
+        230,
+        40,
+        190,
+        0,
+    )
     settle(container)
     assert count_events(container) == 230
     assert stored_event(container, missed[229]["id"]).status == EventStatus.PROCESSED

@@ -46,13 +46,20 @@ def seed_thousand_customers(container, fake_stripe, ops_stripe):
         fake_stripe.set_entitlements(f"cus_{n:04d}", [API])
     with container.new_session.begin() as session:
         session.add_all(
-            Entitlement(customer_id=f"cus_{n:04d}", feature_id="feat_api", lookup_key="api_access",
-                        entitlement_id=f"ent_{n}", granted_at=utcnow())
+            Entitlement(
+                customer_id=f"cus_{n:04d}",
+                feature_id="feat_api",
+                lookup_key="api_access",
+                entitlement_id=f"ent_{n}",
+                granted_at=utcnow(),
+            )
             for n in range(950, 1000)
         )
 
 
-def test_sync_all_over_a_thousand_customers_resumes_after_an_interruption(cli, container, fake_stripe, ops_stripe):
+def test_sync_all_over_a_thousand_customers_resumes_after_an_interruption(
+    cli, container, fake_stripe, ops_stripe
+):
     seed_thousand_customers(container, fake_stripe, ops_stripe)
     ops_stripe.interrupt_after = 400
 
@@ -76,7 +83,8 @@ def test_sync_all_keeps_every_second_under_the_rate_cap(cli, container, fake_str
     report = cli.json("sync", "all", "--rate", "50")
     assert report["checked"] == 120
     busiest = ops_stripe.max_requests_in_any_second()
-    print(f"pacer: at most {busiest} requests in any one-second window at --rate 50 (shared={report['shared_pacer']})")
+    shared = report["shared_pacer"]
+    print(f"pacer: at most {busiest} requests in any one-second window at --rate 50 (shared={shared})")
     assert 40 <= busiest <= 50
 
 

@@ -1,14 +1,19 @@
 """The pacer, the retry, `--since` parsing and the 30-day warning, on fakes: no database, no Stripe."""
 
+import os
+import threading
+import time as real_time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import click
 import pytest
+import redis
 
 from entitlement_sync.backfill import retention_warning
 from entitlement_sync.cli._common import parse_since
 from entitlement_sync.errors import StripeRejected, StripeUnavailable
-from entitlement_sync.pacing import HEADROOM, LocalPacer, with_retries
+from entitlement_sync.pacing import HEADROOM, LocalPacer, RedisPacer, build_pacer, with_retries
 
 
 class FakeTime:
@@ -57,7 +62,9 @@ def test_retries_stripe_unavailable_with_doubling_pauses_then_gives_up():
     assert with_retries(flaky, sleep=time.sleep) == "ok"
     assert time.slept == [0.5, 1.0]
     with pytest.raises(StripeUnavailable):
-        with_retries(lambda: (_ for _ in ()).throw(StripeUnavailable("HTTP 503")), attempts=3, sleep=time.sleep)
+        with_retries(
+            lambda: (_ for _ in ()).throw(StripeUnavailable("HTTP 503")), attempts=3, sleep=time.sleep
+        )
 
 
 def test_a_rejection_is_never_retried():
@@ -87,3 +94,31 @@ def test_recovery_warns_only_past_stripes_thirty_days():
     now = datetime(2026, 11, 24, tzinfo=UTC)
     assert retention_warning(now - timedelta(days=29), now) is None
     assert "sync all" in retention_warning(now - timedelta(days=31), now)
+
+
+def test_two_redis_pacers_on_one_key_share_one_budget():
+    client = redis.Redis.from_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    try:
+        client.ping()
+    except redis.RedisError:
+        pytest.skip("no Redis to share a budget through")
+    key = f"entitlement-sync-test-{uuid.uuid4().hex[:8]}:stripe-pacer"
+    pacers = [RedisPacer(client, key, rate=20), RedisPacer(client, key, rate=20)]
+    moments, lock = [], threading.Lock()
+
+    def run(pacer):
+        for _ in range(15):
+            pacer()
+            with lock:
+                moments.append(real_time.monotonic())
+
+    threads = [threading.Thread(target=run, args=(pacer,)) for pacer in pacers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    moments.sort()
+    busiest = max(sum(1 for m in moments if start <= m < start + 1) for start in moments)
+    assert busiest <= 20
+    assert build_pacer("redis://127.0.0.1:1/0", key, 5).shared is False  # unreachable: this process only
+    client.delete(key)

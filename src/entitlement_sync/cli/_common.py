@@ -59,14 +59,18 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as error:
-        raise click.BadParameter(f"{text!r}: use 2h, 3d, 30m, 1w or an ISO date like 2026-11-20T08:00") from error
+        raise click.BadParameter(
+            f"{text!r}: use 2h, 3d, 30m, 1w or an ISO date like 2026-11-20T08:00"
+        ) from error
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Since(click.ParamType):
     name = "since"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime | None:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime | None:
         if isinstance(value, datetime) or value is None:
             return value
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..bootstrap import Container
@@ -16,30 +18,51 @@ def access() -> None:
 @access.command("show")
 @click.argument("customer_id")
 @click.option("--history", is_flag=True, help="Also list grants and revokes with the event behind each.")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="History rows.")
+@click.option(
+    "--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="History rows."
+)
 @json_option
 @with_container
 def show_access(container: Container, customer_id: str, history: bool, limit: int, as_json: bool) -> None:
     """The features the customer may use now (from the local table; no call to Stripe)."""
     current = container.reader.entitlements_for(customer_id)
     changes = container.reader.history_of(customer_id, limit) if history else []
-    names = container.reader.feature_names([g.feature for g in current.entitlements] + [c.feature for c in changes])
+    names = container.reader.feature_names(
+        [g.feature for g in current.entitlements] + [c.feature for c in changes]
+    )
     if as_json:
         entitlements = [{**_fields(g), "name": names.get(g.feature)} for g in current.entitlements]
-        document = {"customer": customer_id, "synced_at": current.synced_at, "entitlements": entitlements}
+        document: dict[str, Any] = {
+            "customer": customer_id,
+            "synced_at": current.synced_at,
+            "entitlements": entitlements,
+        }
         if history:
             document["history"] = changes
         print_json(document)
         return
     synced = when(current.synced_at) or "never (this customer was never synced: nothing is granted)"
     click.echo(f"customer {customer_id}, last synced {synced}")
-    table("access now", ["lookup key", "name", "feature", "since"],
-          [(g.lookup_key, names.get(g.feature, ""), g.feature, when(g.granted_at)) for g in current.entitlements])
+    table(
+        "access now",
+        ["lookup key", "name", "feature", "since"],
+        [
+            (g.lookup_key, names.get(g.feature, ""), g.feature, when(g.granted_at))
+            for g in current.entitlements
+        ],
+    )
     if history:
-        table("history (newest first)", ["when", "change", "lookup key", "feature", "event"],
-              [(when(c.changed_at), c.change, c.lookup_key, c.feature, c.event) for c in changes])
+        table(
+            "history (newest first)",
+            ["when", "change", "lookup key", "feature", "event"],
+            [(when(c.changed_at), c.change, c.lookup_key, c.feature, c.event) for c in changes],
+        )
 
 
 def _fields(granted) -> dict:  # type: ignore[no-untyped-def]
-    return {"lookup_key": granted.lookup_key, "feature": granted.feature, "entitlement": granted.entitlement,
-            "granted_at": granted.granted_at}
+    return {
+        "lookup_key": granted.lookup_key,
+        "feature": granted.feature,
+        "entitlement": granted.entitlement,
+        "granted_at": granted.granted_at,
+    }

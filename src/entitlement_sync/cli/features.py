@@ -14,8 +14,12 @@ def features() -> None:
 
 
 @features.command("sync")
-@click.option("--product", "products", multiple=True,
-              help="Also fetch this product's features (products named by subscriptions are always fetched).")
+@click.option(
+    "--product",
+    "products",
+    multiple=True,
+    help="Also fetch this product's features (products named by subscriptions are always fetched).",
+)
 @dry_run_option
 @json_option
 @with_container
@@ -28,8 +32,8 @@ def sync_features(container: Container, products: tuple[str, ...], dry_run: bool
     prefix = "dry run, nothing written: " if dry_run else ""
     click.echo(
         f"{prefix}{report.features} feature(s) ({report.archived} archived; {report.new_features} new, "
-        f"{report.changed_features} changed); {report.products} product(s): {report.links_added} link(s) added, "
-        f"{report.links_removed} removed"
+        f"{report.changed_features} changed); {report.products} product(s): "
+        f"{report.links_added} link(s) added, {report.links_removed} removed"
     )
 
 
@@ -45,5 +49,8 @@ def list_features(container: Container, as_json: bool) -> None:
     table(
         f"{len(listing)} feature(s)",
         ["lookup key", "name", "id", "active", "granted by products"],
-        [(f.lookup_key, f.name, f.id, "yes" if f.active else "archived", ", ".join(f.products)) for f in listing],
+        [
+            (f.lookup_key, f.name, f.id, "yes" if f.active else "archived", ", ".join(f.products))
+            for f in listing
+        ],
     )

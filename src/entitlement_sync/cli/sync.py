@@ -29,8 +29,13 @@ def sync_customer(container: Container, customer_ids: tuple[str, ...], dry_run: 
 
 
 @sync.command("all")
-@click.option("--rate", default=20.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Stripe requests per second at most, shared through Redis by concurrent runs.")
+@click.option(
+    "--rate",
+    default=20.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Stripe requests per second at most, shared through Redis by concurrent runs.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint.")
 @dry_run_option
 @json_option
@@ -39,14 +44,18 @@ def sync_all(container: Container, rate: float, resume: bool, dry_run: bool, as_
     """Reconcile every customer (local ones and those with subscriptions in Stripe), then report the drift."""
     try:
         with progress_bar("customers", enabled=not as_json) as advance:
-            report = container.reconciler.sync_all(rate=rate, resume=resume, dry_run=dry_run, progress=advance)
+            report = container.reconciler.sync_all(
+                rate=rate, resume=resume, dry_run=dry_run, progress=advance
+            )
     except KeyboardInterrupt:
         note("interrupted: the checkpoint is saved; run `entitlement-sync sync all --resume` to continue")
         raise SystemExit(EXIT_INTERRUPTED) from None
     _finish(report, as_json, changes_of_all=False)
 
 
-def _finish(report: ReconcileReport, as_json: bool, *, changes_of_all: bool, customer_ids: tuple[str, ...] = ()) -> None:
+def _finish(
+    report: ReconcileReport, as_json: bool, *, changes_of_all: bool, customer_ids: tuple[str, ...] = ()
+) -> None:
     if as_json:
         print_json(_document(report))
     else:
@@ -82,13 +91,15 @@ def _print(report: ReconcileReport, changes_of_all: bool, customer_ids: tuple[st
         if change is None:
             rows.append((customer_id, "", "", "no change"))
         else:
-            rows.append((customer_id, ", ".join(change.granted), ", ".join(change.revoked), change.error or ""))
+            rows.append(
+                (customer_id, ", ".join(change.granted), ", ".join(change.revoked), change.error or "")
+            )
     verb = "would be " if report.dry_run else ""
     if rows:
         title = "changes (dry run: nothing written)" if report.dry_run else "changes applied"
         table(title, ["customer", "granted", "revoked", "error"], rows)
     resumed = f" (resumed after {report.resumed_after})" if report.resumed_after else ""
     click.echo(
-        f"checked {report.checked} customer(s){resumed}: {report.granted} grant(s) and {report.revoked} revoke(s) "
-        f"{verb}applied, {report.errors} error(s)"
+        f"checked {report.checked} customer(s){resumed}: {report.granted} grant(s) and "
+        f"{report.revoked} revoke(s) {verb}applied, {report.errors} error(s)"
     )
