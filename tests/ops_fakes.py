@@ -45,6 +45,8 @@ class OpsStripe:
     seen: list[Seen] = field(default_factory=list)
     # Raise KeyboardInterrupt (as Ctrl-C would) instead of answering this many entitlement requests in.
     interrupt_after: int | None = None
+    # HTTP statuses to answer the next requests to the ops endpoints with, in Stripe's error shape.
+    failures: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, method: str, path: str, query: Query, headers: dict[str, str]) -> tuple[int, dict, dict]:
@@ -61,6 +63,13 @@ class OpsStripe:
         route = self._route(method, path)
         if route is None:
             return self.fake.handle(method, path, query, headers)
+        if self.failures:
+            status = self.failures.pop(0)
+            return (
+                status,
+                {},
+                error_body("api_error" if status >= 500 else "invalid_request_error", f"HTTP {status}"),
+            )
         return route(path, query)
 
     def _route(self, method: str, path: str) -> Any:

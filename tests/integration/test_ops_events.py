@@ -180,3 +180,14 @@ def test_an_ignored_event_is_replayed_only_once_it_would_now_be_accepted(cli, co
     assert (replayed["queued"], replayed["skipped"]) == (1, {})
     assert stored_event(container, live_event).status == EventStatus.QUEUED
     live_key.close()
+
+
+def test_recover_retries_a_5xx_and_exits_1_with_one_line_when_stripe_refuses(cli, container, ops_stripe):
+    ops_stripe.events = summaries(3, int(time.time()))
+    ops_stripe.failures = [503]
+    assert cli.json("events", "recover", "--since", "1h")["stored"] == 3
+
+    ops_stripe.failures = [401]
+    refused = cli("events", "recover", "--since", "1h")
+    assert refused.exit_code == 1
+    assert "error: StripeRejected" in refused.stderr and "Traceback" not in refused.stderr
