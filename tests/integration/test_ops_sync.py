@@ -1,7 +1,13 @@
 """`entitlement-sync sync …`: fetch and apply now; `sync all` paced, resumable, with a drift report."""
 
+from dataclasses import replace
+
+import pytest
+
+from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.models import Entitlement, utcnow
 from entitlement_sync.testing import subscription
+from tests.integration.conftest import Cli
 
 API = ("feat_api", "api_access")
 REPORTS = ("feat_reports", "reports")
@@ -78,10 +84,16 @@ def test_sync_all_over_a_thousand_customers_resumes_after_an_interruption(
     assert not container.reader.has_access("cus_0999", "api_access")
 
 
-def test_sync_all_keeps_every_second_under_the_rate_cap(cli, container, fake_stripe, ops_stripe):
+@pytest.mark.parametrize("through_redis", [True, False], ids=["shared-through-redis", "in-process"])
+def test_sync_all_keeps_every_second_under_the_rate_cap(
+    through_redis, container, settings, broker, fake_stripe, ops_stripe, request
+):
+    if not through_redis:  # Redis unreachable: the pacer falls back to this process
+        container = bootstrap(replace(settings, redis_url="redis://127.0.0.1:1/0"), broker=broker)
+        request.addfinalizer(container.close)
     ops_stripe.subscriptions = [subscription(f"sub_{n:03d}", f"cus_{n:03d}") for n in range(120)]
-    report = cli.json("sync", "all", "--rate", "50")
-    assert report["checked"] == 120
+    report = Cli(container).json("sync", "all", "--rate", "50")
+    assert (report["checked"], report["shared_pacer"]) == (120, through_redis)
     busiest = ops_stripe.max_requests_in_any_second()
     shared = report["shared_pacer"]
     print(f"pacer: at most {busiest} requests in any one-second window at --rate 50 (shared={shared})")
