@@ -92,12 +92,17 @@ def _print(report: ReconcileReport, changes_of_all: bool, customer_ids: tuple[st
             rows.append((customer_id, "", "", "no change"))
         else:
             rows.append(
-                (customer_id, ", ".join(change.granted), ", ".join(change.revoked), change.error or "")
+                (
+                    customer_id,
+                    ", ".join(change.granted),
+                    ", ".join(change.revoked),
+                    (change.error or "").split("\n")[0],
+                )
             )
     verb = "would be " if report.dry_run else ""
     if rows:
         title = "changes (dry run: nothing written)" if report.dry_run else "changes applied"
-        table(title, ["customer", "granted", "revoked", "error"], rows)
+        table(title, ["customer", "granted", "revoked", "note"], rows)
     resumed = f" (resumed after {report.resumed_after})" if report.resumed_after else ""
     click.echo(
         f"checked {report.checked} customer(s){resumed}: {report.granted} grant(s) and "
