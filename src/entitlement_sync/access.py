@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import store, store_ops
+from . import store
 from .db import SessionFactory, create_db_engine, session_factory
 
 
@@ -31,15 +31,6 @@ class CustomerAccess:
     @property
     def lookup_keys(self) -> set[str]:
         return {granted.lookup_key for granted in self.entitlements}
-
-
-@dataclass(frozen=True)
-class Change:
-    changed_at: datetime
-    change: str  # granted | revoked
-    lookup_key: str
-    feature: str
-    event: str | None  # the Stripe event behind it, or "ops:…" for a sync an operator ran
 
 
 class AccessReader:
@@ -69,14 +60,3 @@ class AccessReader:
         """Whether the customer has the feature, and when their access was last synced, in one read."""
         with self._new_session() as session:
             return store.has_lookup_key(session, customer_id, lookup_key), store.synced_at(session, customer_id)
-
-    def history_of(self, customer_id: str, limit: int = 100) -> list[Change]:
-        """The customer's grants and revokes, newest first."""
-        with self._new_session() as session:
-            rows = store_ops.access_history(session, customer_id, limit)
-        return [Change(row.changed_at, row.change, row.lookup_key, row.feature_id, row.event_id) for row in rows]
-
-    def feature_names(self, feature_ids: list[str]) -> dict[str, str]:
-        """Names from the local feature catalog (`features sync`), for features it knows."""
-        with self._new_session() as session:
-            return store_ops.feature_names(session, feature_ids)

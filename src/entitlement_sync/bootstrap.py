@@ -12,6 +12,7 @@ import dramatiq
 from sqlalchemy import Engine
 
 from .access import AccessReader
+from .access_history import AccessHistory
 from .backfill import Backfiller
 from .catalog import Catalog
 from .db import SessionFactory, create_db_engine, session_factory
@@ -42,6 +43,7 @@ class Container:
     # The ops side (the `events`, `sync`, `features` and `access` commands).
     gateway: StripeGateway
     inbox: InboxOps
+    history: AccessHistory
     backfiller: Backfiller
     reconciler: Reconciler
     catalog: Catalog
@@ -88,6 +90,7 @@ def bootstrap(
         reader=AccessReader(new_session),
         gateway=gateway,
         inbox=InboxOps(new_session, receiver, clock, stuck_after),
+        history=AccessHistory(new_session),
         backfiller=Backfiller(new_session, gateway, receiver, clock),
         reconciler=Reconciler(new_session, gateway, clock, pacer_for),
         catalog=Catalog(new_session, gateway, clock),

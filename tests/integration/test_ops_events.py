@@ -83,8 +83,8 @@ def test_failed_events_are_replayed_after_the_fault_is_gone_and_a_second_replay_
 
     again = cli.json("events", "replay", event_id, "--wait", "--timeout", "20")
     assert [row["status"] for row in again["outcomes"]] == [EventStatus.PROCESSED]
-    assert container.reader.history_of("cus_1")[0].change == "granted"
-    assert len(container.reader.history_of("cus_1")) == 1
+    assert container.history.history_of("cus_1")[0].change == "granted"
+    assert len(container.history.history_of("cus_1")) == 1
 
 
 def test_a_replay_that_fails_again_exits_1_and_says_why(cli, container, worker, fake_stripe):

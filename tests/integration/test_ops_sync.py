@@ -28,7 +28,7 @@ def test_sync_customer_applies_and_prints_what_changed(cli, container, fake_stri
     applied = cli.json("sync", "customer", "cus_1")
     assert (applied["checked"], applied["granted"], applied["revoked"]) == (1, 0, 1)
     assert not container.reader.has_access("cus_1", "reports")
-    assert container.reader.history_of("cus_1")[0].event == "ops:sync-customer"
+    assert container.history.history_of("cus_1")[0].event == "ops:sync-customer"
 
 
 def test_sync_customer_retries_stripe_429_and_5xx(cli, container, fake_stripe):

@@ -26,8 +26,8 @@ def access() -> None:
 def show_access(container: Container, customer_id: str, history: bool, limit: int, as_json: bool) -> None:
     """The features the customer may use now (from the local table; no call to Stripe)."""
     current = container.reader.entitlements_for(customer_id)
-    changes = container.reader.history_of(customer_id, limit) if history else []
-    names = container.reader.feature_names(
+    changes = container.history.history_of(customer_id, limit) if history else []
+    names = container.history.feature_names(
         [g.feature for g in current.entitlements] + [c.feature for c in changes]
     )
     if as_json:
