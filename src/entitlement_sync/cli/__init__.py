@@ -29,13 +29,8 @@ class _Main(click.Group):
 
 @click.group(cls=_Main)
 @click.version_option(package_name="entitlement-sync")
-@click.pass_context
-def main(ctx: click.Context) -> None:
+def main() -> None:
     """Keep a local feature-access table in step with Stripe Billing Entitlements."""
-    if ctx.obj is None:  # a real run, not a test handing in its container: logs go to stderr
-        from ..logs import configure_logging
-
-        configure_logging(level="WARNING")
 
 
 for command in (db, serve, worker, dev, events, sync, features, access):

@@ -28,7 +28,10 @@ def container_of(ctx: click.Context) -> Container:
     root = ctx.find_root()
     if not isinstance(root.obj, Container):
         from ..bootstrap import bootstrap
+        from ..logs import configure_logging
 
+        # A real run: logs to stderr, warnings and up, so that stdout holds only tables or the JSON document.
+        configure_logging(level="WARNING")
         root.obj = bootstrap()
         root.call_on_close(root.obj.close)
     return root.obj
