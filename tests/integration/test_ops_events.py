@@ -145,7 +145,10 @@ def test_recover_pages_through_stripe_stores_what_the_inbox_lacks_and_processes_
     settle(container)
     assert count_events(container) == 230
     recovered = stored_event(container, missed[229]["id"])
-    assert (recovered.status, recovered.payload) == (EventStatus.PROCESSED, missed[229])  # stored as Stripe sent it
+    assert (recovered.status, recovered.payload) == (
+        EventStatus.PROCESSED,
+        missed[229],
+    )  # stored as Stripe sent it
     assert container.reader.has_access("cus_229", "api_access")
 
     listings = [seen for seen in ops_stripe.seen if seen.path == "/v1/events"]

@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from ..access import CustomerAccess, Granted
+from ..access_history import Change
 from ..bootstrap import Container
 from ._common import json_option, print_json, table, when, with_container
 
@@ -41,8 +43,12 @@ def show_access(container: Container, customer_id: str, history: bool, limit: in
             document["history"] = changes
         print_json(document)
         return
+    _print_access(current, changes if history else None, names)
+
+
+def _print_access(current: CustomerAccess, changes: list[Change] | None, names: dict[str, str]) -> None:
     synced = when(current.synced_at) or "never (this customer was never synced: nothing is granted)"
-    click.echo(f"customer {customer_id}, last synced {synced}")
+    click.echo(f"customer {current.customer}, last synced {synced}")
     table(
         "access now",
         ["lookup key", "name", "feature", "since"],
@@ -51,7 +57,7 @@ def show_access(container: Container, customer_id: str, history: bool, limit: in
             for g in current.entitlements
         ],
     )
-    if history:
+    if changes is not None:
         table(
             "history (newest first)",
             ["when", "change", "lookup key", "feature", "event"],
@@ -59,7 +65,7 @@ def show_access(container: Container, customer_id: str, history: bool, limit: in
         )
 
 
-def _fields(granted) -> dict:  # type: ignore[no-untyped-def]
+def _fields(granted: Granted) -> dict[str, Any]:
     return {
         "lookup_key": granted.lookup_key,
         "feature": granted.feature,

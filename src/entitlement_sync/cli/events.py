@@ -8,7 +8,7 @@ import click
 
 from ..bootstrap import Container
 from ..events import HANDLED_TYPES
-from ..inbox_ops import EventSummary
+from ..inbox_ops import EventDetail, EventSummary, ReplayReport
 from ..models import EventStatus
 from ..store_ops import EventFilter
 from ._common import (
@@ -92,6 +92,10 @@ def show_event(container: Container, event_id: str, as_json: bool) -> None:
             }
         )
         return
+    _print_event(detail)
+
+
+def _print_event(detail: EventDetail) -> None:
     e = detail.event
     table(
         f"event {e.id}",
@@ -150,14 +154,7 @@ def replay_events(
     outcomes = (
         container.inbox.wait_for(report.queued + report.pending, timeout) if wait and not dry_run else None
     )
-    document = {
-        "dry_run": dry_run,
-        "queued": len(report.queued),
-        "event_ids": report.queued,
-        "pending": report.pending,
-        "skipped": report.skipped,
-        "outcomes": [_event_json(row) for row in outcomes] if outcomes is not None else None,
-    }
+    document = _replay_document(report, outcomes, dry_run)
     if as_json:
         print_json(document)
     else:
@@ -166,6 +163,17 @@ def replay_events(
     unsuccessful = any(row.status not in (EventStatus.PROCESSED,) for row in outcomes or [])
     if not_found or unsuccessful:
         raise SystemExit(1)
+
+
+def _replay_document(report: ReplayReport, outcomes: list[EventSummary] | None, dry_run: bool) -> dict:
+    return {
+        "dry_run": dry_run,
+        "queued": len(report.queued),
+        "event_ids": report.queued,
+        "pending": report.pending,
+        "skipped": report.skipped,
+        "outcomes": [_event_json(row) for row in outcomes] if outcomes is not None else None,
+    }
 
 
 def _print_replay(document: dict, outcomes: list[EventSummary] | None) -> None:
