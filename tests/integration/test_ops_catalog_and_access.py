@@ -53,6 +53,12 @@ def test_features_sync_keeps_the_catalog_and_which_product_grants_what(cli, cont
     table = cli("features", "list")
     assert table.exit_code == 0 and "archived" in table.stdout
 
+    del ops_stripe.product_features["prod_team"]  # the product was deleted: Stripe answers 404
+    assert cli.json("features", "sync")["links_removed"] == 1
+    assert {item["id"]: item["products"] for item in cli.json("features", "list")["features"]}[
+        "feat_reports"
+    ] == []
+
 
 def test_access_show_lists_access_since_when_and_the_event_behind_each_change(
     cli, container, worker, fake_stripe, ops_stripe
