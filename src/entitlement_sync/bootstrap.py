@@ -66,7 +66,9 @@ def bootstrap(
     settings = settings or Settings.from_env()
     engine = create_db_engine(settings.database_url)
     new_session = session_factory(engine)
-    gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+    gateway = StripeGateway(
+        settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds
+    )
     stripe = stripe or gateway
     broker = broker or build_redis_broker(settings)
     syncer = Syncer(new_session, stripe, clock)

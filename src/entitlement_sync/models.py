@@ -135,7 +135,7 @@ class Subscription(Base):
 
 
 class Feature(Base):
-    """Stripe's feature catalog, archived ones included: they still grant access on products that carry them."""
+    """Stripe's feature catalog, archived features included: they still grant access on their products."""
 
     __tablename__ = "features"
 
@@ -160,7 +160,7 @@ class ProductFeature(Base):
 
 
 class SyncCheckpoint(Base):
-    """Progress of a long reconcile (`sync all`): customers are visited in id order, so a cursor resumes it."""
+    """Progress of a long reconcile (`sync all`): customers go in id order, so a cursor resumes it."""
 
     __tablename__ = "sync_checkpoints"
 

@@ -45,7 +45,11 @@ class StripeGateway:
     """
 
     def __init__(
-        self, api_key: str, api_base: str, timeout_seconds: float, before_call: Callable[[], None] | None = None,
+        self,
+        api_key: str,
+        api_base: str,
+        timeout_seconds: float,
+        before_call: Callable[[], None] | None = None,
     ) -> None:
         self._client = stripe.StripeClient(
             api_key or "sk_test_missing",
