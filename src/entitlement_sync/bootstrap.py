@@ -12,10 +12,16 @@ import dramatiq
 from sqlalchemy import Engine
 
 from .access import AccessReader
+from .access_history import AccessHistory
+from .backfill import Backfiller
+from .catalog import Catalog
 from .db import SessionFactory, create_db_engine, session_factory
+from .inbox_ops import InboxOps
 from .models import utcnow
+from .pacing import Pacer, build_pacer
 from .ports import Clock, EntitlementSource
 from .receiving import Receiver
+from .reconcile import Reconciler
 from .recovery import Sweeper
 from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier
@@ -34,6 +40,13 @@ class Container:
     syncer: Syncer
     sweeper: Sweeper
     reader: AccessReader
+    # The ops side (the `events`, `sync`, `features` and `access` commands).
+    gateway: StripeGateway
+    inbox: InboxOps
+    history: AccessHistory
+    backfiller: Backfiller
+    reconciler: Reconciler
+    catalog: Catalog
 
     def enable_sweep(self) -> None:
         """Make every worker of this broker sweep unfinished events at start-up and periodically."""
@@ -55,19 +68,32 @@ def bootstrap(
     settings = settings or Settings.from_env()
     engine = create_db_engine(settings.database_url)
     new_session = session_factory(engine)
-    stripe = stripe or StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+    gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+    stripe = stripe or gateway
     broker = broker or build_redis_broker(settings)
     syncer = Syncer(new_session, stripe, clock)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
+    receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
+    stuck_after = timedelta(seconds=settings.stuck_after_seconds)
+
+    def pacer_for(rate: float) -> Pacer:
+        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate)
+
     return Container(
         settings=settings,
         engine=engine,
         new_session=new_session,
         broker=broker,
         queue=queue,
-        receiver=Receiver(new_session, verifier, queue, clock, settings.livemode),
+        receiver=receiver,
         syncer=syncer,
-        sweeper=Sweeper(new_session, queue, clock, timedelta(seconds=settings.stuck_after_seconds)),
+        sweeper=Sweeper(new_session, queue, clock, stuck_after),
         reader=AccessReader(engine),
+        gateway=gateway,
+        inbox=InboxOps(new_session, receiver, clock, stuck_after),
+        history=AccessHistory(new_session),
+        backfiller=Backfiller(new_session, gateway, receiver, clock),
+        reconciler=Reconciler(new_session, gateway, clock, pacer_for),
+        catalog=Catalog(new_session, gateway, clock),
     )

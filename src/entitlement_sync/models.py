@@ -132,3 +132,44 @@ class Subscription(Base):
     event_created: Mapped[int] = mapped_column(BigInteger)
     event_id: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Feature(Base):
+    """Stripe's feature catalog, archived features included: they still grant access on their products."""
+
+    __tablename__ = "features"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # Unique only among active features in Stripe, so not unique here.
+    lookup_key: Mapped[str] = mapped_column(String(80), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean)
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False)
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProductFeature(Base):
+    """Which product grants which feature, as `GET /v1/products/{id}/features` last said."""
+
+    __tablename__ = "product_features"
+
+    product_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    feature_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+    product_feature_id: Mapped[str] = mapped_column(String(255))
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SyncCheckpoint(Base):
+    """Progress of a long reconcile (`sync all`): customers go in id order, so a cursor resumes it."""
+
+    __tablename__ = "sync_checkpoints"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    last_customer_id: Mapped[str | None] = mapped_column(String(255))
+    checked: Mapped[int] = mapped_column(Integer, default=0)
+    granted: Mapped[int] = mapped_column(Integer, default=0)
+    revoked: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -46,7 +46,7 @@ class Receiver:
 
     def accept_event(self, event: InboundEvent) -> Acceptance:
         """Store first, commit, then enqueue: a job must never run before its event is visible."""
-        reason = self._reason_to_ignore(event)
+        reason = self.reason_to_ignore(event)
         now = self._clock()
         with transaction(self._new_session) as session:
             status = EventStatus.IGNORED if reason else EventStatus.RECEIVED
@@ -75,7 +75,8 @@ class Receiver:
             store.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=[EventStatus.RECEIVED])
         return True
 
-    def _reason_to_ignore(self, event: InboundEvent) -> str | None:
+    def reason_to_ignore(self, event: InboundEvent) -> str | None:
+        """Why this event is not for us (type, mode, no customer); None when it is to be processed."""
         if event.type not in HANDLED_TYPES:
             return f"event type {event.type} is not handled"
         if self._livemode is not None and event.livemode != self._livemode:

@@ -7,7 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -125,6 +137,12 @@ def unfinished_event_ids(
     session: Session, now: datetime, received_grace: timedelta, stuck_after: timedelta
 ) -> list[str]:
     """Events nobody is working on: never enqueued (broker was down), or stuck past the timeout."""
+    statement = select(StripeEvent.id).where(stuck_clause(now, received_grace, stuck_after))
+    return list(session.scalars(statement.order_by(StripeEvent.received_at).limit(1000)))
+
+
+def stuck_clause(now: datetime, received_grace: timedelta, stuck_after: timedelta) -> ColumnElement[bool]:
+    """What the sweep picks up again, so that `events list --status stuck` shows exactly that."""
     never_enqueued = and_(
         StripeEvent.status == EventStatus.RECEIVED, StripeEvent.status_changed_at < now - received_grace
     )
@@ -132,8 +150,7 @@ def unfinished_event_ids(
         StripeEvent.status.in_((EventStatus.QUEUED, EventStatus.PROCESSING)),
         StripeEvent.status_changed_at < now - stuck_after,
     )
-    statement = select(StripeEvent.id).where(or_(never_enqueued, stuck)).order_by(StripeEvent.received_at)
-    return list(session.scalars(statement.limit(1000)))
+    return or_(never_enqueued, stuck)
 
 
 # --- the access table ------------------------------------------------------------------------------------
@@ -167,6 +184,16 @@ class AccessDiff:
         return bool(self.granted or self.revoked)
 
 
+def diff_entitlements(current: Sequence[Entitlement], fetched: Sequence[ActiveEntitlement]) -> AccessDiff:
+    """What replacing `current` with `fetched` grants and revokes; the one diff for a sync and its dry run."""
+    have = {row.feature_id for row in current}
+    wanted = {item.feature_id: item for item in fetched}
+    return AccessDiff(
+        granted=[item for feature, item in wanted.items() if feature not in have],
+        revoked=[row for row in current if row.feature_id not in wanted],
+    )
+
+
 def replace_entitlements(
     session: Session,
     customer_id: str,
@@ -179,8 +206,8 @@ def replace_entitlements(
         for row in session.scalars(select(Entitlement).where(Entitlement.customer_id == customer_id))
     }
     wanted = {item.feature_id: item for item in fetched}
-    granted = [item for feature, item in wanted.items() if feature not in current]
-    revoked = [row for feature, row in current.items() if feature not in wanted]
+    diff = diff_entitlements(list(current.values()), fetched)
+    granted, revoked = diff.granted, diff.revoked
     if revoked:
         session.execute(
             delete(Entitlement).where(

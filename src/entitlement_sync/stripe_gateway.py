@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import stripe
@@ -21,36 +22,115 @@ class ActiveEntitlement:
     lookup_key: str
 
 
-class StripeGateway:
-    """Reads from Stripe's API. Retries nothing itself: the job queue owns retries and their backoff."""
+@dataclass(frozen=True)
+class CatalogFeature:
+    id: str
+    lookup_key: str
+    name: str
+    active: bool
+    livemode: bool
 
-    def __init__(self, api_key: str, api_base: str, timeout_seconds: float) -> None:
+
+@dataclass(frozen=True)
+class ProductFeatureLink:
+    id: str
+    product_id: str
+    feature: CatalogFeature
+
+
+class StripeGateway:
+    """Reads from Stripe's API. Retries nothing itself: the job queue (or the ops use case) owns retries.
+
+    `before_call` runs before every HTTP request: the ops reconcile hands in its rate pacer there.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str,
+        timeout_seconds: float,
+        before_call: Callable[[], None] | None = None,
+    ) -> None:
         self._client = stripe.StripeClient(
             api_key or "sk_test_missing",
             base_addresses={"api": api_base},
             http_client=stripe.RequestsClient(timeout=timeout_seconds),
             max_network_retries=0,
         )
+        self._before_call = before_call or (lambda: None)
+
+    def paced(self, before_call: Callable[[], None]) -> StripeGateway:
+        """The same client, calling `before_call` (a rate pacer) before each request."""
+        twin = object.__new__(StripeGateway)
+        twin._client, twin._before_call = self._client, before_call
+        return twin
 
     def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
         """Every active entitlement of the customer; none for a customer Stripe no longer has."""
+        pages = self._client.v1.entitlements.active_entitlements.list
+        items = self._each(pages, {"customer": customer_id}, missing_param="customer")
+        return [_active_entitlement(item) for item in items]
 
-        def fetch() -> list[ActiveEntitlement]:
-            try:
-                pages = self._client.v1.entitlements.active_entitlements.list({"customer": customer_id, "limit": 100})
-                return [_active_entitlement(item) for item in pages.auto_paging_iter()]
-            except stripe.InvalidRequestError as error:
-                # A deleted customer is entitled to nothing; Stripe says so with a 404.
-                if error.code == "resource_missing" and error.param in (None, "customer"):
-                    return []
-                raise
+    def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]:
+        """Events from the Events API (the last 30 days only), newest first, as the JSON a webhook carries."""
+        params: dict[str, Any] = {"types": sorted(types), "created": {"gte": created_gte}}
+        if undelivered:
+            params["delivery_success"] = False
+        for item in self._each(self._client.v1.events.list, params):
+            yield item.to_dict(recursive=True)
 
-        return _translating_errors(fetch)
+    def list_subscription_customers(self) -> Iterator[str]:
+        """The customer of every subscription, in any status (a canceled one may still hold a grant here)."""
+        for item in self._each(self._client.v1.subscriptions.list, {"status": "all"}):
+            yield item.customer if isinstance(item.customer, str) else item.customer.id
+
+    def list_features(self) -> list[CatalogFeature]:
+        """The whole catalog: active and archived features (archived ones still grant access)."""
+        listing = self._client.v1.entitlements.features.list
+        return [_feature(item) for archived in (False, True) for item in self._each(listing, {"archived": archived})]
+
+    def list_product_features(self, product_id: str) -> list[ProductFeatureLink]:
+        """The features attached to a product; none for a product Stripe no longer has."""
+
+        def listing(params: Any) -> Any:
+            return self._client.v1.products.features.list(product_id, params)
+
+        items = self._each(listing, {}, missing_param="id")
+        return [ProductFeatureLink(item.id, product_id, _feature(item.entitlement_feature)) for item in items]
+
+    def _each(
+        self, listing: Callable[..., Any], params: dict[str, Any], *, missing_param: str | None = None
+    ) -> Iterator[Any]:
+        """Every item of a paginated list, one page per request, so each request is paced and translated."""
+        query: dict[str, Any] = {**params, "limit": 100}
+        while True:
+            page = _translating_errors(partial(self._page, listing, query, missing_param))
+            if page is None:
+                return
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            query = {**params, "limit": 100, "starting_after": page.data[-1].id}
+
+    def _page(self, listing: Callable[..., Any], query: dict[str, Any], missing_param: str | None) -> Any:
+        self._before_call()
+        try:
+            return listing(query)
+        except stripe.InvalidRequestError as error:
+            # A deleted customer or product has nothing; Stripe says so with a 404.
+            if missing_param and error.code == "resource_missing" and error.param in (None, missing_param):
+                return None
+            raise
 
 
 def _active_entitlement(item: Any) -> ActiveEntitlement:
     feature = item.feature if isinstance(item.feature, str) else item.feature.id
     return ActiveEntitlement(id=item.id, feature_id=feature, lookup_key=item.lookup_key)
+
+
+def _feature(item: Any) -> CatalogFeature:
+    name = item.name or item.lookup_key
+    return CatalogFeature(item.id, item.lookup_key, name, bool(item.active), bool(item.livemode))
 
 
 def _translating_errors(call: Callable[[], T]) -> T:

@@ -78,6 +78,14 @@ class Syncer:
             )
         return SyncResult(customer_id, fetched=True, applied=True, granted=diff.granted, revoked=revoked)
 
+    def preview_customer(self, customer_id: str) -> SyncResult:
+        """What a sync would change now, without writing anything: the dry run of `sync_customer`."""
+        fetched = self._stripe.list_active_entitlements(customer_id)
+        with self._new_session() as session:
+            diff = store.diff_entitlements(store.entitlements_of(session, customer_id), fetched)
+        revoked = [row.lookup_key for row in diff.revoked]
+        return SyncResult(customer_id, fetched=True, applied=False, granted=diff.granted, revoked=revoked)
+
     def process_event(self, event_id: str, *, final_attempt: bool = True) -> Outcome:
         """Apply one stored event. Raises StripeUnavailable when a later attempt may succeed.
 

@@ -1,0 +1,100 @@
+"""Use cases: the feature catalog, kept locally so that ops and internal services can name features and see
+which product grants each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from . import store_ops
+from .db import SessionFactory, transaction
+from .logs import get_logger
+from .pacing import with_retries
+from .ports import Clock
+from .stripe_gateway import CatalogFeature, ProductFeatureLink, StripeGateway
+
+log = get_logger(__name__)
+
+
+@dataclass
+class CatalogReport:
+    dry_run: bool
+    features: int = 0
+    archived: int = 0
+    new_features: int = 0
+    changed_features: int = 0
+    products: int = 0
+    links_added: int = 0
+    links_removed: int = 0
+
+
+@dataclass(frozen=True)
+class FeatureListing:
+    id: str
+    lookup_key: str
+    name: str
+    active: bool
+    products: list[str]
+
+
+class Catalog:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        gateway: StripeGateway,
+        clock: Clock,
+        retry: Callable[[Callable[[], Any]], Any] = with_retries,
+    ) -> None:
+        self._new_session = new_session
+        self._gateway = gateway
+        self._clock = clock
+        self._retry = retry
+
+    def sync(self, extra_products: Iterable[str] = (), *, dry_run: bool = False) -> CatalogReport:
+        """Fetch every feature and, for every product we know of (plus `extra_products`), its features."""
+        features: list[CatalogFeature] = self._retry(self._gateway.list_features)
+        with self._new_session() as session:
+            products = sorted(store_ops.known_product_ids(session) | set(extra_products))
+        links = {product: self._retry(partial(self._gateway.list_product_features, product)) for product in products}
+        report = CatalogReport(
+            dry_run=dry_run,
+            features=len(features),
+            products=len(products),
+            archived=sum(not feature.active for feature in features),
+        )
+        # A product's features arrive expanded: features the catalog listing missed are still recorded.
+        every_feature = {feature.id: feature for feature in features}
+        for product_links in links.values():
+            every_feature.update({link.feature.id: link.feature for link in product_links})
+        if dry_run:  # the same writes, in a session that is closed without a commit
+            with self._new_session() as session:
+                self._apply(session, list(every_feature.values()), links, report)
+        else:
+            with transaction(self._new_session) as session:
+                self._apply(session, list(every_feature.values()), links, report)
+        log.info("features.synced", features=report.features, products=report.products, dry_run=dry_run)
+        return report
+
+    def _apply(
+        self,
+        session: Any,
+        features: list[CatalogFeature],
+        links: dict[str, list[ProductFeatureLink]],
+        report: CatalogReport,
+    ) -> None:
+        report.new_features, report.changed_features = store_ops.upsert_features(session, features, self._clock())
+        for product, product_links in links.items():
+            added, removed = store_ops.replace_product_features(session, product, product_links, self._clock())
+            report.links_added += added
+            report.links_removed += removed
+
+    def list_features(self) -> list[FeatureListing]:
+        with self._new_session() as session:
+            granted_by = store_ops.products_by_feature(session)
+            return [
+                FeatureListing(row.id, row.lookup_key, row.name, row.active, granted_by.get(row.id, []))
+                for row in store_ops.all_features(session)
+            ]

@@ -1,0 +1,165 @@
+"""Use cases over the inbox for operators: list, show, replay (and wait for the outcome)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import store, store_ops
+from .db import SessionFactory, transaction
+from .errors import InvalidWebhook
+from .events import event_from_payload
+from .logs import get_logger
+from .models import EventStatus
+from .ports import Clock
+from .receiving import Receiver
+from .recovery import RECEIVED_GRACE
+from .store_ops import EventFilter
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    id: str
+    type: str
+    customer_id: str | None
+    status: str
+    attempts: int
+    created: int
+    received_at: datetime
+    status_changed_at: datetime
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class EventDetail:
+    event: EventSummary
+    payload: dict[str, Any]
+    processed_at: datetime | None
+    attempts: list[AttemptRecord]
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    queued: list[str] = field(default_factory=list)  # back on the job queue
+    pending: list[str] = field(default_factory=list)  # reopened, but the broker refused: the sweep sends them
+    skipped: dict[str, str] = field(default_factory=dict)  # event id -> why it was not replayed
+
+
+def _summary(row: Any) -> EventSummary:
+    return EventSummary(
+        row.id,
+        row.type,
+        row.customer_id,
+        row.status,
+        row.attempts,
+        row.created,
+        row.received_at,
+        row.status_changed_at,
+        row.last_error,
+    )
+
+
+class InboxOps:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        receiver: Receiver,
+        clock: Clock,
+        stuck_after: timedelta,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._new_session = new_session
+        self._receiver = receiver
+        self._clock = clock
+        self._stuck_after = stuck_after
+        self._sleep = sleep
+
+    def list_events(self, where: EventFilter) -> list[EventSummary]:
+        """Inbox rows, newest first; status "stuck" means what the sweep would hand to a worker again."""
+        stuck = store.stuck_clause(self._clock(), RECEIVED_GRACE, self._stuck_after)
+        with self._new_session() as session:
+            return [_summary(row) for row in store_ops.find_events(session, where, stuck)]
+
+    def show_event(self, event_id: str) -> EventDetail | None:
+        with self._new_session() as session:
+            row = store.get_event(session, event_id)
+            if row is None:
+                return None
+            attempts = [
+                AttemptRecord(a.started_at, a.finished_at, a.outcome, a.error)
+                for a in store_ops.attempts_of(session, event_id)
+            ]
+            return EventDetail(_summary(row), row.payload, row.processed_at, attempts)
+
+    def failed_event_ids(self, since: datetime | None, event_type: str | None) -> list[str]:
+        with self._new_session() as session:
+            return store_ops.failed_event_ids(session, since, event_type)
+
+    def replay(self, event_ids: Sequence[str], *, dry_run: bool = False) -> ReplayReport:
+        """Put events back through processing, the same way as a webhook: reopen, commit, then enqueue.
+
+        Replaying a processed event is harmless: the sync re-reads Stripe and changes nothing if nothing
+        changed. An ignored event is checked again against today's settings (say STRIPE_API_KEY was of the
+        wrong mode): replayed if it would now be accepted, else skipped with the reason.
+        """
+        report = ReplayReport()
+        with self._new_session() as session:
+            rows = store_ops.events_by_id(session, list(event_ids))
+        for event_id in dict.fromkeys(event_ids):
+            row = rows.get(event_id)
+            if row is None:
+                report.skipped[event_id] = "not in the inbox (try `events recover`)"
+            elif row.status == EventStatus.IGNORED and (reason := self._still_ignored(row.payload)):
+                report.skipped[event_id] = f"ignored: {reason}"
+            elif dry_run:
+                report.queued.append(event_id)
+            else:
+                self._reopen_and_enqueue(event_id, report, was_ignored=row.status == EventStatus.IGNORED)
+        log.info(
+            "events.replayed",
+            queued=len(report.queued),
+            pending=len(report.pending),
+            skipped=len(report.skipped),
+            dry_run=dry_run,
+        )
+        return report
+
+    def _still_ignored(self, payload: dict[str, Any]) -> str | None:
+        try:
+            return self._receiver.reason_to_ignore(event_from_payload(payload))
+        except InvalidWebhook as error:
+            return str(error)
+
+    def _reopen_and_enqueue(self, event_id: str, report: ReplayReport, *, was_ignored: bool) -> None:
+        with transaction(self._new_session) as session:
+            reopened = store_ops.reopen_event(session, event_id, self._clock(), was_ignored=was_ignored)
+        if not reopened:
+            report.skipped[event_id] = "its status changed meanwhile; try again"
+        elif self._receiver.enqueue(event_id):
+            report.queued.append(event_id)
+        else:
+            report.pending.append(event_id)
+
+    def wait_for(self, event_ids: Sequence[str], timeout: float, poll: float = 0.1) -> list[EventSummary]:
+        """Poll the inbox until every event is finished or `timeout` seconds pass; returns their rows."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._new_session() as session:
+                rows = store_ops.events_by_id(session, list(event_ids))
+            unfinished = [row for row in rows.values() if row.status in EventStatus.UNFINISHED]
+            if not unfinished or time.monotonic() >= deadline:
+                return [_summary(rows[event_id]) for event_id in event_ids if event_id in rows]
+            self._sleep(poll)

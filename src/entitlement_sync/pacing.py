@@ -1,0 +1,115 @@
+"""Keeping ops commands below Stripe's rate limit, and retrying what Stripe asks us to retry.
+
+The pacer hands out one slot every 1/rate seconds (a token bucket holding one token). Slots are reserved
+in Redis when it is reachable, so several `sync all` runs on several machines share one budget; otherwise
+in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import redis
+
+from .errors import StripeUnavailable
+from .logs import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+# Pace at 98% of the requested rate: the HTTP request leaves a moment after its slot, and that jitter must
+# never push two slots' worth of requests into one second as Stripe counts them.
+HEADROOM = 0.98
+
+# Reserve the next free slot, on Redis's clock so that every machine agrees; returns the wait in seconds.
+_RESERVE_SLOT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local next_free = tonumber(redis.call('GET', KEYS[1]) or '0')
+local slot = math.max(next_free, now)
+redis.call('SET', KEYS[1], string.format('%.6f', slot + interval), 'PX', 60000)
+return string.format('%.6f', slot - now)
+"""
+
+
+class Pacer(Protocol):
+    rate: float
+    shared: bool
+
+    def __call__(self) -> None:
+        """Block until the caller may send one request."""
+
+
+class LocalPacer:
+    shared = False
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self._interval = 1.0 / (rate * HEADROOM)
+        self._clock, self._sleep = clock, sleep
+        self._next_free = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            now = self._clock()
+            slot = max(self._next_free, now)
+            self._next_free = slot + self._interval
+        if slot > now:
+            self._sleep(slot - now)
+
+
+class RedisPacer:
+    shared = True
+
+    def __init__(self, client: redis.Redis, key: str, rate: float) -> None:
+        self.rate = rate
+        self._interval = 1.0 / (rate * HEADROOM)
+        self._key = key
+        self._reserve = client.register_script(_RESERVE_SLOT)
+
+    def __call__(self) -> None:
+        wait = float(self._reserve(keys=[self._key], args=[f"{self._interval:.6f}"]))
+        if wait > 0:
+            time.sleep(wait)
+
+
+def build_pacer(redis_url: str | None, key: str, rate: float) -> Pacer:
+    """A Redis-shared pacer when Redis answers, else one for this process only."""
+    if redis_url:
+        try:
+            client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+            client.ping()
+            return RedisPacer(client, key, rate)
+        except (redis.RedisError, OSError) as error:
+            log.warning("pacer.redis_unavailable", error=str(error), fallback="in-process")
+    return LocalPacer(rate)
+
+
+def with_retries(
+    call: Callable[[], T],
+    *,
+    attempts: int = 4,
+    first_backoff: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run `call`, retrying on StripeUnavailable (429, 5xx, timeouts) with doubling pauses; then give up."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except StripeUnavailable as error:
+            if attempt == attempts:
+                raise
+            pause = first_backoff * 2 ** (attempt - 1)
+            log.warning("stripe.retrying", attempt=attempt, pause_seconds=pause, error=str(error))
+            sleep(pause)
+    raise AssertionError("unreachable")

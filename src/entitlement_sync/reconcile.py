@@ -1,0 +1,154 @@
+"""Use cases: sync customers now, outside the job queue (`sync customer`, `sync all`).
+
+They run in the operator's process, so they retry Stripe's 429/5xx themselves (`with_retries`), and
+`sync all` paces every request and keeps a checkpoint after each customer: an interrupted run resumes there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from . import store_ops
+from .db import SessionFactory, transaction
+from .errors import StripeRejected, StripeUnavailable
+from .logs import get_logger
+from .pacing import Pacer, with_retries
+from .ports import Clock
+from .stripe_gateway import StripeGateway
+from .sync import Syncer, SyncResult
+
+log = get_logger(__name__)
+
+CHECKPOINT = "sync-all"
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class CustomerChange:
+    customer_id: str
+    granted: list[str] = field(default_factory=list)  # lookup keys
+    revoked: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class ReconcileReport:
+    dry_run: bool
+    customers: int = 0  # in scope for this run (after a resume: those left)
+    checked: int = 0
+    granted: int = 0
+    revoked: int = 0
+    errors: int = 0
+    changes: list[CustomerChange] = field(default_factory=list)  # customers with a change or an error
+    resumed_after: str | None = None
+    rate: float | None = None
+    shared_pacer: bool = False
+
+    def count(self, change: CustomerChange) -> None:
+        self.checked += 1
+        self.granted += len(change.granted)
+        self.revoked += len(change.revoked)
+        self.errors += change.error is not None
+        if change.granted or change.revoked or change.error:
+            self.changes.append(change)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        gateway: StripeGateway,
+        clock: Clock,
+        pacer_for: Callable[[float], Pacer],
+        retry: Callable = with_retries,
+    ) -> None:
+        self._new_session = new_session
+        self._gateway = gateway
+        self._clock = clock
+        self._pacer_for = pacer_for
+        self._retry = retry
+
+    def sync_customers(self, customer_ids: Iterable[str], *, dry_run: bool = False) -> ReconcileReport:
+        syncer = Syncer(self._new_session, self._gateway, self._clock)
+        report = ReconcileReport(dry_run=dry_run)
+        customer_ids = list(dict.fromkeys(customer_ids))
+        report.customers = len(customer_ids)
+        for customer_id in customer_ids:
+            report.count(self._check(syncer, customer_id, dry_run, cause="ops:sync-customer"))
+        return report
+
+    def sync_all(
+        self, *, rate: float, resume: bool = False, dry_run: bool = False, progress: Progress | None = None
+    ) -> ReconcileReport:
+        """Reconcile every customer we know of or Stripe has a subscription for, in id order, paced."""
+        pacer = self._pacer_for(rate)
+        gateway = self._gateway.paced(pacer)
+        report = ReconcileReport(dry_run=dry_run, rate=rate, shared_pacer=pacer.shared)
+        after = self._open_checkpoint(resume, dry_run, report)
+        customers = [customer for customer in self._all_customers(gateway) if after is None or customer > after]
+        report.customers = len(customers)
+        syncer = Syncer(self._new_session, gateway, self._clock)
+        for done, customer_id in enumerate(customers, start=1):
+            change = self._check(syncer, customer_id, dry_run, cause="ops:sync-all")
+            report.count(change)
+            if not dry_run:
+                self._advance(customer_id, change)
+            if progress:
+                progress(done, len(customers))
+        if not dry_run:
+            with transaction(self._new_session) as session:
+                store_ops.finish_checkpoint(session, CHECKPOINT, self._clock())
+        log.info(
+            "sync_all.finished",
+            checked=report.checked,
+            granted=report.granted,
+            revoked=report.revoked,
+            errors=report.errors,
+            dry_run=dry_run,
+        )
+        return report
+
+    def _all_customers(self, gateway: StripeGateway) -> list[str]:
+        with self._new_session() as session:
+            local = store_ops.local_customer_ids(session)
+        in_stripe = self._retry(lambda: set(gateway.list_subscription_customers()))
+        return sorted(local | in_stripe)
+
+    def _open_checkpoint(self, resume: bool, dry_run: bool, report: ReconcileReport) -> str | None:
+        """Where to start: after the cursor when resuming an unfinished run; else from the top."""
+        with transaction(self._new_session) as session:
+            checkpoint = store_ops.get_checkpoint(session, CHECKPOINT)
+            if resume and checkpoint is not None and checkpoint.finished_at is None:
+                report.checked, report.granted = checkpoint.checked, checkpoint.granted
+                report.revoked, report.errors = checkpoint.revoked, checkpoint.errors
+                report.resumed_after = checkpoint.last_customer_id
+                return checkpoint.last_customer_id
+            if resume:
+                log.info("sync_all.nothing_to_resume")
+            if not dry_run:
+                store_ops.start_checkpoint(session, CHECKPOINT, self._clock())
+            return None
+
+    def _advance(self, customer_id: str, change: CustomerChange) -> None:
+        counts = {
+            "checked": 1,
+            "granted": len(change.granted),
+            "revoked": len(change.revoked),
+            "errors": int(change.error is not None),
+        }
+        with transaction(self._new_session) as session:
+            store_ops.advance_checkpoint(session, CHECKPOINT, customer_id, counts, self._clock())
+
+    def _check(self, syncer: Syncer, customer_id: str, dry_run: bool, cause: str) -> CustomerChange:
+        def once() -> SyncResult:
+            if dry_run:
+                return syncer.preview_customer(customer_id)
+            return syncer.sync_customer(customer_id, cause=cause)
+
+        try:
+            result: SyncResult = self._retry(once)
+        except (StripeUnavailable, StripeRejected) as error:
+            log.warning("sync.customer_failed", customer=customer_id, error=str(error))
+            return CustomerChange(customer_id, error=str(error))
+        return CustomerChange(customer_id, [item.lookup_key for item in result.granted], list(result.revoked))

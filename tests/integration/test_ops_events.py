@@ -1,0 +1,195 @@
+"""`entitlement-sync events …` through click's CliRunner, against the configured database and broker."""
+
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from entitlement_sync.bootstrap import bootstrap
+from entitlement_sync.events import HANDLED_TYPES, SUMMARY_UPDATED, event_from_payload
+from entitlement_sync.models import EventStatus, StripeEvent, utcnow
+from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
+from tests.conftest import count_events, settle, stored_event
+from tests.integration.conftest import Cli
+
+
+def accept(container, payload):
+    container.receiver.accept_event(event_from_payload(payload))
+    return payload["id"]
+
+
+def age(container, event_id, by):
+    with container.engine.begin() as connection:
+        statement = update(StripeEvent).where(StripeEvent.id == event_id)
+        connection.execute(statement.values(status_changed_at=utcnow() - by))
+
+
+def test_events_list_filters_and_shows_stuck_events_as_the_sweep_sees_them(cli, container):
+    stuck = accept(container, summary_event("cus_1", []))
+    fresh = accept(container, event("customer.subscription.updated", subscription("sub_1", "cus_2")))
+    age(container, stuck, by=timedelta(hours=1))
+
+    def ids(*options):
+        return [row["id"] for row in cli.json("events", "list", *options)["events"]]
+
+    assert sorted(ids()) == sorted([stuck, fresh])
+    assert ids("--status", "stuck") == [stuck]
+    assert ids("--status", "queued", "--customer", "cus_2") == [fresh]
+    assert ids("--type", SUMMARY_UPDATED) == [stuck]
+    assert sorted(ids("--since", "1h")) == sorted([stuck, fresh])
+    assert ids("--since", (utcnow() + timedelta(days=1)).isoformat()) == []
+    assert len(ids("--limit", "1")) == 1
+    table = cli("events", "list", "--status", "stuck")
+    assert table.exit_code == 0 and stuck in table.stdout
+
+
+def test_a_bad_since_or_status_is_a_usage_error(cli, container):
+    assert cli("events", "list", "--since", "yesterday").exit_code == 2
+    assert cli("events", "list", "--status", "lost").exit_code == 2
+    assert cli("events", "replay").exit_code == 2
+    assert cli("events", "replay", "evt_1", "--failed").exit_code == 2
+
+
+def test_events_show_has_the_payload_and_every_attempt_with_its_error(cli, container, worker, fake_stripe):
+    fake_stripe.fail_next(401)
+    payload = summary_event("cus_1", [active_entitlement("feat_api", "api_access")])
+    accept(container, payload)
+    settle(container)
+    shown = cli.json("events", "show", payload["id"])
+    assert shown["event"]["status"] == EventStatus.FAILED
+    assert shown["payload"] == payload
+    assert len(shown["attempts"]) == 1
+    assert "HTTP 401" in shown["attempts"][0]["error"]
+    assert shown["attempts"][0]["outcome"] == EventStatus.FAILED
+    assert cli("events", "show", payload["id"]).exit_code == 0
+    missing = cli("events", "show", "evt_missing")
+    assert missing.exit_code == 1 and "no event evt_missing" in missing.stderr
+
+
+def test_failed_events_are_replayed_after_the_fault_is_gone_and_a_second_replay_is_harmless(
+    cli, container, worker, fake_stripe
+):
+    fake_stripe.fail_next(401)
+    event_id = accept(container, summary_event("cus_1", [active_entitlement("feat_api", "api_access")]))
+    settle(container)
+    assert stored_event(container, event_id).status == EventStatus.FAILED
+    fake_stripe.set_entitlements("cus_1", [("feat_api", "api_access")])
+
+    replayed = cli.json("events", "replay", "--failed", "--wait", "--timeout", "20")
+    assert (replayed["queued"], replayed["event_ids"]) == (1, [event_id])
+    assert [row["status"] for row in replayed["outcomes"]] == [EventStatus.PROCESSED]
+    assert container.reader.has_access("cus_1", "api_access")
+
+    again = cli.json("events", "replay", event_id, "--wait", "--timeout", "20")
+    assert [row["status"] for row in again["outcomes"]] == [EventStatus.PROCESSED]
+    assert container.history.history_of("cus_1")[0].change == "granted"
+    assert len(container.history.history_of("cus_1")) == 1
+
+
+def test_a_replay_that_fails_again_exits_1_and_says_why(cli, container, worker, fake_stripe):
+    fake_stripe.fail_next(401, times=2)
+    event_id = accept(container, summary_event("cus_1", []))
+    settle(container)
+    result = cli("events", "replay", event_id, "--wait", "--timeout", "20")
+    assert result.exit_code == 1
+    assert "failed" in result.stdout
+    assert stored_event(container, event_id).attempts == 2
+
+
+def test_replay_dry_run_changes_nothing_and_unknown_or_ignored_events_are_skipped(cli, container, fake_stripe):
+    fake_stripe.fail_next(401)
+    failed = accept(container, summary_event("cus_1", []))
+    container.syncer.process_event(failed)
+    ignored = accept(container, {**summary_event("cus_2", []), "type": "invoice.paid"})
+
+    dry = cli.json("events", "replay", "--failed", "--dry-run")
+    assert (dry["dry_run"], dry["event_ids"]) == (True, [failed])
+    assert stored_event(container, failed).status == EventStatus.FAILED
+
+    skipped = cli.json("events", "replay", ignored)
+    assert skipped["queued"] == 0 and "ignored" in skipped["skipped"][ignored]
+    unknown = cli.json("events", "replay", "evt_unknown", exit_code=1)
+    assert "not in the inbox" in unknown["skipped"]["evt_unknown"]
+
+
+def summaries(count, now):
+    return [summary_event(f"cus_{n:03d}", [], created=now - 60 * n) for n in range(count)]
+
+
+def test_recover_pages_through_stripe_stores_what_the_inbox_lacks_and_processes_it(
+    cli, container, worker, ops_stripe, fake_stripe
+):
+    now = int(time.time())
+    missed = summaries(230, now)
+    for n in range(230):
+        fake_stripe.set_entitlements(f"cus_{n:03d}", [("feat_api", "api_access")])
+    ops_stripe.events = [*missed, event("invoice.paid", {"customer": "cus_x"}, created=now)]
+    for payload in missed[:40]:  # delivered before we went down
+        accept(container, payload)
+    settle(container)
+
+    dry = cli.json("events", "recover", "--since", "1d", "--dry-run")
+    assert (dry["seen"], dry["already_in_inbox"], dry["stored"]) == (230, 40, 190)
+    assert count_events(container) == 40
+
+    report = cli.json("events", "recover", "--since", "1d")
+    assert (report["seen"], report["already_in_inbox"], report["stored"], report["ignored"]) == (
+        230,
+        40,
+        190,
+        0,
+    )
+    settle(container)
+    assert count_events(container) == 230
+    recovered = stored_event(container, missed[229]["id"])
+    assert (recovered.status, recovered.payload) == (
+        EventStatus.PROCESSED,
+        missed[229],
+    )  # stored as Stripe sent it
+    assert container.reader.has_access("cus_229", "api_access")
+
+    listings = [seen for seen in ops_stripe.seen if seen.path == "/v1/events"]
+    assert len(listings) == 6  # three pages of 100, 100 and 30, twice
+    types = sorted(values[0] for key, values in listings[0].query.items() if key.startswith("types["))
+    assert types == sorted(HANDLED_TYPES)
+    assert abs(int(listings[0].query["created[gte]"][0]) - (now - 86_400)) <= 5
+
+
+def test_recover_undelivered_asks_stripe_for_failed_deliveries_only(cli, container, ops_stripe):
+    now = int(time.time())
+    ops_stripe.events = summaries(5, now)
+    ops_stripe.undelivered = {ops_stripe.events[1]["id"]}
+    report = cli.json("events", "recover", "--since", "2h", "--undelivered")
+    assert (report["seen"], report["stored"]) == (1, 1)
+    assert ops_stripe.seen[0].query["delivery_success"] == ["false"]
+
+
+def test_recover_past_thirty_days_warns_and_points_to_a_reconcile(cli, container, ops_stripe):
+    result = cli("events", "recover", "--since", "40d")
+    assert result.exit_code == 0
+    assert "30 days" in result.stderr and "sync all" in result.stderr
+    assert "seen 0" in result.stdout
+
+
+def test_an_ignored_event_is_replayed_only_once_it_would_now_be_accepted(cli, container, settings, broker):
+    live_event = accept(container, summary_event("cus_1", [], livemode=True))  # our key is a test-mode key
+    assert stored_event(container, live_event).status == EventStatus.IGNORED
+    assert "live-mode event" in cli.json("events", "replay", live_event)["skipped"][live_event]
+
+    live_key = bootstrap(replace(settings, stripe_api_key="sk_live_rotated"), broker=broker)
+    replayed = Cli(live_key).json("events", "replay", live_event)
+    assert (replayed["queued"], replayed["skipped"]) == (1, {})
+    assert stored_event(container, live_event).status == EventStatus.QUEUED
+    live_key.close()
+
+
+def test_recover_retries_a_5xx_and_exits_1_with_one_line_when_stripe_refuses(cli, container, ops_stripe):
+    ops_stripe.events = summaries(3, int(time.time()))
+    ops_stripe.failures = [503]
+    assert cli.json("events", "recover", "--since", "1h")["stored"] == 3
+
+    ops_stripe.failures = [401]
+    refused = cli("events", "recover", "--since", "1h")
+    assert refused.exit_code == 1
+    assert "error: StripeRejected" in refused.stderr and "Traceback" not in refused.stderr
