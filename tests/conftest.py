@@ -61,6 +61,7 @@ def settings(database_url: str) -> Settings:
         max_retries=3,
         min_backoff_ms=10,
         max_backoff_ms=50,
+        stripe_requests_per_second=0,  # pacing has tests of its own; here it would only slow the suite
     )
 
 

@@ -18,7 +18,7 @@ from .catalog import Catalog
 from .db import SessionFactory, create_db_engine, session_factory
 from .inbox_ops import InboxOps
 from .models import utcnow
-from .pacing import Pacer, build_pacer
+from .pacing import LazyPacer, Pacer, build_pacer
 from .ports import Clock, EntitlementSource
 from .receiving import Receiver
 from .reconcile import Reconciler
@@ -69,16 +69,21 @@ def bootstrap(
     engine = create_db_engine(settings.database_url)
     new_session = session_factory(engine)
     gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
-    stripe = stripe or gateway
     broker = broker or build_redis_broker(settings)
+
+    def pacer_for(rate: float) -> Pacer:
+        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate)
+
+    if stripe is None:
+        # The workers' calls share one budget with `sync all` (the same Redis key), so that together they stay
+        # under Stripe's limit instead of burning their retries on 429s.
+        rate = settings.stripe_requests_per_second
+        stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
     syncer = Syncer(new_session, stripe, clock)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
     stuck_after = timedelta(seconds=settings.stuck_after_seconds)
-
-    def pacer_for(rate: float) -> Pacer:
-        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate)
 
     return Container(
         settings=settings,

@@ -76,11 +76,36 @@ class RedisPacer:
         self._interval = 1.0 / (rate * HEADROOM)
         self._key = key
         self._reserve = client.register_script(_RESERVE_SLOT)
+        self._fallback = LocalPacer(rate)
 
     def __call__(self) -> None:
-        wait = float(self._reserve(keys=[self._key], args=[f"{self._interval:.6f}"]))
+        try:
+            wait = float(self._reserve(keys=[self._key], args=[f"{self._interval:.6f}"]))
+        except (redis.RedisError, OSError):
+            # Redis went away after start-up: keep this process under the rate on its own, and keep syncing.
+            self._fallback()
+            return
         if wait > 0:
             time.sleep(wait)
+
+
+class LazyPacer:
+    """Builds its pacer on the first request, in the process that sends it: the web process, which never
+    calls Stripe, then never connects to Redis for it, and a forked worker never inherits a socket."""
+
+    shared = True
+
+    def __init__(self, build: Callable[[], Pacer], rate: float) -> None:
+        self.rate = rate
+        self._build = build
+        self._pacer: Pacer | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            if self._pacer is None:
+                self._pacer = self._build()
+        self._pacer()
 
 
 def build_pacer(redis_url: str | None, key: str, rate: float) -> Pacer:

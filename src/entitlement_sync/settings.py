@@ -21,6 +21,8 @@ class Settings:
     access_api_tokens: tuple[str, ...] = field(default=(), repr=False)
     # Stripe's own default is 80 s; a sync that hangs that long blocks a worker thread for nothing.
     stripe_timeout_seconds: float = 5.0
+    # Stripe allows about 25 requests/s per endpoint; the workers share this budget through Redis. 0: unpaced.
+    stripe_requests_per_second: float = 20.0
     webhook_tolerance_seconds: int = 300
     max_retries: int = 8
     min_backoff_ms: int = 1_000
@@ -57,6 +59,7 @@ class Settings:
             redis_url=env.get("REDIS_URL") or defaults.redis_url,
             access_api_tokens=_split(env.get("ACCESS_API_TOKENS")),
             stripe_timeout_seconds=number("STRIPE_TIMEOUT_SECONDS", defaults.stripe_timeout_seconds),
+            stripe_requests_per_second=number("STRIPE_MAX_REQUESTS_PER_SECOND", defaults.stripe_requests_per_second),
             max_retries=int(number("SYNC_MAX_RETRIES", defaults.max_retries)),
             min_backoff_ms=int(number("SYNC_MIN_BACKOFF_MS", defaults.min_backoff_ms)),
             max_backoff_ms=int(number("SYNC_MAX_BACKOFF_MS", defaults.max_backoff_ms)),

@@ -68,6 +68,8 @@ class ServiceEnvironment:
             "SYNC_MAX_BACKOFF_MS": "1000",
             "SWEEP_INTERVAL_SECONDS": "1",
             "STUCK_AFTER_SECONDS": "20",
+            # The simulated Stripe has no rate limit unless a scenario sets one; that scenario paces the workers.
+            "STRIPE_MAX_REQUESTS_PER_SECOND": "0",
             **self.extra,
         }
 

@@ -1,11 +1,14 @@
 """Syncing a customer from Stripe into the access table: correct under any order, duplication and concurrency."""
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from entitlement_sync import store
+from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.db import transaction
 from entitlement_sync.events import event_from_payload, subscription_snapshot
 from entitlement_sync.models import AccessChange, EventStatus, Subscription, utcnow
@@ -238,3 +241,17 @@ def test_an_event_of_an_unhandled_type_put_back_in_the_queue_is_ignored_not_sync
     outcome = container.syncer.process_event(payload["id"])
     assert (outcome.status, outcome.error) == (EventStatus.IGNORED, "event type invoice.paid is not handled")
     assert fake_stripe.calls == []
+
+
+def test_concurrent_syncs_pace_their_calls_to_stripe_below_the_configured_rate(
+    settings, broker, fake_stripe, ops_stripe, request
+):
+    paced = bootstrap(replace(settings, stripe_requests_per_second=20), broker=broker)
+    request.addfinalizer(paced.close)
+    customers = [f"cus_{n:02d}" for n in range(50)]
+    with ThreadPoolExecutor(max_workers=8) as pool:  # as a worker's threads would
+        list(pool.map(paced.syncer.sync_customer, customers))
+    assert ops_stripe.entitlement_calls_per_customer() == {customer: 1 for customer in customers}
+    # Slots are exactly 1/rate apart; up to ~100 ms of scheduling delay on arrival can squeeze two more into a
+    # sliding second. What matters is staying clear of Stripe's 25/s: unpaced, these 50 calls land in one second.
+    assert ops_stripe.max_requests_in_any_second() <= 22
