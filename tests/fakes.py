@@ -7,6 +7,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import responses
@@ -18,8 +19,9 @@ STRIPE_API = re.compile(r"https://api\.stripe\.com/.*")
 
 
 @contextmanager
-def stripe_over_responses(fake: FakeStripe) -> Iterator[responses.RequestsMock]:
-    """Route every call to api.stripe.com through `fake.handle`, as stripe-python's requests would go."""
+def stripe_over_responses(fake: FakeStripe | Any) -> Iterator[responses.RequestsMock]:
+    """Route every call to api.stripe.com through `fake.handle(method, path, query, headers)`, as
+    stripe-python's requests would go."""
 
     def answer(request):  # type: ignore[no-untyped-def]
         url = urlsplit(request.url)

@@ -6,21 +6,19 @@ Every request is logged with the moment it arrived, so tests can count requests 
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import responses
 
 from entitlement_sync.testing import FakeStripe, list_page
 from entitlement_sync.testing.shapes import error_body
+from tests.fakes import stripe_over_responses
 
 STRIPE_API = re.compile(r"https://api\.stripe\.com/.*")
 ACTIVE_ENTITLEMENTS = "/v1/entitlements/active_entitlements"
@@ -134,16 +132,6 @@ def _paged(path: str, items: list[dict[str, Any]], query: Query) -> tuple[int, d
     return 200, {}, list_page(path, chunk, has_more=start + limit < len(items))
 
 
-@contextmanager
-def ops_stripe_over_responses(ops: OpsStripe) -> Iterator[responses.RequestsMock]:
+def ops_stripe_over_responses(ops: OpsStripe) -> AbstractContextManager[responses.RequestsMock]:
     """Route api.stripe.com through `ops.handle`; this mock sits on top of the `fake_stripe` fixture's one."""
-
-    def answer(request):  # type: ignore[no-untyped-def]
-        url = urlsplit(request.url)
-        status, headers, body = ops.handle(request.method, url.path, parse_qs(url.query), dict(request.headers))
-        return status, {"Content-Type": "application/json", **headers}, json.dumps(body)
-
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        for method in (responses.GET, responses.POST, responses.DELETE):
-            mock.add_callback(method, STRIPE_API, callback=answer)
-        yield mock
+    return stripe_over_responses(ops)

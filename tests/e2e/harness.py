@@ -126,38 +126,18 @@ class Service:
         )
 
     def start_web(self, workers: int = 2) -> None:
+        """`entitlement-sync serve`, as the Procfile runs it (it execs gunicorn)."""
+        arguments = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
         self.web = ManagedProcess(
-            "web",
-            [
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "--workers",
-                str(workers),
-                "--timeout",
-                "30",
-                "entitlement_sync.web:create_app()",
-            ],
-            self.environment.variables(),
-            self.log_dir,
+            "web", ["entitlement_sync.cli", *arguments], self.environment.variables(), self.log_dir
         )
         wait_until(lambda: self.http.get(f"{self.url}/healthz", timeout=1).ok, 30, "the web process to answer")
 
     def start_worker(self, processes: int = 2, threads: int = 4) -> ManagedProcess:
+        """`entitlement-sync worker`, as the Procfile runs it (it execs dramatiq)."""
+        arguments = ["worker", "--processes", str(processes), "--threads", str(threads)]
         worker = ManagedProcess(
-            "worker",
-            [
-                "dramatiq",
-                "entitlement_sync.worker:broker",
-                "--processes",
-                str(processes),
-                "--threads",
-                str(threads),
-                "--queues",
-                "entitlement-sync",
-            ],
-            self.environment.variables(),
-            self.log_dir,
+            "worker", ["entitlement_sync.cli", *arguments], self.environment.variables(), self.log_dir
         )
         self.workers.append(worker)
         return worker
