@@ -124,6 +124,22 @@ def test_stripe_answering_429s_5xx_and_rate_limiting_converges(launch, inspector
     )
 
 
+def test_stripe_answering_slowly_and_timing_out_converges(launch, inspector):
+    with scenario(120, seed=7, sender_url=start(launch)) as run:
+        faults = run.stripe.faults
+        faults.timeout_share, faults.timeout_seconds = 0.10, 4.0  # past the service's 2 s client timeout
+        faults.slow_share, faults.slow_seconds = 0.10, 0.5  # slow but within it
+        for batch in run.workload.batches(changes=200, batch_size=50):
+            run.sender.send(batch)
+            run.sender.throttle(max_pending=50)
+        stats, seconds, snapshot = run.finish(inspector)
+    assert faults.injected["timeout"] and faults.injected["slow"]
+    record(
+        "7. Stripe: 10% of calls time out (4 s > 2 s client timeout), 10% answer after 0.5 s",
+        {**run.figures(stats, seconds, snapshot), "faults injected": dict(faults.injected)},
+    )
+
+
 def test_worker_killed_with_sigkill_mid_run_converges_after_restart(launch, inspector):
     services: list[Service] = []
 
