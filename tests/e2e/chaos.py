@@ -1,7 +1,7 @@
-"""Faults on both sides of the service: a Stripe API that misbehaves, and a webhook sender that behaves like
-Stripe's (duplicates, no ordering, redelivery until a 2xx).
+"""A webhook sender that behaves like Stripe's (duplicates, no ordering, redelivery until a 2xx), driven batch
+by batch by the scenarios. The Stripe API's faults are the simulator's own (`FakeStripe.faults`).
 
-Both are seeded, so a failing run can be replayed; thread scheduling still varies between runs.
+Seeded, so a failing run can be replayed; thread scheduling still varies between runs.
 """
 
 from __future__ import annotations
@@ -10,76 +10,15 @@ import json
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
-from entitlement_sync.testing import FakeStripe, error_body, sign
-from entitlement_sync.testing.simulator import Answer, Query
+from entitlement_sync.testing import sign
 from tests.e2e.harness import WEBHOOK_SECRET
-
-
-class ChaosStripe(FakeStripe):
-    """FakeStripe whose answers fail at random: a share of 429s and 5xx, a per-second rate limit, latency.
-
-    Overrides `_answer`, which `FakeStripe.handle` wraps, so every injected fault is also in `calls`.
-    (The simulator branch brings the same knobs as `FakeStripe.faults`; once merged, this class can go.)
-    """
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        seed: int = 0,
-        share_429: float = 0.0,
-        share_5xx: float = 0.0,
-        requests_per_second: int | None = None,
-        latency_seconds: float = 0.0,
-    ) -> None:
-        super().__init__(api_key)
-        self.share_429, self.share_5xx = share_429, share_5xx
-        self.requests_per_second = requests_per_second
-        self.latency_seconds = latency_seconds
-        self.injected: Counter[str] = Counter()
-        self._random = random.Random(seed)
-        self._admitted: deque[float] = deque()  # monotonic times of requests let through in the last second
-        self._chaos_lock = threading.Lock()
-
-    def _answer(self, method: str, path: str, query: Query, headers: dict[str, str]) -> Answer:
-        if self.latency_seconds:
-            time.sleep(self.latency_seconds)
-        fault = self._draw_fault()
-        return fault if fault is not None else super()._answer(method, path, query, headers)
-
-    def _draw_fault(self) -> Answer | None:
-        with self._chaos_lock:
-            now = time.monotonic()
-            while self._admitted and self._admitted[0] <= now - 1.0:
-                self._admitted.popleft()
-            if self.requests_per_second is not None and len(self._admitted) >= self.requests_per_second:
-                self.injected["429 rate limit"] += 1
-                return _too_many_requests("global-rate")
-            self._admitted.append(now)
-            draw = self._random.random()
-            if draw < self.share_429:
-                self.injected["429 random"] += 1
-                return _too_many_requests("global-concurrency")
-            if draw < self.share_429 + self.share_5xx:
-                status = self._random.choice((500, 502, 503))
-                self.injected[f"{status}"] += 1
-                return status, {}, error_body("api_error", f"Simulated HTTP {status}")
-        return None
-
-    def call_statuses(self) -> Counter[int]:
-        return Counter(call.status for call in list(self.calls))
-
-
-def _too_many_requests(reason: str) -> Answer:
-    body = error_body("invalid_request_error", "Too many requests", code="rate_limit")
-    return 429, {"Stripe-Rate-Limited-Reason": reason}, body
 
 
 @dataclass
