@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from . import store
 from .db import SessionFactory, transaction
-from .errors import StripeRejected, StripeUnavailable
+from .errors import StorageUnavailable, StripeRejected, StripeUnavailable
 from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, subscription_snapshot
 from .logs import get_logger
 from .models import EventStatus, StripeEvent
@@ -112,8 +113,14 @@ class Syncer:
         except StripeRejected as error:
             self._finish(event_id, attempt_id, EventStatus.FAILED, str(error))
             return Outcome(event_id, EventStatus.FAILED, str(error))
+        except StorageUnavailable as error:
+            # The database, not the event: never `failed` for it, however many tries it took. Left unfinished,
+            # the event goes back to a worker through the sweep once the database is back.
+            with suppress(StorageUnavailable):
+                self._finish(event_id, attempt_id, EventStatus.QUEUED, f"StorageUnavailable: {error}")
+            raise
         except Exception as error:
-            # A bug or a database hiccup: keep the traceback on the row, and let the queue retry it.
+            # A bug: keep the traceback on the row, and let the queue retry it.
             detail = "".join(traceback.format_exception_only(error)).strip()
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
             self._finish(event_id, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")

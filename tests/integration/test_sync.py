@@ -5,11 +5,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from entitlement_sync import store
 from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.db import transaction
+from entitlement_sync.errors import StorageUnavailable
 from entitlement_sync.events import event_from_payload, subscription_snapshot
 from entitlement_sync.models import AccessChange, EventStatus, Subscription, utcnow
 from entitlement_sync.recovery import Sweeper
@@ -255,3 +257,21 @@ def test_concurrent_syncs_pace_their_calls_to_stripe_below_the_configured_rate(
     # Slots are exactly 1/rate apart; up to ~100 ms of scheduling delay on arrival can squeeze two more into a
     # sliding second. What matters is staying clear of Stripe's 25/s: unpaced, these 50 calls land in one second.
     assert ops_stripe.max_requests_in_any_second() <= 22
+
+
+class DatabaseGoneMidAttempt:
+    """An EntitlementSource whose call ends the way a sync ends when the database drops mid-attempt."""
+
+    def list_active_entitlements(self, customer_id):
+        raise StorageUnavailable("connection to server lost")
+
+
+def test_a_database_outage_on_the_last_attempt_leaves_the_event_for_the_sweep_not_failed(container):
+    payload = summary_event("cus_1", [])
+    container.receiver.accept_event(event_from_payload(payload))
+    syncer = Syncer(container.new_session, DatabaseGoneMidAttempt(), clock=utcnow)
+    with pytest.raises(StorageUnavailable):
+        syncer.process_event(payload["id"], final_attempt=True)
+    stored = stored_event(container, payload["id"])
+    assert stored.status == EventStatus.QUEUED
+    assert stored.last_error == "StorageUnavailable: connection to server lost"
