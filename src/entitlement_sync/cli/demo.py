@@ -121,6 +121,7 @@ def running_world(directory: str) -> Iterator[World]:
             webhook_secrets=(WEBHOOK_SECRET,),
             stripe_api_base=server.url,
             database_url=database_url,
+            redis_url="",  # embedded parts only: Stripe calls are paced in this process
             max_retries=3,
             min_backoff_ms=50,
             max_backoff_ms=500,

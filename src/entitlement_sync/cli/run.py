@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -80,7 +81,8 @@ def dev(host: str, port: int) -> None:
     from ..web import create_app
 
     configure_logging(json=False)
-    settings = Settings.from_env()
+    # Embedded parts only: no Redis, not even for pacing the calls to Stripe (that stays in this process).
+    settings = dataclasses.replace(Settings.from_env(), redis_url="")
     upgrade(settings.database_url)
     container = bootstrap(settings, broker=build_stub_broker())
     container.enable_sweep()
