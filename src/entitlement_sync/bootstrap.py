@@ -99,6 +99,6 @@ def bootstrap(
         inbox=InboxOps(new_session, receiver, clock, stuck_after),
         history=AccessHistory(new_session),
         backfiller=Backfiller(new_session, gateway, receiver, clock),
-        reconciler=Reconciler(new_session, gateway, clock, pacer_for),
+        reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for),
         catalog=Catalog(new_session, gateway, clock),
     )

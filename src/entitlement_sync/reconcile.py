@@ -58,24 +58,25 @@ class Reconciler:
     def __init__(
         self,
         new_session: SessionFactory,
+        syncer: Syncer,
         gateway: StripeGateway,
         clock: Clock,
         pacer_for: Callable[[float], Pacer],
         retry: Callable = with_retries,
     ) -> None:
         self._new_session = new_session
+        self._syncer = syncer  # the service's own: `sync customer` shares the workers' Stripe budget
         self._gateway = gateway
         self._clock = clock
         self._pacer_for = pacer_for
         self._retry = retry
 
     def sync_customers(self, customer_ids: Iterable[str], *, dry_run: bool = False) -> ReconcileReport:
-        syncer = Syncer(self._new_session, self._gateway, self._clock)
         report = ReconcileReport(dry_run=dry_run)
         customer_ids = list(dict.fromkeys(customer_ids))
         report.customers = len(customer_ids)
         for customer_id in customer_ids:
-            report.count(self._check(syncer, customer_id, dry_run, cause="ops:sync-customer"))
+            report.count(self._check(self._syncer, customer_id, dry_run, cause="ops:sync-customer"))
         return report
 
     def sync_all(

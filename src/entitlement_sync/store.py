@@ -41,7 +41,7 @@ def _insert(session: Session, table: Any) -> Any:
     return dialect.insert(table)
 
 
-def _changed(session: Session, statement: Any) -> int:
+def rows_changed(session: Session, statement: Any) -> int:
     """How many rows an UPDATE touched (reliable for UPDATE on every driver we use)."""
     return cast(CursorResult[Any], session.execute(statement)).rowcount
 
@@ -98,12 +98,12 @@ def set_status(
     statement = update(StripeEvent).where(StripeEvent.id == event_id)
     if only_from is not None:
         statement = statement.where(StripeEvent.status.in_(list(only_from)))
-    return _changed(session, statement.values(status=status, status_changed_at=now)) == 1
+    return rows_changed(session, statement.values(status=status, status_changed_at=now)) == 1
 
 
 def claim_for_processing(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int] | None:
     """Mark the event processing and open an attempt; None when it is finished or unknown."""
-    claimed = _changed(
+    claimed = rows_changed(
         session,
         update(StripeEvent)
         .where(StripeEvent.id == event_id, StripeEvent.status.in_(EventStatus.UNFINISHED))
@@ -171,7 +171,7 @@ def claim_apply(session: Session, customer_id: str, ticket: int, now: datetime) 
         .where(CustomerSyncState.customer_id == customer_id, CustomerSyncState.applied_seq < ticket)
         .values(applied_seq=ticket, synced_at=now)
     )
-    return _changed(session, statement) == 1
+    return rows_changed(session, statement) == 1
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, delete, select, union, update
+from sqlalchemy import ColumnElement, delete, select, union, update
 from sqlalchemy.orm import Session
 
 from .models import (
@@ -22,6 +22,7 @@ from .models import (
     Subscription,
     SyncCheckpoint,
 )
+from .store import rows_changed
 from .stripe_gateway import CatalogFeature, ProductFeatureLink
 
 # --- the inbox -------------------------------------------------------------------------------------------
@@ -82,8 +83,7 @@ def reopen_event(session: Session, event_id: str, now: datetime, *, was_ignored:
     values: dict[str, Any] = {"status": EventStatus.RECEIVED, "status_changed_at": now}
     if was_ignored:
         values["last_error"] = None  # the reason it was ignored no longer holds
-    result = cast(CursorResult[Any], session.execute(statement.values(**values)))
-    return result.rowcount == 1
+    return rows_changed(session, statement.values(**values)) == 1
 
 
 def events_by_id(session: Session, event_ids: Sequence[str]) -> dict[str, StripeEvent]:
