@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, delete, func, select, text
 
 from entitlement_sync.bootstrap import Container, bootstrap
 from entitlement_sync.db import upgrade
-from entitlement_sync.models import Base, EventStatus, StripeEvent
+from entitlement_sync.models import UNFINISHED, Base, StripeEvent
 from entitlement_sync.settings import Settings
 from entitlement_sync.tasks import build_redis_broker, build_stub_broker
 from entitlement_sync.testing import FakeStripe, sign
@@ -114,7 +114,7 @@ def settle(container: Container, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with container.new_session() as session:
-            unfinished = session.scalar(select(func.count()).where(StripeEvent.status.in_(EventStatus.UNFINISHED)))
+            unfinished = session.scalar(select(func.count()).where(StripeEvent.status.in_(UNFINISHED)))
         if not unfinished:
             return
         time.sleep(0.02)

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
-from entitlement_sync.stripe_gateway import ActiveEntitlement
+from entitlement_sync.ports import ActiveEntitlement
 from entitlement_sync.testing import FakeStripe
 
 STRIPE_API = re.compile(r"https://api\.stripe\.com/.*")

@@ -52,13 +52,13 @@ class AccessReader:
     def access_to(self, customer_id: str, lookup_key: str) -> tuple[bool, datetime | None]:
         """Whether the customer has the feature, and when their access was last synced (None: never)."""
         with self._engine.connect() as connection:
-            return store.access_to(connection, customer_id, lookup_key)
+            return store.access.access_to(connection, customer_id, lookup_key)
 
     def entitlements_for(self, customer_id: str) -> CustomerAccess:
         with self._engine.connect() as connection:
-            rows = store.granted_rows(connection, customer_id)
+            rows = store.access.granted_rows(connection, customer_id)
             return CustomerAccess(
                 customer=customer_id,
                 entitlements=[Granted(*row) for row in rows],
-                synced_at=store.synced_at(connection, customer_id),
+                synced_at=store.access.synced_at(connection, customer_id),
             )

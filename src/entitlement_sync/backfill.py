@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from . import store_ops
+from . import store
+from .db import SessionFactory
 from .errors import InvalidWebhook
 from .events import HANDLED_TYPES, event_from_payload
 from .logs import get_logger
 from .pacing import with_retries
-from .ports import Clock
-from .receiving import Receiver
+from .ports import Clock, EventSource, Retry
+from .receive import Receiver, Verdict
 
 log = get_logger(__name__)
 
@@ -25,12 +26,8 @@ log = get_logger(__name__)
 EVENTS_RETENTION = timedelta(days=30)
 
 
-class EventSource(Protocol):
-    def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Any: ...
-
-
 @dataclass
-class RecoveryReport:
+class BackfillReport:
     since: datetime
     undelivered: bool
     dry_run: bool
@@ -57,11 +54,11 @@ def retention_warning(since: datetime, now: datetime) -> str | None:
 class Backfiller:
     def __init__(
         self,
-        new_session: Callable[[], Any],
+        new_session: SessionFactory,
         source: EventSource,
         receiver: Receiver,
         clock: Clock,
-        retry: Callable[[Callable[[], Any]], Any] = with_retries,
+        retry: Retry[Any] = with_retries,
     ) -> None:
         self._new_session = new_session
         self._source = source
@@ -76,8 +73,8 @@ class Backfiller:
         undelivered: bool = False,
         dry_run: bool = False,
         progress: Callable[[int, int], None] | None = None,
-    ) -> RecoveryReport:
-        report = RecoveryReport(since=since, undelivered=undelivered, dry_run=dry_run)
+    ) -> BackfillReport:
+        report = BackfillReport(since=since, undelivered=undelivered, dry_run=dry_run)
         warning = retention_warning(since, self._clock())
         if warning:
             report.warnings.append(warning)
@@ -86,7 +83,7 @@ class Backfiller:
         )
         report.seen = len(payloads)
         with self._new_session() as session:
-            known = store_ops.known_event_ids(session, [payload.get("id", "") for payload in payloads])
+            known = store.inbox.known_event_ids(session, [payload.get("id", "") for payload in payloads])
         # Stripe lists newest first; store oldest first, as they would have arrived.
         for done, payload in enumerate(sorted(payloads, key=lambda item: item.get("created", 0)), start=1):
             self._take(payload, known, report)
@@ -102,7 +99,7 @@ class Backfiller:
         )
         return report
 
-    def _take(self, payload: dict[str, Any], known: set[str], report: RecoveryReport) -> None:
+    def _take(self, payload: dict[str, Any], known: set[str], report: BackfillReport) -> None:
         if payload.get("id") in known:
             report.already_in_inbox += 1
             return
@@ -117,10 +114,10 @@ class Backfiller:
             report.stored_ids.append(inbound.id)
             return
         acceptance = self._receiver.accept_event(inbound)
-        if acceptance.status == "accepted":
+        if acceptance.status == Verdict.ACCEPTED:
             report.stored += 1
             report.stored_ids.append(inbound.id)
-        elif acceptance.status == "ignored":
+        elif acceptance.status == Verdict.IGNORED:
             report.ignored += 1
         else:  # a webhook delivered it meanwhile
             report.already_in_inbox += 1

@@ -12,19 +12,19 @@ import dramatiq
 from sqlalchemy import Engine
 
 from .access import AccessReader
-from .access_history import AccessHistory
 from .backfill import Backfiller
 from .catalog import Catalog
 from .db import SessionFactory, create_db_engine, session_factory
-from .inbox_ops import InboxOps
+from .history import AccessHistory
+from .inbox import Inbox
 from .models import utcnow
-from .pacing import LazyPacer, Pacer, build_pacer
-from .ports import Clock, EntitlementSource
-from .receiving import Receiver
+from .pacing import LazyPacer, build_pacer
+from .ports import Clock, EntitlementSource, Pacer, StuckRule
+from .receive import Receiver
 from .reconcile import Reconciler
-from .recovery import Sweeper
 from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier
+from .sweep import Sweeper
 from .sync import Syncer
 from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event
 
@@ -42,7 +42,7 @@ class Container:
     reader: AccessReader
     # The ops side (the `events`, `sync`, `features` and `access` commands).
     gateway: StripeGateway
-    inbox: InboxOps
+    inbox: Inbox
     history: AccessHistory
     backfiller: Backfiller
     reconciler: Reconciler
@@ -83,7 +83,10 @@ def bootstrap(
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
-    stuck_after = timedelta(seconds=settings.stuck_after_seconds)
+    stuck = StuckRule(
+        received_grace=timedelta(seconds=settings.received_grace_seconds),
+        stuck_after=timedelta(seconds=settings.stuck_after_seconds),
+    )
 
     return Container(
         settings=settings,
@@ -93,10 +96,10 @@ def bootstrap(
         queue=queue,
         receiver=receiver,
         syncer=syncer,
-        sweeper=Sweeper(new_session, queue, clock, stuck_after),
+        sweeper=Sweeper(new_session, queue, clock, stuck),
         reader=AccessReader(engine),
         gateway=gateway,
-        inbox=InboxOps(new_session, receiver, clock, stuck_after),
+        inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
         backfiller=Backfiller(new_session, gateway, receiver, clock),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for),

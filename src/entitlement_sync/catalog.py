@@ -4,17 +4,18 @@ which product grants each one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from . import store_ops
+from sqlalchemy.orm import Session
+
+from . import store
 from .db import SessionFactory, transaction
 from .logs import get_logger
 from .pacing import with_retries
-from .ports import Clock
-from .stripe_gateway import CatalogFeature, ProductFeatureLink, StripeGateway
+from .ports import CatalogFeature, Clock, ProductFeatureLink, Retry, StripeReader
 
 log = get_logger(__name__)
 
@@ -44,9 +45,9 @@ class Catalog:
     def __init__(
         self,
         new_session: SessionFactory,
-        gateway: StripeGateway,
+        gateway: StripeReader,
         clock: Clock,
-        retry: Callable[[Callable[[], Any]], Any] = with_retries,
+        retry: Retry[Any] = with_retries,
     ) -> None:
         self._new_session = new_session
         self._gateway = gateway
@@ -57,7 +58,8 @@ class Catalog:
         """Fetch every feature and, for every product we know of (plus `extra_products`), its features."""
         features: list[CatalogFeature] = self._retry(self._gateway.list_features)
         with self._new_session() as session:
-            products = sorted(store_ops.known_product_ids(session) | set(extra_products))
+            known = store.catalog.linked_product_ids(session) | store.subscriptions.product_ids_in_use(session)
+            products = sorted(known | set(extra_products))
         links = {product: self._retry(partial(self._gateway.list_product_features, product)) for product in products}
         report = CatalogReport(
             dry_run=dry_run,
@@ -80,21 +82,21 @@ class Catalog:
 
     def _apply(
         self,
-        session: Any,
+        session: Session,
         features: list[CatalogFeature],
         links: dict[str, list[ProductFeatureLink]],
         report: CatalogReport,
     ) -> None:
-        report.new_features, report.changed_features = store_ops.upsert_features(session, features, self._clock())
+        report.new_features, report.changed_features = store.catalog.upsert_features(session, features, self._clock())
         for product, product_links in links.items():
-            added, removed = store_ops.replace_product_features(session, product, product_links, self._clock())
+            added, removed = store.catalog.replace_product_features(session, product, product_links, self._clock())
             report.links_added += added
             report.links_removed += removed
 
     def list_features(self) -> list[FeatureListing]:
         with self._new_session() as session:
-            granted_by = store_ops.products_by_feature(session)
+            granted_by = store.catalog.products_by_feature(session)
             return [
                 FeatureListing(row.id, row.lookup_key, row.name, row.active, granted_by.get(row.id, []))
-                for row in store_ops.all_features(session)
+                for row in store.catalog.all_features(session)
             ]

@@ -37,7 +37,8 @@ class InboundEvent:
 
     @property
     def data_object(self) -> dict[str, Any]:
-        return self.payload["data"]["object"]
+        data_object: dict[str, Any] = self.payload["data"]["object"]  # checked by event_from_payload
+        return data_object
 
 
 def parse_event(body: bytes | str) -> InboundEvent:

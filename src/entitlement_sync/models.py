@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, ForeignKey, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -21,12 +23,35 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always an aware UTC datetime in Python, whatever the database hands back.
+
+    PostgreSQL keeps the zone; SQLite keeps none and returns naive values. Every moment we store is UTC, so
+    the zone is put back here, once, instead of by every reader.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            return value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
 
 
-class EventStatus:
+class EventStatus(StrEnum):
+    """Where an inbox event stands. Unfinished: received, queued, processing; the others are final."""
+
     RECEIVED = "received"
     QUEUED = "queued"
     PROCESSING = "processing"
@@ -34,8 +59,13 @@ class EventStatus:
     FAILED = "failed"
     IGNORED = "ignored"
 
-    ALL = (RECEIVED, QUEUED, PROCESSING, PROCESSED, FAILED, IGNORED)
-    UNFINISHED = (RECEIVED, QUEUED, PROCESSING)
+
+UNFINISHED = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.PROCESSING)
+
+
+class AccessChangeKind(StrEnum):
+    GRANTED = "granted"
+    REVOKED = "revoked"
 
 
 class StripeEvent(Base):

@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import redis
 
 from .errors import StripeUnavailable
 from .logs import get_logger
+from .ports import Pacer
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -34,14 +35,6 @@ local slot = math.max(next_free, now)
 redis.call('SET', KEYS[1], string.format('%.6f', slot + interval), 'PX', 60000)
 return string.format('%.6f', slot - now)
 """
-
-
-class Pacer(Protocol):
-    rate: float
-    shared: bool
-
-    def __call__(self) -> None:
-        """Block until the caller may send one request."""
 
 
 class LocalPacer:

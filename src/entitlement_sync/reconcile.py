@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from . import store_ops
+from . import store
 from .db import SessionFactory, transaction
 from .errors import StripeRejected, StripeUnavailable
 from .logs import get_logger
-from .pacing import Pacer, with_retries
-from .ports import Clock
-from .stripe_gateway import StripeGateway
+from .pacing import with_retries
+from .ports import Clock, Pacer, Retry, StripeReader
 from .sync import Syncer, SyncResult
 
 log = get_logger(__name__)
@@ -59,10 +59,10 @@ class Reconciler:
         self,
         new_session: SessionFactory,
         syncer: Syncer,
-        gateway: StripeGateway,
+        gateway: StripeReader,
         clock: Clock,
         pacer_for: Callable[[float], Pacer],
-        retry: Callable = with_retries,
+        retry: Retry[Any] = with_retries,
     ) -> None:
         self._new_session = new_session
         self._syncer = syncer  # the service's own: `sync customer` shares the workers' Stripe budget
@@ -99,7 +99,7 @@ class Reconciler:
                 progress(done, len(customers))
         if not dry_run:
             with transaction(self._new_session) as session:
-                store_ops.finish_checkpoint(session, CHECKPOINT, self._clock())
+                store.checkpoints.finish_checkpoint(session, CHECKPOINT, self._clock())
         log.info(
             "sync_all.finished",
             checked=report.checked,
@@ -110,16 +110,16 @@ class Reconciler:
         )
         return report
 
-    def _all_customers(self, gateway: StripeGateway) -> list[str]:
+    def _all_customers(self, gateway: StripeReader) -> list[str]:
         with self._new_session() as session:
-            local = store_ops.local_customer_ids(session)
+            local = store.subscriptions.local_customer_ids(session)
         in_stripe = self._retry(lambda: set(gateway.list_subscription_customers()))
         return sorted(local | in_stripe)
 
     def _open_checkpoint(self, resume: bool, dry_run: bool, report: ReconcileReport) -> str | None:
         """Where to start: after the cursor when resuming an unfinished run; else from the top."""
         with transaction(self._new_session) as session:
-            checkpoint = store_ops.get_checkpoint(session, CHECKPOINT)
+            checkpoint = store.checkpoints.get_checkpoint(session, CHECKPOINT)
             if resume and checkpoint is not None and checkpoint.finished_at is None:
                 report.checked, report.granted = checkpoint.checked, checkpoint.granted
                 report.revoked, report.errors = checkpoint.revoked, checkpoint.errors
@@ -128,7 +128,7 @@ class Reconciler:
             if resume:
                 log.info("sync_all.nothing_to_resume")
             if not dry_run:
-                store_ops.start_checkpoint(session, CHECKPOINT, self._clock())
+                store.checkpoints.start_checkpoint(session, CHECKPOINT, self._clock())
             return None
 
     def _advance(self, customer_id: str, change: CustomerChange) -> None:
@@ -139,7 +139,7 @@ class Reconciler:
             "errors": int(change.error is not None),
         }
         with transaction(self._new_session) as session:
-            store_ops.advance_checkpoint(session, CHECKPOINT, customer_id, counts, self._clock())
+            store.checkpoints.advance_checkpoint(session, CHECKPOINT, customer_id, counts, self._clock())
 
     def _check(self, syncer: Syncer, customer_id: str, dry_run: bool, cause: str) -> CustomerChange:
         def once() -> SyncResult:

@@ -30,6 +30,8 @@ class Settings:
     job_time_limit_ms: int = 120_000
     # An event left in received/queued/processing this long is handed to a worker again.
     stuck_after_seconds: int = 900
+    # The receiver enqueues right after its commit; the sweep leaves a `received` event alone this long.
+    received_grace_seconds: int = 10
     sweep_interval_seconds: int = 30
     queue_name: str = "entitlement-sync"
     redis_namespace: str = "entitlement-sync"
@@ -64,6 +66,7 @@ class Settings:
             min_backoff_ms=int(number("SYNC_MIN_BACKOFF_MS", defaults.min_backoff_ms)),
             max_backoff_ms=int(number("SYNC_MAX_BACKOFF_MS", defaults.max_backoff_ms)),
             stuck_after_seconds=int(number("STUCK_AFTER_SECONDS", defaults.stuck_after_seconds)),
+            received_grace_seconds=int(number("RECEIVED_GRACE_SECONDS", defaults.received_grace_seconds)),
             sweep_interval_seconds=int(number("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)),
             redis_namespace=env.get("REDIS_NAMESPACE") or defaults.redis_namespace,
         )

@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 import stripe
 
 from .errors import InvalidWebhook, StripeRejected, StripeUnavailable
+from .ports import ActiveEntitlement, CatalogFeature, ProductFeatureLink
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ActiveEntitlement:
-    id: str
-    feature_id: str
-    lookup_key: str
-
-
-@dataclass(frozen=True)
-class CatalogFeature:
-    id: str
-    lookup_key: str
-    name: str
-    active: bool
-    livemode: bool
-
-
-@dataclass(frozen=True)
-class ProductFeatureLink:
-    id: str
-    product_id: str
-    feature: CatalogFeature
 
 
 class StripeGateway:

@@ -17,8 +17,7 @@ from .errors import StorageUnavailable, StripeRejected, StripeUnavailable
 from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, subscription_snapshot
 from .logs import get_logger
 from .models import EventStatus, StripeEvent
-from .ports import Clock, EntitlementSource
-from .stripe_gateway import ActiveEntitlement
+from .ports import ActiveEntitlement, Clock, EntitlementSource
 
 log = get_logger(__name__)
 
@@ -35,7 +34,7 @@ class SyncResult:
 @dataclass(frozen=True)
 class Outcome:
     event_id: str
-    status: str
+    status: EventStatus | None  # None: not claimed, because the event is already finished or unknown
     error: str | None = None
     sync: SyncResult | None = None
 
@@ -59,15 +58,15 @@ class Syncer:
         applied fetch already started after the event was stored: bursts for one customer coalesce.
         """
         with transaction(self._new_session) as session:
-            if seen_at_seq is not None and store.applied_seq(session, customer_id) > seen_at_seq:
+            if seen_at_seq is not None and store.access.applied_seq(session, customer_id) > seen_at_seq:
                 return SyncResult(customer_id, fetched=False, applied=False)
-            ticket = store.advance_customer_seq(session, customer_id)
+            ticket = store.access.advance_customer_seq(session, customer_id)
         fetched = self._stripe.list_active_entitlements(customer_id)
         with transaction(self._new_session) as session:
-            if not store.claim_apply(session, customer_id, ticket, self._clock()):
+            if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
                 log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
                 return SyncResult(customer_id, fetched=True, applied=False)
-            diff = store.replace_entitlements(session, customer_id, fetched, cause, self._clock())
+            diff = store.access.replace_entitlements(session, customer_id, fetched, cause, self._clock())
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:
             log.info(
@@ -83,7 +82,7 @@ class Syncer:
         """What a sync would change now, without writing anything: the dry run of `sync_customer`."""
         fetched = self._stripe.list_active_entitlements(customer_id)
         with self._new_session() as session:
-            diff = store.diff_entitlements(store.entitlements_of(session, customer_id), fetched)
+            diff = store.access.diff_entitlements(store.access.entitlements_of(session, customer_id), fetched)
         revoked = [row.lookup_key for row in diff.revoked]
         return SyncResult(customer_id, fetched=True, applied=False, granted=diff.granted, revoked=revoked)
 
@@ -93,9 +92,9 @@ class Syncer:
         A failure is written to the event's row before anything is raised, so SQL always tells the story.
         """
         with transaction(self._new_session) as session:
-            claimed = store.claim_for_processing(session, event_id, self._clock())
+            claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
         if claimed is None:
-            return Outcome(event_id, "skipped")
+            return Outcome(event_id, None)
         event, attempt_id = claimed
         handler = self._handlers.get(event.type)
         if handler is None or event.customer_id is None:
@@ -138,10 +137,10 @@ class Syncer:
         inbound = event_from_payload(event.payload)
         snapshot = subscription_snapshot(inbound.data_object, event.customer_id or "")
         with transaction(self._new_session) as session:
-            store.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock())
+            store.subscriptions.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock())
         return self._on_summary_event(event)
 
-    def _finish(self, event_id: str, attempt_id: int, status: str, error: str | None) -> None:
+    def _finish(self, event_id: str, attempt_id: int, status: EventStatus, error: str | None) -> None:
         with transaction(self._new_session) as session:
-            store.finish_attempt(session, event_id, attempt_id, status, error, self._clock())
+            store.inbox.finish_attempt(session, event_id, attempt_id, status, error, self._clock())
         log.info("event.finished", event_id=event_id, status=status, error=(error or "").split("\n")[0] or None)

@@ -23,7 +23,7 @@ PROCESS_EVENT = "process_event"
 
 
 def build_redis_broker(settings: Settings) -> dramatiq.Broker:
-    return RedisBroker(
+    return RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq's broker constructors are unannotated
         url=settings.redis_url,
         namespace=settings.redis_namespace,
         middleware=_middleware(),
@@ -44,7 +44,7 @@ def _middleware() -> list[Middleware]:
     return [factory() for factory in default_middleware] + [CurrentMessage()]
 
 
-def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Settings) -> dramatiq.Actor:
+def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Settings) -> dramatiq.Actor[[str], None]:
     if PROCESS_EVENT in broker.actors:  # a second container on one broker (tests) sends through the first
         return broker.get_actor(PROCESS_EVENT)
     max_retries = settings.max_retries
@@ -71,7 +71,7 @@ def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Set
 class DramatiqQueue:
     """The JobQueue port over a Dramatiq actor."""
 
-    def __init__(self, broker: dramatiq.Broker, actor: dramatiq.Actor) -> None:
+    def __init__(self, broker: dramatiq.Broker, actor: dramatiq.Actor[[str], None]) -> None:
         self._broker = broker
         self._actor = actor
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
-from entitlement_sync.models import Entitlement, EventAttempt, EventStatus, StripeEvent
+from entitlement_sync.models import UNFINISHED, Entitlement, EventAttempt, EventStatus, StripeEvent
 from entitlement_sync.testing import FakeStripe
 
 FINISHED = {EventStatus.PROCESSED, EventStatus.IGNORED}
@@ -34,7 +34,7 @@ class Snapshot:
 
     @property
     def unfinished(self) -> int:
-        return sum(self.statuses[status] for status in EventStatus.UNFINISHED)
+        return sum(self.statuses[status] for status in UNFINISHED)
 
     @property
     def converged(self) -> bool:

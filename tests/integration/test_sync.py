@@ -14,8 +14,8 @@ from entitlement_sync.db import transaction
 from entitlement_sync.errors import StorageUnavailable
 from entitlement_sync.events import event_from_payload, subscription_snapshot
 from entitlement_sync.models import AccessChange, EventStatus, Subscription, utcnow
-from entitlement_sync.recovery import Sweeper
-from entitlement_sync.stripe_gateway import ActiveEntitlement
+from entitlement_sync.ports import ActiveEntitlement, StuckRule
+from entitlement_sync.sweep import Sweeper
 from entitlement_sync.sync import Syncer
 from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
 from tests.conftest import post_webhook, settle, stored_event
@@ -213,7 +213,7 @@ def test_a_canceled_subscription_is_not_revived_by_an_update_from_the_same_secon
     with transaction(container.new_session) as session:
         for payload in (canceled, updated):
             parsed = event_from_payload(payload)
-            store.upsert_subscription(
+            store.subscriptions.upsert_subscription(
                 session, subscription_snapshot(parsed.data_object, "cus_1"), 5, parsed.id, utcnow()
             )
     with container.new_session() as session:
@@ -227,8 +227,13 @@ def test_a_worker_that_died_mid_job_leaves_an_event_the_sweep_picks_up(client, c
     settle(container)
     # Simulate the crash: the row says processing, and nobody holds the job.
     with transaction(container.new_session) as session:
-        store.set_status(session, payload["id"], EventStatus.PROCESSING, utcnow() - timedelta(hours=1))
-    sweeper = Sweeper(container.new_session, container.queue, utcnow, stuck_after=timedelta(minutes=15))
+        store.inbox.set_status(session, payload["id"], EventStatus.PROCESSING, utcnow() - timedelta(hours=1))
+    sweeper = Sweeper(
+        container.new_session,
+        container.queue,
+        utcnow,
+        StuckRule(received_grace=timedelta(seconds=10), stuck_after=timedelta(minutes=15)),
+    )
     assert sweeper.requeue_unfinished() == 1
     settle(container)
     stored = stored_event(container, payload["id"])
@@ -239,7 +244,7 @@ def test_an_event_of_an_unhandled_type_put_back_in_the_queue_is_ignored_not_sync
     payload = event("invoice.paid", {"id": "in_1", "object": "invoice", "customer": "cus_1"})
     container.receiver.accept_event(event_from_payload(payload))
     with transaction(container.new_session) as session:  # as an operator's replay would
-        store.set_status(session, payload["id"], EventStatus.QUEUED, utcnow())
+        store.inbox.set_status(session, payload["id"], EventStatus.QUEUED, utcnow())
     outcome = container.syncer.process_event(payload["id"])
     assert (outcome.status, outcome.error) == (EventStatus.IGNORED, "event type invoice.paid is not handled")
     assert fake_stripe.calls == []

@@ -10,7 +10,8 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.models import EventStatus, utcnow
-from entitlement_sync.recovery import Sweeper
+from entitlement_sync.ports import StuckRule
+from entitlement_sync.sweep import Sweeper
 from entitlement_sync.tasks import build_redis_broker
 from entitlement_sync.testing import active_entitlement, sign, summary_event
 from entitlement_sync.web import create_app
@@ -125,7 +126,7 @@ def test_broker_down_still_answers_2xx_and_the_event_is_processed_later(settings
         container.new_session,
         container.queue,
         lambda: utcnow() + timedelta(minutes=1),
-        stuck_after=timedelta(minutes=15),
+        StuckRule(received_grace=timedelta(seconds=10), stuck_after=timedelta(minutes=15)),
     )
     assert a_minute_later.requeue_unfinished() == 1
     settle(container)

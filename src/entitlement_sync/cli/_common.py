@@ -66,7 +66,7 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class Since(click.ParamType):
+class Since(click.ParamType[datetime | None]):
     name = "since"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime | None:
@@ -86,7 +86,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set):
         return [jsonable(item) for item in value]
     if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+        return value.isoformat()
     return value
 
 
@@ -115,7 +115,6 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 def when(moment: datetime | None) -> str:
     if moment is None:
         return ""
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from ..access import CustomerAccess, Granted
-from ..access_history import Change
 from ..bootstrap import Container
+from ..history import Change
 from ._common import json_option, print_json, table, when, with_container
 
 

@@ -68,13 +68,13 @@ class World:
         """Wait until every webhook was delivered and the service finished every stored event."""
         from sqlalchemy import func, select
 
-        from ..models import EventStatus, StripeEvent
+        from ..models import UNFINISHED, StripeEvent
 
         self.sender.drain(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self.container.new_session() as session:
-                statuses = StripeEvent.status.in_(EventStatus.UNFINISHED)
+                statuses = StripeEvent.status.in_(UNFINISHED)
                 if not session.scalar(select(func.count()).where(statuses)):
                     return
             time.sleep(0.02)
@@ -242,7 +242,7 @@ class Story:
 
     def _short_type(self, event_id: str) -> str:
         event = self.stripe.events.get(event_id) or {"type": "?"}
-        return event["type"].removeprefix("customer.").replace("entitlements.active_entitlement_", "")
+        return str(event["type"]).removeprefix("customer.").replace("entitlements.active_entitlement_", "")
 
     def a_duplicate(self) -> str:
         event_id = self.stripe.events.of_type("entitlements.active_entitlement_summary.updated")[0]["id"]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
 from ..bootstrap import Container
 from ..events import HANDLED_TYPES
-from ..inbox_ops import EventDetail, EventSummary, ReplayReport
+from ..inbox import EventDetail, EventSummary, ReplayReport
 from ..models import EventStatus
-from ..store_ops import EventFilter
+from ..store.inbox import EventFilter
 from ._common import (
     Since,
     dry_run_option,
@@ -23,7 +24,7 @@ from ._common import (
     with_container,
 )
 
-STATUSES = [*EventStatus.ALL, "stuck"]
+STATUSES = [*(status.value for status in EventStatus), "stuck"]
 
 
 @click.group()
@@ -158,7 +159,7 @@ def replay_events(
         raise SystemExit(1)
 
 
-def _replay_document(report: ReplayReport, outcomes: list[EventSummary] | None, dry_run: bool) -> dict:
+def _replay_document(report: ReplayReport, outcomes: list[EventSummary] | None, dry_run: bool) -> dict[str, Any]:
     return {
         "dry_run": dry_run,
         "queued": len(report.queued),
@@ -169,7 +170,7 @@ def _replay_document(report: ReplayReport, outcomes: list[EventSummary] | None, 
     }
 
 
-def _print_replay(document: dict, outcomes: list[EventSummary] | None) -> None:
+def _print_replay(document: dict[str, Any], outcomes: list[EventSummary] | None) -> None:
     verb = "would queue" if document["dry_run"] else "queued"
     click.echo(f"{verb} {document['queued']} event(s) for processing")
     if document["pending"]:
@@ -210,7 +211,7 @@ def recover_events(container: Container, since: datetime, undelivered: bool, dry
     )
 
 
-def _event_json(row: EventSummary) -> dict:
+def _event_json(row: EventSummary) -> dict[str, Any]:
     return {
         "id": row.id,
         "type": row.type,

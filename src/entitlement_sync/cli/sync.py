@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..bootstrap import Container
@@ -62,7 +64,7 @@ def _finish(
         raise SystemExit(1)
 
 
-def _document(report: ReconcileReport) -> dict:
+def _document(report: ReconcileReport) -> dict[str, Any]:
     return {
         "dry_run": report.dry_run,
         "customers": report.customers,

@@ -9,13 +9,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from . import shapes
 from .events import EventLog
 from .objects import GRANTING_STATUSES, STATUSES, Feature, Product, SimulationError, Subscription
 
 SUB = "customer.subscription."
+
+
+T = TypeVar("T")
 
 
 class BillingModel:
@@ -256,7 +259,7 @@ class BillingModel:
         return subscription
 
 
-def _found(table: dict[str, Any], key: str, kind: str) -> Any:
+def _found(table: dict[str, T], key: str, kind: str) -> T:
     if key not in table:
         raise SimulationError(f"no such {kind}: {key!r}")
     return table[key]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from ..bootstrap import Container, bootstrap
@@ -29,13 +30,13 @@ def create_app(container: Container | None = None) -> Flask:
     app.register_blueprint(metrics)
 
     @app.errorhandler(StorageUnavailable)
-    def database_down(error: StorageUnavailable):  # type: ignore[no-untyped-def]
+    def database_down(error: StorageUnavailable) -> ResponseReturnValue:
         # 503 makes Stripe deliver again later; nothing was acknowledged, so nothing is lost.
         log.warning("database.unavailable", error=str(error))
         return jsonify(error="database unavailable, try again later"), 503, {"Retry-After": "30"}
 
     @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException):  # type: ignore[no-untyped-def]
-        return jsonify(error=error.description), error.code
+    def http_error(error: HTTPException) -> ResponseReturnValue:
+        return jsonify(error=error.description), error.code or 500
 
     return app

@@ -6,4 +6,5 @@ from ..bootstrap import Container
 
 
 def container() -> Container:
-    return current_app.extensions["entitlement_sync"]
+    found: Container = current_app.extensions["entitlement_sync"]
+    return found

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from datetime import UTC, datetime
+from datetime import datetime
 
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from ._container import container
 
@@ -13,7 +14,7 @@ access = Blueprint("access", __name__, url_prefix="/v1/customers")
 
 
 @access.before_request
-def require_bearer_token():  # type: ignore[no-untyped-def]
+def require_bearer_token() -> ResponseReturnValue | None:
     tokens = container().settings.access_api_tokens
     if not tokens:
         return _unauthorized("the read API is disabled: no ACCESS_API_TOKENS are configured")
@@ -25,12 +26,12 @@ def require_bearer_token():  # type: ignore[no-untyped-def]
     return None
 
 
-def _unauthorized(reason: str):  # type: ignore[no-untyped-def]
+def _unauthorized(reason: str) -> ResponseReturnValue:
     return jsonify(error=reason), 401, {"WWW-Authenticate": 'Bearer realm="entitlement-sync"'}
 
 
 @access.get("/<customer>/entitlements")
-def customer_entitlements(customer: str):  # type: ignore[no-untyped-def]
+def customer_entitlements(customer: str) -> ResponseReturnValue:
     found = container().reader.entitlements_for(customer)
     return jsonify(
         customer=customer,
@@ -43,13 +44,10 @@ def customer_entitlements(customer: str):  # type: ignore[no-untyped-def]
 
 
 @access.get("/<customer>/entitlements/<lookup_key>")
-def customer_entitlement(customer: str, lookup_key: str):  # type: ignore[no-untyped-def]
+def customer_entitlement(customer: str, lookup_key: str) -> ResponseReturnValue:
     granted, synced_at = container().reader.access_to(customer, lookup_key)
     return jsonify(customer=customer, lookup_key=lookup_key, granted=granted, synced_at=_iso(synced_at))
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    # SQLite hands datetimes back without a zone; every one we store is UTC.
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    return None if moment is None else moment.isoformat()

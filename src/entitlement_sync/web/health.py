@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
 
 from ..db import ping
 from ..errors import QueueUnavailable, StorageUnavailable
@@ -12,12 +13,12 @@ health = Blueprint("health", __name__)
 
 
 @health.get("/healthz")
-def healthz():  # type: ignore[no-untyped-def]
+def healthz() -> ResponseReturnValue:
     return jsonify(status="ok")
 
 
 @health.get("/readyz")
-def readyz():  # type: ignore[no-untyped-def]
+def readyz() -> ResponseReturnValue:
     checks = {"database": "ok", "broker": "ok"}
     try:
         ping(container().engine)

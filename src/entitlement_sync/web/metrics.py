@@ -3,11 +3,11 @@ truth (per-process counters would need gunicorn's multiprocess mode and still mi
 
 from __future__ import annotations
 
-from datetime import UTC
+from collections.abc import Iterator
 
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import store
@@ -18,19 +18,19 @@ metrics = Blueprint("metrics", __name__)
 
 
 class InboxCollector(Collector):
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         with container().new_session() as session:
-            counts = store.events_by_status(session)
-            oldest = store.oldest_unfinished_received_at(session)
+            counts = store.inbox.count_by_status(session)
+            oldest = store.inbox.oldest_unfinished_received_at(session)
         events = GaugeMetricFamily(
             "entitlement_sync_events", "Stored Stripe events by processing status", labels=["status"]
         )
-        for status in EventStatus.ALL:
+        for status in EventStatus:
             events.add_metric([status], counts.get(status, 0))
         yield events
         age = 0.0
         if oldest is not None:
-            age = (utcnow() - (oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC))).total_seconds()
+            age = (utcnow() - oldest).total_seconds()
         yield GaugeMetricFamily(
             "entitlement_sync_oldest_unfinished_event_age_seconds",
             "Age of the oldest event not yet processed, failed or ignored (0 when none)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from ..errors import InvalidWebhook
 from ..logs import get_logger
@@ -14,7 +15,7 @@ webhooks = Blueprint("webhooks", __name__)
 
 
 @webhooks.post("/webhooks/stripe")
-def receive_stripe_webhook():  # type: ignore[no-untyped-def]
+def receive_stripe_webhook() -> ResponseReturnValue:
     # The signature covers the raw bytes: read them before anything parses the body.
     body = request.get_data(cache=False)
     if request.content_length is None and len(body) >= MAX_BODY_BYTES:

@@ -8,14 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import store_ops
+from . import store
 from .db import SessionFactory
+from .models import AccessChangeKind
 
 
 @dataclass(frozen=True)
 class Change:
     changed_at: datetime
-    change: str  # granted | revoked
+    change: AccessChangeKind
     lookup_key: str
     feature: str
     event: str | None  # the Stripe event behind it, or "ops:…" for a sync an operator ran
@@ -28,10 +29,13 @@ class AccessHistory:
     def history_of(self, customer_id: str, limit: int = 100) -> list[Change]:
         """The customer's grants and revokes, newest first."""
         with self._new_session() as session:
-            rows = store_ops.access_history(session, customer_id, limit)
-        return [Change(row.changed_at, row.change, row.lookup_key, row.feature_id, row.event_id) for row in rows]
+            rows = store.access.history_of(session, customer_id, limit)
+        return [
+            Change(row.changed_at, AccessChangeKind(row.change), row.lookup_key, row.feature_id, row.event_id)
+            for row in rows
+        ]
 
     def feature_names(self, feature_ids: list[str]) -> dict[str, str]:
         """Names from the local feature catalog (`features sync`), for the features it knows."""
         with self._new_session() as session:
-            return store_ops.feature_names(session, feature_ids)
+            return store.catalog.feature_names(session, feature_ids)

@@ -7,32 +7,27 @@ which processing absorbs.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from . import store
 from .db import SessionFactory, transaction
 from .errors import QueueUnavailable
 from .logs import get_logger
-from .models import EventStatus
-from .ports import Clock, JobQueue
+from .models import UNFINISHED, EventStatus
+from .ports import Clock, JobQueue, StuckRule
 
 log = get_logger(__name__)
 
-# The receiver enqueues right after its commit; give it this long before the sweep steps in.
-RECEIVED_GRACE = timedelta(seconds=10)
-
 
 class Sweeper:
-    def __init__(self, new_session: SessionFactory, queue: JobQueue, clock: Clock, stuck_after: timedelta) -> None:
+    def __init__(self, new_session: SessionFactory, queue: JobQueue, clock: Clock, stuck: StuckRule) -> None:
         self._new_session = new_session
         self._queue = queue
         self._clock = clock
-        self._stuck_after = stuck_after
+        self._stuck = stuck
 
     def requeue_unfinished(self) -> int:
         """Enqueue every event never enqueued or stuck; returns how many went back on the queue."""
         with transaction(self._new_session) as session:
-            event_ids = store.unfinished_event_ids(session, self._clock(), RECEIVED_GRACE, self._stuck_after)
+            event_ids = store.inbox.stuck_event_ids(session, self._clock(), self._stuck)
         requeued = 0
         for event_id in event_ids:
             try:
@@ -41,7 +36,7 @@ class Sweeper:
                 log.warning("sweep.queue_unavailable", pending=len(event_ids) - requeued, error=str(error))
                 break
             with transaction(self._new_session) as session:
-                store.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=EventStatus.UNFINISHED)
+                store.inbox.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=UNFINISHED)
             requeued += 1
         if requeued:
             log.info("sweep.requeued", count=requeued)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from . import store
 from .db import SessionFactory, transaction
@@ -10,15 +11,20 @@ from .errors import QueueUnavailable
 from .events import HANDLED_TYPES, InboundEvent, parse_event
 from .logs import get_logger
 from .models import EventStatus
-from .ports import Clock, JobQueue
-from .stripe_gateway import WebhookVerifier
+from .ports import Clock, JobQueue, WebhookVerifier
 
 log = get_logger(__name__)
 
 
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"  # stored, to be processed
+    DUPLICATE = "duplicate"  # already in the inbox: Stripe delivered it again
+    IGNORED = "ignored"  # stored as ignored, with the reason (another type, mode or no customer)
+
+
 @dataclass(frozen=True)
 class Acceptance:
-    status: str  # accepted | duplicate | ignored
+    status: Verdict
     event_id: str
     reason: str | None = None
     queued: bool = False
@@ -50,18 +56,20 @@ class Receiver:
         now = self._clock()
         with transaction(self._new_session) as session:
             status = EventStatus.IGNORED if reason else EventStatus.RECEIVED
-            stored = store.insert_event_if_new(session, event, status, reason, now)
+            stored = store.inbox.insert_event_if_new(session, event, status, reason, now)
             if stored and not reason and event.customer_id:
-                store.set_customer_seq(session, event.id, store.advance_customer_seq(session, event.customer_id))
+                store.inbox.set_customer_seq(
+                    session, event.id, store.access.advance_customer_seq(session, event.customer_id)
+                )
         if not stored:
             log.info("webhook.duplicate", event_id=event.id, type=event.type)
-            return Acceptance("duplicate", event.id)
+            return Acceptance(Verdict.DUPLICATE, event.id)
         if reason:
             log.info("webhook.ignored", event_id=event.id, type=event.type, reason=reason)
-            return Acceptance("ignored", event.id, reason)
+            return Acceptance(Verdict.IGNORED, event.id, reason)
         queued = self.enqueue(event.id)
         log.info("webhook.accepted", event_id=event.id, type=event.type, customer=event.customer_id, queued=queued)
-        return Acceptance("accepted", event.id, queued=queued)
+        return Acceptance(Verdict.ACCEPTED, event.id, queued=queued)
 
     def enqueue(self, event_id: str) -> bool:
         try:
@@ -72,7 +80,9 @@ class Receiver:
             return False
         with transaction(self._new_session) as session:
             # Only from received: a fast worker may already have moved it on.
-            store.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=[EventStatus.RECEIVED])
+            store.inbox.set_status(
+                session, event_id, EventStatus.QUEUED, self._clock(), only_from=[EventStatus.RECEIVED]
+            )
         return True
 
     def reason_to_ignore(self, event: InboundEvent) -> str | None:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from . import store, store_ops
+from . import store
 from .db import SessionFactory, transaction
 from .errors import InvalidWebhook
 from .events import event_from_payload
 from .logs import get_logger
-from .models import EventStatus
-from .ports import Clock
-from .receiving import Receiver
-from .recovery import RECEIVED_GRACE
-from .store_ops import EventFilter
+from .models import UNFINISHED, EventStatus
+from .ports import Clock, Sleep, StuckRule
+from .receive import Receiver
+from .store.inbox import EventFilter
 
 log = get_logger(__name__)
 
@@ -72,41 +71,40 @@ def _summary(row: Any) -> EventSummary:
     )
 
 
-class InboxOps:
+class Inbox:
     def __init__(
         self,
         new_session: SessionFactory,
         receiver: Receiver,
         clock: Clock,
-        stuck_after: timedelta,
-        sleep: Callable[[float], None] = time.sleep,
+        stuck: StuckRule,
+        sleep: Sleep = time.sleep,
     ) -> None:
         self._new_session = new_session
         self._receiver = receiver
         self._clock = clock
-        self._stuck_after = stuck_after
+        self._stuck = stuck
         self._sleep = sleep
 
     def list_events(self, where: EventFilter) -> list[EventSummary]:
         """Inbox rows, newest first; status "stuck" means what the sweep would hand to a worker again."""
-        stuck = store.stuck_clause(self._clock(), RECEIVED_GRACE, self._stuck_after)
         with self._new_session() as session:
-            return [_summary(row) for row in store_ops.find_events(session, where, stuck)]
+            return [_summary(row) for row in store.inbox.find_events(session, where, self._clock(), self._stuck)]
 
     def show_event(self, event_id: str) -> EventDetail | None:
         with self._new_session() as session:
-            row = store.get_event(session, event_id)
+            row = store.inbox.get_event(session, event_id)
             if row is None:
                 return None
             attempts = [
                 AttemptRecord(a.started_at, a.finished_at, a.outcome, a.error)
-                for a in store_ops.attempts_of(session, event_id)
+                for a in store.inbox.attempts_of(session, event_id)
             ]
             return EventDetail(_summary(row), row.payload, row.processed_at, attempts)
 
     def failed_event_ids(self, since: datetime | None, event_type: str | None) -> list[str]:
         with self._new_session() as session:
-            return store_ops.failed_event_ids(session, since, event_type)
+            return store.inbox.failed_event_ids(session, since, event_type)
 
     def replay(self, event_ids: Sequence[str], *, dry_run: bool = False) -> ReplayReport:
         """Put events back through processing, the same way as a webhook: reopen, commit, then enqueue.
@@ -117,7 +115,7 @@ class InboxOps:
         """
         report = ReplayReport()
         with self._new_session() as session:
-            rows = store_ops.events_by_id(session, list(event_ids))
+            rows = store.inbox.events_by_id(session, list(event_ids))
         for event_id in dict.fromkeys(event_ids):
             row = rows.get(event_id)
             if row is None:
@@ -145,7 +143,7 @@ class InboxOps:
 
     def _reopen_and_enqueue(self, event_id: str, report: ReplayReport, *, was_ignored: bool) -> None:
         with transaction(self._new_session) as session:
-            reopened = store_ops.reopen_event(session, event_id, self._clock(), was_ignored=was_ignored)
+            reopened = store.inbox.reopen_event(session, event_id, self._clock(), was_ignored=was_ignored)
         if not reopened:
             report.skipped[event_id] = "its status changed meanwhile; try again"
         elif self._receiver.enqueue(event_id):
@@ -158,8 +156,8 @@ class InboxOps:
         deadline = time.monotonic() + timeout
         while True:
             with self._new_session() as session:
-                rows = store_ops.events_by_id(session, list(event_ids))
-            unfinished = [row for row in rows.values() if row.status in EventStatus.UNFINISHED]
+                rows = store.inbox.events_by_id(session, list(event_ids))
+            unfinished = [row for row in rows.values() if row.status in UNFINISHED]
             if not unfinished or time.monotonic() >= deadline:
                 return [_summary(rows[event_id]) for event_id in event_ids if event_id in rows]
             self._sleep(poll)

@@ -1,0 +1,22 @@
+"""What every store module needs from SQLAlchemy beyond plain statements."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import CursorResult
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ..models import Base
+
+
+def upsert(session: Session, entity: type[Base]) -> Any:
+    """An INSERT that can say ON CONFLICT, in the dialect of the session's database (PostgreSQL or SQLite)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(entity)
+
+
+def rows_changed(session: Session, statement: Any) -> int:
+    """How many rows an UPDATE or DELETE touched (reliable for those on every driver we use)."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount

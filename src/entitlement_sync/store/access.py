@@ -1,0 +1,160 @@
+"""The access table (`entitlements`), its history (`access_changes`) and the per-customer ordering that guards
+it (`customer_sync_state`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, delete, exists, select, update
+from sqlalchemy.orm import Session
+
+from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
+from ..ports import ActiveEntitlement
+from ._sql import rows_changed, upsert
+
+# --- ordering: one sequence per customer -----------------------------------------------------------------
+
+
+def advance_customer_seq(session: Session, customer_id: str) -> int:
+    """Bump and return the customer's sequence; the row lock orders concurrent bumps by commit."""
+    statement = (
+        upsert(session, CustomerSyncState)
+        .values(customer_id=customer_id, seq=1, applied_seq=0)
+        .on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq + 1})
+        .returning(CustomerSyncState.seq)
+    )
+    return int(session.execute(statement).scalar_one())
+
+
+def applied_seq(session: Session, customer_id: str) -> int:
+    value = session.scalar(select(CustomerSyncState.applied_seq).where(CustomerSyncState.customer_id == customer_id))
+    return int(value or 0)
+
+
+def claim_apply(session: Session, customer_id: str, ticket: int, now: datetime) -> bool:
+    """Take the right to write this customer's rows; False when a fetch that started later already wrote them.
+
+    The UPDATE locks the row, so a concurrent applier waits here and then sees the newer applied_seq.
+    """
+    statement = (
+        update(CustomerSyncState)
+        .where(CustomerSyncState.customer_id == customer_id, CustomerSyncState.applied_seq < ticket)
+        .values(applied_seq=ticket, synced_at=now)
+    )
+    return rows_changed(session, statement) == 1
+
+
+# --- the rows --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessDiff:
+    granted: list[ActiveEntitlement]
+    revoked: list[Entitlement]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.granted or self.revoked)
+
+
+def diff_entitlements(current: Sequence[Entitlement], fetched: Sequence[ActiveEntitlement]) -> AccessDiff:
+    """What replacing `current` with `fetched` grants and revokes; the one diff for a sync and its dry run."""
+    have = {row.feature_id for row in current}
+    wanted = {item.feature_id: item for item in fetched}
+    return AccessDiff(
+        granted=[item for feature, item in wanted.items() if feature not in have],
+        revoked=[row for row in current if row.feature_id not in wanted],
+    )
+
+
+def replace_entitlements(
+    session: Session,
+    customer_id: str,
+    fetched: Sequence[ActiveEntitlement],
+    event_id: str | None,
+    now: datetime,
+) -> AccessDiff:
+    """Make the customer's rows exactly `fetched`, and write each grant and revoke to the history."""
+    current = {row.feature_id: row for row in entitlements_of(session, customer_id)}
+    diff = diff_entitlements(list(current.values()), fetched)
+    if diff.revoked:
+        session.execute(
+            delete(Entitlement).where(
+                Entitlement.customer_id == customer_id,
+                Entitlement.feature_id.in_([row.feature_id for row in diff.revoked]),
+            )
+        )
+    for item in fetched:  # a kept feature whose key or entitlement id moved on (key reuse after archiving)
+        row = current.get(item.feature_id)
+        if row is not None and (row.lookup_key, row.entitlement_id) != (item.lookup_key, item.id):
+            row.lookup_key, row.entitlement_id = item.lookup_key, item.id
+    session.add_all(
+        Entitlement(
+            customer_id=customer_id,
+            feature_id=item.feature_id,
+            lookup_key=item.lookup_key,
+            entitlement_id=item.id,
+            granted_at=now,
+        )
+        for item in diff.granted
+    )
+    history = [(item.feature_id, item.lookup_key, AccessChangeKind.GRANTED) for item in diff.granted]
+    history += [(row.feature_id, row.lookup_key, AccessChangeKind.REVOKED) for row in diff.revoked]
+    session.add_all(
+        AccessChange(
+            customer_id=customer_id,
+            feature_id=feature_id,
+            lookup_key=lookup_key,
+            change=change,
+            changed_at=now,
+            event_id=event_id,
+        )
+        for feature_id, lookup_key, change in history
+    )
+    return diff
+
+
+def entitlements_of(session: Session, customer_id: str) -> list[Entitlement]:
+    statement = select(Entitlement).where(Entitlement.customer_id == customer_id)
+    return list(session.scalars(statement.order_by(Entitlement.lookup_key, Entitlement.feature_id)))
+
+
+def history_of(session: Session, customer_id: str, limit: int) -> list[AccessChange]:
+    statement = select(AccessChange).where(AccessChange.customer_id == customer_id)
+    newest_first = statement.order_by(AccessChange.changed_at.desc(), AccessChange.id.desc())
+    return list(session.scalars(newest_first.limit(limit)))
+
+
+# --- the read path ---------------------------------------------------------------------------------------
+# It runs on a plain Connection with statements built once: services call it on their hot path, and skipping
+# the ORM's unit of work and statement construction makes a lookup several times cheaper.
+
+_SYNCED_AT = (
+    select(CustomerSyncState.synced_at).where(CustomerSyncState.customer_id == bindparam("customer")).scalar_subquery()
+)
+_ACCESS_TO = select(
+    exists().where(Entitlement.customer_id == bindparam("customer"), Entitlement.lookup_key == bindparam("key")),
+    _SYNCED_AT,
+)
+_GRANTED_ROWS = (
+    select(Entitlement.lookup_key, Entitlement.feature_id, Entitlement.entitlement_id, Entitlement.granted_at)
+    .where(Entitlement.customer_id == bindparam("customer"))
+    .order_by(Entitlement.lookup_key, Entitlement.feature_id)
+)
+
+
+def granted_rows(connection: Connection, customer_id: str) -> list[tuple[str, str, str, datetime]]:
+    rows = connection.execute(_GRANTED_ROWS, {"customer": customer_id})
+    return [(lookup_key, feature, entitlement, granted_at) for lookup_key, feature, entitlement, granted_at in rows]
+
+
+def access_to(connection: Connection, customer_id: str, lookup_key: str) -> tuple[bool, datetime | None]:
+    """Whether the customer holds the lookup key, and when they were last synced, in one round trip."""
+    granted, synced = connection.execute(_ACCESS_TO, {"customer": customer_id, "key": lookup_key}).one()
+    return bool(granted), synced
+
+
+def synced_at(connection: Connection | Session, customer_id: str) -> datetime | None:
+    return connection.scalar(select(_SYNCED_AT), {"customer": customer_id})
