@@ -11,15 +11,17 @@ from datetime import timedelta
 import dramatiq
 from sqlalchemy import Engine
 
+from . import store
 from .access import AccessReader
 from .backfill import Backfiller
 from .catalog import Catalog
-from .db import SessionFactory, create_db_engine, session_factory
+from .db import SessionFactory, create_db_engine, session_factory, transaction
 from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
 from .pacing import LazyPacer, build_pacer
 from .ports import Clock, EntitlementSource, Pacer, StuckRule
+from .prune import Pruner
 from .receive import Receiver
 from .reconcile import Reconciler
 from .settings import Settings
@@ -28,8 +30,11 @@ from .sweep import Sweeper
 from .sync import Syncer
 from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event
 
+# How often each worker process folds the event counts and checks whether today's prune has run.
+UPKEEP_INTERVAL_SECONDS = 300
 
-@dataclass
+
+@dataclass(repr=False)
 class Container:
     settings: Settings
     engine: Engine
@@ -47,12 +52,25 @@ class Container:
     backfiller: Backfiller
     reconciler: Reconciler
     catalog: Catalog
+    pruner: Pruner
+
+    def __repr__(self) -> str:
+        # The parts hold clients built from secrets; Settings' own repr is the redacted one.
+        return f"Container(settings={self.settings!r})"
 
     def enable_sweep(self) -> None:
-        """Make every worker of this broker sweep unfinished events at start-up and periodically."""
+        """Make every worker of this broker sweep unfinished events at start-up and periodically, and do
+        the upkeep: fold the event counts, prune the inbox once a day when INBOX_RETENTION_DAYS is set."""
         self.broker.add_middleware(
             SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds)
         )
+        self.broker.add_middleware(SweepMiddleware(self.upkeep, UPKEEP_INTERVAL_SECONDS, name="upkeep"))
+
+    def upkeep(self) -> None:
+        with transaction(self.new_session) as session:
+            store.counts.fold_event_counts(session)
+        if self.settings.inbox_retention_days is not None:
+            self.pruner.prune_if_due(self.settings.inbox_retention_days)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -104,4 +122,5 @@ def bootstrap(
         backfiller=Backfiller(new_session, gateway, receiver, clock),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for),
         catalog=Catalog(new_session, gateway, clock),
+        pruner=Pruner(new_session, clock),
     )

@@ -8,7 +8,7 @@ from enum import StrEnum
 from . import store
 from .db import SessionFactory, transaction
 from .errors import QueueUnavailable
-from .events import HANDLED_TYPES, InboundEvent, parse_event
+from .events import HANDLED_TYPES, InboundEvent, envelope_only, parse_event
 from .logs import get_logger
 from .models import EventStatus
 from .ports import Clock, JobQueue, WebhookVerifier
@@ -56,7 +56,8 @@ class Receiver:
         now = self._clock()
         with transaction(self._new_session) as session:
             status = EventStatus.IGNORED if reason else EventStatus.RECEIVED
-            stored = store.inbox.insert_event_if_new(session, event, status, reason, now)
+            kept = envelope_only(event) if reason else event
+            stored = store.inbox.insert_event_if_new(session, kept, status, reason, now)
             if stored and not reason and event.customer_id:
                 store.inbox.set_customer_seq(
                     session, event.id, store.access.advance_customer_seq(session, event.customer_id)

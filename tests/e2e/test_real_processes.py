@@ -41,7 +41,7 @@ def test_webhooks_flow_through_real_processes_into_the_read_api(service, simulat
     assert service.deliver(json.dumps(cancel).encode()).json()["status"] == "accepted"
     wait_until(lambda: granted(service, customers[0]) == set(), 60, "the cancellation to revoke access")
     assert service.entitlements(customers[0])["synced_at"] is not None
-    assert service.http.get(f"{service.url}/readyz", timeout=5).json()["checks"] == {
+    assert service.http.get(f"{service.internal_url}/readyz", timeout=5).json()["checks"] == {
         "database": "ok",
         "broker": "ok",
     }

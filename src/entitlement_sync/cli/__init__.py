@@ -14,6 +14,7 @@ from .access import access
 from .demo import demo
 from .events import events
 from .features import features
+from .retention import prune_events
 from .run import db, dev, serve, worker
 from .sync import sync
 
@@ -36,3 +37,4 @@ def main() -> None:
 
 for command in (db, serve, worker, dev, demo, events, sync, features, access):
     main.add_command(command)
+events.add_command(prune_events)
