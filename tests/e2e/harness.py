@@ -127,11 +127,10 @@ class Service:
             capture_output=True,
         )
 
-    def start_web(self, workers: int = 2, threads: int | None = None) -> None:
+    def start_web(self, workers: int = 2, *options: str) -> None:
         """`entitlement-sync serve`, as the Procfile runs it (it execs gunicorn), on both ports."""
         arguments = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        arguments += ["--internal-port", str(self.internal_port), "--workers", str(workers)]
-        arguments += ["--threads", str(threads)] if threads else []
+        arguments += ["--internal-port", str(self.internal_port), "--workers", str(workers), *options]
         self.web = ManagedProcess(
             "web", ["entitlement_sync.cli", *arguments], self.environment.variables(), self.log_dir
         )

@@ -46,14 +46,17 @@ def db_upgrade(revision: str) -> None:
 )
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 @click.option("--threads", default=8, show_default=True, type=int, help="threads per worker process")
-def serve(host: str, port: int, internal_port: int, workers: int, threads: int) -> None:
+@click.option("--body-timeout", default=10.0, show_default=True, type=float, help="seconds to receive a body")
+def serve(host: str, port: int, internal_port: int, workers: int, threads: int, body_timeout: float) -> None:
     """Run the webhook receiver (public port) and the read API (internal port) under gunicorn."""
     if port == internal_port:
         raise click.UsageError("--port and --internal-port must differ: the internal one is never public")
-    _exec("gunicorn", gunicorn_arguments(host, port, internal_port, workers, threads))
+    _exec("gunicorn", gunicorn_arguments(host, port, internal_port, workers, threads, body_timeout))
 
 
-def gunicorn_arguments(host: str, port: int, internal_port: int, workers: int, threads: int) -> list[str]:
+def gunicorn_arguments(
+    host: str, port: int, internal_port: int, workers: int, threads: int, body_timeout: float = 10.0
+) -> list[str]:
     # Threaded workers: a client that sends slowly holds one thread, not a whole process (see
     # docs/runbook.md for the measurements); the app bounds body reads (web/serving.py).
     return [
@@ -62,7 +65,7 @@ def gunicorn_arguments(host: str, port: int, internal_port: int, workers: int, t
         *("--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5"),
         *("--limit-request-line", "4094", "--limit-request-fields", "50"),
         *("--access-logfile", "-"),
-        f"entitlement_sync.web.serving:serve_app(internal_port={internal_port})",
+        f"entitlement_sync.web.serving:serve_app(internal_port={internal_port}, body_read_seconds={body_timeout})",
     ]
 
 

@@ -1,20 +1,17 @@
 """What gunicorn runs: one container per process, the public and the internal app on their own ports, and
-a deadline on reading request bodies so that a slow client cannot hold a thread for long.
+a deadline on reading request bodies so that a slow client cannot hold a thread for long (slow_clients.py).
 
 `gunicorn 'entitlement_sync.web.serving:serve_app(internal_port=8001)' --bind :8000 --bind :8001`
 """
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-from werkzeug.exceptions import RequestTimeout
+from typing import TYPE_CHECKING
 
 from ..bootstrap import bootstrap
 from ..logs import configure_logging
+from .slow_clients import BodyDeadline
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -57,52 +54,3 @@ def _local_port(environ: WSGIEnvironment) -> int:
         return int(connection.getsockname()[1]) if connection is not None else 0
     except (OSError, IndexError, TypeError, ValueError):
         return 0
-
-
-class BodyDeadline:
-    """Bounds the time spent reading a request body, in total: each read may wait only for what is left.
-
-    With threaded workers a client trickling its body holds one thread, not the process; this deadline
-    gives the thread back (408) after `seconds`.
-    """
-
-    def __init__(self, app: WSGIApplication, seconds: float) -> None:
-        self._app = app
-        self._seconds = seconds
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        connection = environ.get("gunicorn.socket")
-        if connection is not None and "wsgi.input" in environ:
-            deadline = time.monotonic() + self._seconds
-            environ["wsgi.input"] = _DeadlineReader(environ["wsgi.input"], connection, deadline)
-        return self._app(environ, start_response)
-
-
-class BodyTooSlow(RequestTimeout):
-    description = "request body not received in time"
-
-
-class _DeadlineReader:
-    def __init__(self, stream: Any, connection: socket.socket, deadline: float) -> None:
-        self._stream = stream
-        self._connection = connection
-        self._deadline = deadline
-
-    def read(self, size: int = -1) -> bytes:
-        return self._within_deadline(self._stream.read, size)
-
-    def readline(self, size: int = -1) -> bytes:
-        return self._within_deadline(self._stream.readline, size)
-
-    def _within_deadline(self, read: Any, size: int) -> bytes:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise BodyTooSlow()
-        self._connection.settimeout(left)
-        try:
-            data: bytes = read(size)
-        except TimeoutError as error:
-            raise BodyTooSlow() from error
-        finally:
-            self._connection.settimeout(None)
-        return data
