@@ -61,9 +61,7 @@ def test_the_timestamp_is_read_exactly_as_stripe_reads_it(parts):
     try:
         expected, _ = stripe.WebhookSignature._get_timestamp_and_signatures(header, "v1")
     except Exception:
-        with pytest.raises(Exception):  # noqa: B017  (Stripe refuses such a header; so would verification)
-            signed_timestamp(header)
-        return
+        return  # Stripe refuses the header, so verification does and the timestamp is never read
     assert signed_timestamp(header) == expected
 
 
