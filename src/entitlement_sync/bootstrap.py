@@ -28,7 +28,7 @@ from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
-from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event
+from .tasks import DramatiqQueue, SweepMiddleware, UpkeepMiddleware, build_redis_broker, declare_process_event
 
 # How often each worker process folds the event counts and checks whether today's prune has run.
 UPKEEP_INTERVAL_SECONDS = 300
@@ -64,7 +64,7 @@ class Container:
         self.broker.add_middleware(
             SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds)
         )
-        self.broker.add_middleware(SweepMiddleware(self.upkeep, UPKEEP_INTERVAL_SECONDS, name="upkeep"))
+        self.broker.add_middleware(UpkeepMiddleware(self.upkeep, UPKEEP_INTERVAL_SECONDS, name="upkeep"))
 
     def upkeep(self) -> None:
         with transaction(self.new_session) as session:

@@ -117,6 +117,11 @@ class SweepMiddleware(Middleware):
                 return
 
 
+class UpkeepMiddleware(SweepMiddleware):
+    """The workers' upkeep (folding the event counts, the daily prune), on a thread of its own. A type of its
+    own too: Dramatiq warns about two middlewares of one type."""
+
+
 def start_in_process_worker(broker: dramatiq.Broker, threads: int = 2) -> dramatiq.Worker:
     """A worker inside the current process, for `entitlement-sync dev` and tests."""
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
