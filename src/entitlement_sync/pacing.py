@@ -60,6 +60,11 @@ class LocalPacer:
         if slot > now:
             self._sleep(slot - now)
 
+    def count_sent(self) -> None:
+        """A request left just now through another pacer: the next slot here is one interval after it."""
+        with self._lock:
+            self._next_free = max(self._next_free, self._clock() + self._interval)
+
 
 class RedisPacer:
     shared = True
@@ -88,6 +93,8 @@ class RedisPacer:
             return
         if wait > 0:
             self._sleep(wait)
+        # Should Redis go away, the fallback's first slot must not land on top of the one Redis just gave.
+        self._fallback.count_sent()
 
 
 class LazyPacer:

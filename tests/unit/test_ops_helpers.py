@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 import pytest
+import redis
 
 from entitlement_sync.backfill import retention_warning
 from entitlement_sync.cli._common import parse_since
@@ -51,6 +52,14 @@ def test_the_redis_pacer_waits_for_the_slot_redis_reserved():
     pacer()
     pacer()
     assert time.slept == [0.25]
+
+
+def test_when_redis_goes_away_the_redis_pacer_keeps_pacing_this_process_alone():
+    time = VirtualTime()
+    gone = ScriptedRedis(["0.000000", *[redis.ConnectionError("Connection refused")] * 25])
+    moments = paced_moments(RedisPacer(gone, "pacer", 10, clock=time.now, sleep=time.sleep), time, 26)
+    assert busiest_second(moments) <= 10
+    assert time.slept == [pytest.approx(1 / (10 * HEADROOM))] * 25  # the first one too: Redis's slot was just used
 
 
 def test_retries_stripe_unavailable_with_doubling_pauses_then_gives_up():
