@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import responses
 
+from entitlement_sync.errors import QueueUnavailable
 from entitlement_sync.ports import ActiveEntitlement
 from entitlement_sync.testing import FakeStripe
 
@@ -34,6 +35,19 @@ def stripe_over_responses(fake: FakeStripe) -> Iterator[responses.RequestsMock]:
         for method in (responses.GET, responses.POST, responses.DELETE):
             mock.add_callback(method, STRIPE_API, callback=answer)
         yield mock
+
+
+class BrokerDown:
+    """A JobQueue whose broker does not answer: every call raises QueueUnavailable with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def enqueue_event(self, event_id: str) -> None:
+        raise QueueUnavailable(self.reason)
+
+    def ping(self) -> None:
+        raise QueueUnavailable(self.reason)
 
 
 class GatedSource:
