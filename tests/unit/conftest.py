@@ -11,9 +11,6 @@ from typing import Any
 
 import pytest
 
-# The simulator's own tests are moving to tests/integration (issue 7); until then they are let through.
-NOT_YET_MOVED = "test_simulator"
-
 
 def refuse(what: str) -> Callable[..., Any]:
     def refused(*args: Any, **kwargs: Any) -> Any:
@@ -23,9 +20,7 @@ def refuse(what: str) -> Callable[..., Any]:
 
 
 @pytest.fixture(autouse=True)
-def no_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.module.__name__.rpartition(".")[2].startswith(NOT_YET_MOVED):
-        return
+def no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", refuse("open a connection"))
     monkeypatch.setattr(socket.socket, "connect_ex", refuse("open a connection"))
     monkeypatch.setattr(socket.socket, "bind", refuse("listen on a socket"))
