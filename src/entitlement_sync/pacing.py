@@ -14,9 +14,11 @@ from typing import TypeVar
 
 import redis
 
+from .breaker import CircuitBreaker
 from .errors import StripeUnavailable
 from .logs import get_logger
 from .ports import Pacer
+from .redis_client import redis_client
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -64,20 +66,27 @@ class LocalPacer:
 class RedisPacer:
     shared = True
 
-    def __init__(self, client: redis.Redis, key: str, rate: float) -> None:
+    def __init__(self, client: redis.Redis, key: str, rate: float, breaker: CircuitBreaker | None = None) -> None:
         self.rate = rate
         self._interval = 1.0 / (rate * HEADROOM)
         self._key = key
         self._reserve = client.register_script(_RESERVE_SLOT)
         self._fallback = LocalPacer(rate)
+        # A Redis that hangs would cost every Stripe call its socket timeout: after one, skip Redis a while.
+        self._breaker = breaker or CircuitBreaker(5.0)
 
     def __call__(self) -> None:
+        if not self._breaker.allows():
+            self._fallback()
+            return
         try:
             wait = float(self._reserve(keys=[self._key], args=[f"{self._interval:.6f}"]))
         except (redis.RedisError, OSError):
             # Redis went away after start-up: keep this process under the rate on its own, and keep syncing.
+            self._breaker.failed()
             self._fallback()
             return
+        self._breaker.succeeded()
         if wait > 0:
             time.sleep(wait)
 
@@ -101,11 +110,11 @@ class LazyPacer:
         self._pacer()
 
 
-def build_pacer(redis_url: str | None, key: str, rate: float) -> Pacer:
+def build_pacer(redis_url: str | None, key: str, rate: float, timeout_seconds: float = 2.0) -> Pacer:
     """A Redis-shared pacer when Redis answers, else one for this process only."""
     if redis_url:
         try:
-            client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+            client = redis_client(redis_url, socket_timeout=timeout_seconds, connect_timeout=timeout_seconds)
             client.ping()
             return RedisPacer(client, key, rate)
         except (redis.RedisError, OSError) as error:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from . import store
+from .breaker import CircuitBreaker
 from .db import SessionFactory, transaction
 from .errors import QueueUnavailable
 from .events import HANDLED_TYPES, InboundEvent, parse_event
@@ -38,12 +39,16 @@ class Receiver:
         queue: JobQueue,
         clock: Clock,
         livemode: bool | None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._new_session = new_session
         self._verifier = verifier
         self._queue = queue
         self._clock = clock
         self._livemode = livemode
+        # Per process: after a broker failure, skip the broker a few seconds rather than make every webhook
+        # wait out its timeout; the events stay `received`, and the sweep enqueues them.
+        self._breaker = breaker or CircuitBreaker(0)
 
     def accept_webhook(self, body: bytes, signature: str | None) -> Acceptance:
         """Raises InvalidWebhook (nothing stored) or StorageUnavailable (Stripe should retry)."""
@@ -72,12 +77,17 @@ class Receiver:
         return Acceptance(Verdict.ACCEPTED, event.id, queued=queued)
 
     def enqueue(self, event_id: str) -> bool:
+        if not self._breaker.allows():
+            log.info("queue.skipped", event_id=event_id, reason="broker failed recently; left for the sweep")
+            return False
         try:
             self._queue.enqueue_event(event_id)
         except QueueUnavailable as error:
             # The event is committed: the worker's sweep enqueues it once the broker is back.
+            self._breaker.failed()
             log.warning("queue.unavailable", event_id=event_id, error=str(error))
             return False
+        self._breaker.succeeded()
         with transaction(self._new_session) as session:
             # Only from received: a fast worker may already have moved it on.
             store.inbox.set_status(
