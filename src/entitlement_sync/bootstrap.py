@@ -87,8 +87,15 @@ def bootstrap(
     syncer = Syncer(new_session, stripe, clock)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
-    breaker = CircuitBreaker(settings.broker_breaker_seconds)
-    receiver = Receiver(new_session, verifier, queue, clock, settings.livemode, breaker)
+    receiver = Receiver(
+        new_session,
+        verifier,
+        queue,
+        clock,
+        settings.livemode,
+        CircuitBreaker(settings.broker_breaker_seconds),
+        CircuitBreaker(settings.database_breaker_seconds),
+    )
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),

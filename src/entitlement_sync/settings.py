@@ -45,6 +45,8 @@ class Settings:
     # that does not answer (frozen, or gone behind a silent network) has its connection cut a moment later.
     database_statement_timeout_seconds: float = 3.0
     database_connect_timeout_seconds: int = 3
+    # After a database failure the receiver answers 503 at once this long (Stripe delivers again later).
+    database_breaker_seconds: float = 2.0
     # The threads that use the database at once in one process: each process's pool is sized from them.
     web_threads: int = 1  # gunicorn threads per worker process (sync workers: 1)
     worker_threads: int = 4  # `dramatiq --threads`, set by `entitlement-sync worker`
@@ -93,6 +95,7 @@ class Settings:
             database_connect_timeout_seconds=int(
                 number("DATABASE_CONNECT_TIMEOUT_SECONDS", defaults.database_connect_timeout_seconds)
             ),
+            database_breaker_seconds=number("DATABASE_BREAKER_SECONDS", defaults.database_breaker_seconds),
             web_threads=int(number("WEB_THREADS", defaults.web_threads)),
             worker_threads=int(number("WORKER_THREADS", defaults.worker_threads)),
         )

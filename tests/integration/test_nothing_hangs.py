@@ -18,6 +18,7 @@ from entitlement_sync.ports import StuckRule
 from entitlement_sync.receive import Receiver
 from entitlement_sync.stripe_gateway import WebhookVerifier
 from entitlement_sync.sweep import Sweeper
+from entitlement_sync.tasks import build_stub_broker
 from entitlement_sync.testing import active_entitlement, summary_event
 from tests.conftest import TEST_DATABASE_URL, WEBHOOK_SECRET, settle, stored_event
 
@@ -135,3 +136,30 @@ def test_postgresql_cancels_a_statement_past_the_statement_timeout(settings, bro
     with transaction(quick.new_session) as session:  # the connection survived the cancel
         assert session.scalar(text("SELECT 1")) == 1
     quick.close()
+
+
+def test_after_a_database_failure_the_receiver_answers_503_at_once_then_probes(settings, tmp_path):
+    down_url = (
+        "postgresql+psycopg://postgres@127.0.0.1:1/test"
+        if settings.database_url.startswith("postgresql")
+        else f"sqlite:///{tmp_path}/no/such/dir/db.sqlite"
+    )
+    down = bootstrap(replace(settings, database_url=down_url), broker=build_stub_broker())
+    opened: list[int] = []
+
+    def counting_sessions():  # type: ignore[no-untyped-def]
+        opened.append(1)
+        return down.new_session()
+
+    clock = Clock()
+    verifier, breaker = WebhookVerifier((WEBHOOK_SECRET,)), CircuitBreaker(2, clock)
+    receiver = Receiver(counting_sessions, verifier, FlakyQueue(), utcnow, None, None, breaker)
+    for _ in range(3):
+        with pytest.raises(StorageUnavailable):
+            receiver.accept_event(parse_event(an_event("cus_1")))
+    assert len(opened) == 1  # the second and third were told at once, without waiting on the database
+    clock.now = 2.0
+    with pytest.raises(StorageUnavailable):
+        receiver.accept_event(parse_event(an_event("cus_1")))
+    assert len(opened) == 2  # the probe
+    down.close()

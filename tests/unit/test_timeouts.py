@@ -15,6 +15,7 @@ ENV = {
     "BROKER_BREAKER_SECONDS": "9",
     "DATABASE_STATEMENT_TIMEOUT_SECONDS": "2.5",
     "DATABASE_CONNECT_TIMEOUT_SECONDS": "4",
+    "DATABASE_BREAKER_SECONDS": "1.5",
     "WEB_THREADS": "8",
     "WORKER_THREADS": "6",
 }
@@ -25,6 +26,7 @@ def test_the_timeouts_are_read_from_the_environment():
     assert (settings.redis_timeout_seconds, settings.redis_connect_timeout_seconds) == (0.7, 0.4)
     assert settings.broker_breaker_seconds == 9
     assert (settings.database_statement_timeout_seconds, settings.database_connect_timeout_seconds) == (2.5, 4)
+    assert settings.database_breaker_seconds == 1.5
     assert (settings.web_threads, settings.worker_threads) == (8, 6)
 
 
