@@ -69,6 +69,12 @@ class Reader:
             time.sleep(0.05)
 
 
+def answers_since(run, first: int) -> tuple[dict[int, int], float]:  # type: ignore[no-untyped-def]
+    """(HTTP statuses, slowest answer in s) of the deliveries made since the `first`-th."""
+    since = list(run.sender.deliveries)[first:]
+    return dict(Counter(record.status for record in since)), round(max((r.seconds for r in since), default=0.0), 2)
+
+
 def starter(launch: Callable[..., Service], services: list[Service], **extra: str) -> Callable[[str], str]:
     def start_on(stripe_url: str) -> str:
         service = launch(stripe_url, **SETTINGS, **extra)
@@ -86,31 +92,30 @@ def test_redis_frozen_mid_run_webhooks_answered_2xx_reads_unaffected_and_all_con
     services: list[Service] = []
     try:
         with scenario(200, seed=8, sender_url=starter(launch, services, redis_url=redis_server.url)) as run:
-            for index, batch in enumerate(run.workload.batches(changes=350, batch_size=50)):
+            for index in run.workload.rounds(changes=350, events_per_round=50):
                 if index == 3:
-                    run.sender.throttle(max_pending=0)
+                    run.throttle(max_pending=0)
                     redis_server.freeze()
-                    frozen_at, before = time.monotonic(), run.sender.stats.deliveries
-                    answered_before = Counter(run.sender.stats.http_statuses)
-                    run.sender.stats.slowest_seconds = 0.0  # from here: answers while Redis hangs
+                    frozen_at, before = time.monotonic(), len(run.sender.deliveries)
                     reader = Reader(services[0], run.workload.customers[0])
                 if index == 6:
-                    run.sender.throttle(max_pending=0)
+                    run.throttle(max_pending=0)
                     time.sleep(max(0.0, FROZEN_SECONDS - (time.monotonic() - frozen_at)))
                     reader.stop()
+                    answers, slowest = answers_since(run, before)
                     while_frozen = {
-                        "deliveries while Redis was frozen": run.sender.stats.deliveries - before,
-                        "answers while frozen": dict(run.sender.stats.http_statuses - answered_before),
-                        "slowest webhook answer while frozen s": round(run.sender.stats.slowest_seconds, 2),
+                        "deliveries while Redis was frozen": sum(answers.values()),
+                        "answers while frozen": answers,
+                        "slowest webhook answer while frozen s": slowest,
                         "events left received for the sweep": inspector.count(EventStatus.RECEIVED),
                         "reads while frozen": dict(reader.statuses),
                         "slowest read while frozen s": round(reader.slowest, 2),
                         "frozen seconds": round(time.monotonic() - frozen_at, 1),
                     }
                     redis_server.thaw()
-                run.sender.send(batch)
-                run.sender.throttle(max_pending=50)
-            stats, seconds, snapshot = run.finish(inspector)
+                run.throttle()
+            seconds, snapshot = run.finish(inspector)
+            figures = run.figures(seconds, snapshot)
     finally:
         redis_server.thaw()
         redis_server.stop()
@@ -118,7 +123,7 @@ def test_redis_frozen_mid_run_webhooks_answered_2xx_reads_unaffected_and_all_con
     assert set(while_frozen["reads while frozen"]) == {200}, while_frozen
     assert while_frozen["events left received for the sweep"] > 0
     assert while_frozen["slowest webhook answer while frozen s"] < STRIPE_WEBHOOK_TIMEOUT
-    record("8. Redis frozen (SIGSTOP) mid-run, then SIGCONT", {**run.figures(stats, seconds, snapshot), **while_frozen})
+    record("8. Redis frozen (SIGSTOP) mid-run, then SIGCONT", {**figures, **while_frozen})
 
 
 def test_postgres_frozen_mid_run_webhooks_answered_503_and_nothing_lost(launch):
@@ -128,32 +133,31 @@ def test_postgres_frozen_mid_run_webhooks_answered_503_and_nothing_lost(launch):
     try:
         postgres.start()
         with scenario(200, seed=9, sender_url=starter(launch, services, database_url=postgres.url)) as run:
-            for index, batch in enumerate(run.workload.batches(changes=350, batch_size=50)):
+            for index in run.workload.rounds(changes=350, events_per_round=50):
                 if index == 3:
-                    run.sender.throttle(max_pending=0)
+                    run.throttle(max_pending=0)
                     postgres.freeze()
-                    frozen_at, answered_before = time.monotonic(), Counter(run.sender.stats.http_statuses)
-                    run.sender.stats.slowest_seconds = 0.0  # from here: answers while PostgreSQL hangs
+                    frozen_at, before = time.monotonic(), len(run.sender.deliveries)
                 if index == 5:
                     time.sleep(max(0.0, FROZEN_SECONDS - (time.monotonic() - frozen_at)))
+                    answers, slowest = answers_since(run, before)
                     while_frozen = {
-                        "answers while frozen": dict(run.sender.stats.http_statuses - answered_before),
-                        "slowest webhook answer while frozen s": round(run.sender.stats.slowest_seconds, 2),
+                        "answers while frozen": answers,
+                        "slowest webhook answer while frozen s": slowest,
                         "frozen seconds": round(time.monotonic() - frozen_at, 1),
                     }
                     postgres.thaw()
-                run.sender.send(batch)
                 if not 3 <= index < 5:
-                    run.sender.throttle(max_pending=50)
-            stats, seconds, snapshot = run.finish(inspector)
+                    run.throttle()
+            seconds, snapshot = run.finish(inspector)
+            figures = {**run.figures(seconds, snapshot), **while_frozen}
     finally:
         postgres.thaw()
         inspector.close()
         postgres.remove()
     assert while_frozen["answers while frozen"].get(503, 0) > 0, while_frozen
-    assert set(stats.http_statuses) <= {200, 503}, stats.http_statuses
+    assert set(figures["http"]) <= {200, 503}, figures["http"]
     assert while_frozen["slowest webhook answer while frozen s"] < STRIPE_WEBHOOK_TIMEOUT
-    figures = {**run.figures(stats, seconds, snapshot), **while_frozen}
     record("9. PostgreSQL frozen (SIGSTOP) mid-run, then SIGCONT", figures)
 
 
@@ -161,9 +165,8 @@ def test_web_worker_killed_mid_request_stripe_redelivers_and_all_converges(launc
     services: list[Service] = []
     with scenario(200, seed=10, sender_url=starter(launch, services)) as run:
         kills = 0
-        for index, batch in enumerate(run.workload.batches(changes=350, batch_size=50)):
-            run.sender.send(batch)
-            if index >= 2 and not run.sender.stats.http_statuses[0] and kills < 10:
+        for index in run.workload.rounds(changes=350, events_per_round=50):
+            if index >= 2 and not unanswered(run) and kills < 10:
                 # Deliveries are in flight on every worker: a kill cuts one mid-request (until the sender saw it).
                 time.sleep(0.2)
                 signal_sent = time.monotonic()
@@ -171,15 +174,20 @@ def test_web_worker_killed_mid_request_stripe_redelivers_and_all_converges(launc
                 kills += 1
                 wait_until(lambda: len(services[0].web_worker_pids()) == 4, 30, "gunicorn to replace the worker")
                 respawn = time.monotonic() - signal_sent
-            run.sender.throttle(max_pending=50)
-        stats, seconds, snapshot = run.finish(inspector)
-    assert stats.http_statuses[0] > 0, "no kill landed mid-request"
+            run.throttle()
+        seconds, snapshot = run.finish(inspector)
+        figures = run.figures(seconds, snapshot)
+    assert unanswered(run) > 0, "no kill landed mid-request"
     record(
         "10. a gunicorn worker killed (SIGKILL) mid-request",
         {
-            **run.figures(stats, seconds, snapshot),
+            **figures,
             "workers killed": kills,
-            "deliveries cut without an answer": stats.http_statuses[0],
+            "deliveries cut without an answer": unanswered(run),
             "seconds until gunicorn had 4 workers again": round(respawn, 1),
         },
     )
+
+
+def unanswered(run) -> int:  # type: ignore[no-untyped-def]
+    return sum(record.status == 0 for record in list(run.sender.deliveries))
