@@ -169,10 +169,15 @@ def test_web_worker_killed_mid_request_stripe_redelivers_and_all_converges(launc
             if index >= 2 and not unanswered(run) and kills < 10:
                 # Deliveries are in flight on every worker: a kill cuts one mid-request (until the sender saw it).
                 time.sleep(0.2)
-                signal_sent = time.monotonic()
-                os.kill(services[0].web_worker_pids()[0], signal.SIGKILL)
+                signal_sent, victim = time.monotonic(), services[0].web_worker_pids()[0]
+                os.kill(victim, signal.SIGKILL)
                 kills += 1
-                wait_until(lambda: len(services[0].web_worker_pids()) == 4, 30, "gunicorn to replace the worker")
+
+                def replaced(victim: int = victim) -> bool:  # reaped, and a new worker forked in its place
+                    pids = services[0].web_worker_pids()
+                    return victim not in pids and len(pids) == 4
+
+                wait_until(replaced, 30, "gunicorn to replace the worker")
                 respawn = time.monotonic() - signal_sent
             run.throttle()
         seconds, snapshot = run.finish(inspector)
