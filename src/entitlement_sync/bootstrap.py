@@ -1,12 +1,16 @@
 """The composition root: builds every part from settings. Nothing happens at import time.
 
-Tests call `bootstrap(settings, broker=StubBroker(), stripe=FakeStripe())` to swap in fakes.
+Tests call `bootstrap(settings, broker=StubBroker(), stripe=FakeStripe())` to swap in fakes, and pass `sleep`
+and `monotonic` so that the ops retries and the Stripe pacing never wait for real.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import dramatiq
 from sqlalchemy import Engine
@@ -14,12 +18,13 @@ from sqlalchemy import Engine
 from . import store
 from .access import AccessReader
 from .backfill import Backfiller
+from .breaker import CircuitBreaker
 from .catalog import Catalog
-from .db import SessionFactory, create_db_engine, session_factory, transaction
+from .db import PoolOptions, SessionFactory, create_db_engine, session_factory, transaction
 from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
-from .pacing import LazyPacer, build_pacer
+from .pacing import LazyPacer, build_pacer, with_retries
 from .ports import Clock, EntitlementSource, Pacer, StuckRule
 from .prune import Pruner
 from .receive import Receiver
@@ -82,15 +87,28 @@ def bootstrap(
     broker: dramatiq.Broker | None = None,
     stripe: EntitlementSource | None = None,
     clock: Clock = utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    threads: int = 2,
 ) -> Container:
+    """`threads`: how many threads of this process use the database at once (its pool holds as many)."""
     settings = settings or Settings.from_env()
-    engine = create_db_engine(settings.database_url)
+    engine = create_db_engine(settings.database_url, pool_options(settings, threads))
     new_session = session_factory(engine)
     gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
     broker = broker or build_redis_broker(settings)
 
     def pacer_for(rate: float) -> Pacer:
-        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate)
+        return build_pacer(
+            settings.redis_url,
+            f"{settings.redis_namespace}:stripe-pacer",
+            rate,
+            monotonic,
+            sleep,
+            settings.redis_timeout_seconds,
+        )
+
+    retry = partial(with_retries, sleep=sleep)  # the ops use cases retry Stripe's 429/5xx in-process
 
     if stripe is None:
         # The workers' calls share one budget with `sync all` (the same Redis key), so that together they stay
@@ -100,7 +118,15 @@ def bootstrap(
     syncer = Syncer(new_session, stripe, clock)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
-    receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
+    receiver = Receiver(
+        new_session,
+        verifier,
+        queue,
+        clock,
+        settings.livemode,
+        CircuitBreaker(settings.broker_breaker_seconds),
+        CircuitBreaker(settings.database_breaker_seconds),
+    )
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),
@@ -119,8 +145,16 @@ def bootstrap(
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
-        backfiller=Backfiller(new_session, gateway, receiver, clock),
-        reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for),
-        catalog=Catalog(new_session, gateway, clock),
+        backfiller=Backfiller(new_session, gateway, receiver, clock, retry),
+        reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
+        catalog=Catalog(new_session, gateway, clock, retry),
         pruner=Pruner(new_session, clock),
+    )
+
+
+def pool_options(settings: Settings, threads: int) -> PoolOptions:
+    return PoolOptions(
+        threads=threads,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
     )

@@ -10,7 +10,6 @@ from sqlalchemy import update
 from entitlement_sync.events import event_from_payload
 from entitlement_sync.models import EventStatus, StripeEvent
 from entitlement_sync.testing import event, subscription, summary_event
-from entitlement_sync.testing.shapes import feature
 from tests.conftest import count_events, post_webhook, stored_event
 
 NASTY = {
@@ -57,11 +56,15 @@ def test_an_error_in_the_subscription_mirror_never_blocks_the_access_sync(contai
     assert container.reader.has_access("cus_1", "api_access")
 
 
-def test_features_sync_dry_run_executes_no_write_at_all(cli, container, ops_stripe):
-    ops_stripe.features = [feature("feat_api", "api_access"), feature("feat_old", "reports", active=False)]
-    payload = event("customer.subscription.created", subscription("sub_1", "cus_1", prices=[("price_1", "prod_1")]))
-    container.receiver.accept_event(event_from_payload(payload))
-    container.syncer.process_event(payload["id"])
+def test_features_sync_dry_run_executes_no_write_at_all(cli, container, fake_stripe):
+    api = fake_stripe.create_feature("api_access", "Api Access", feature_id="feat_api")
+    old = fake_stripe.create_feature("reports", "Reports", feature_id="feat_old")
+    pro = fake_stripe.create_product([api, old], product_id="prod_pro")
+    fake_stripe.archive_feature(old)
+    fake_stripe.subscribe("cus_1", [pro])
+    created = fake_stripe.events.of_type("customer.subscription.created")[0]
+    container.receiver.accept_event(event_from_payload(created))
+    container.syncer.process_event(created["id"])  # the subscription mirror now names prod_pro
     statements = []
 
     def record(conn, cursor, statement, *args):

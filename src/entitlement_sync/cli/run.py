@@ -51,6 +51,7 @@ def serve(host: str, port: int, internal_port: int, workers: int, threads: int, 
     """Run the webhook receiver (public port) and the read API (internal port) under gunicorn."""
     if port == internal_port:
         raise click.UsageError("--port and --internal-port must differ: the internal one is never public")
+    os.environ["WEB_THREADS"] = str(threads)  # each web process sizes its database pool from it
     _exec("gunicorn", gunicorn_arguments(host, port, internal_port, workers, threads, body_timeout))
 
 
@@ -75,6 +76,7 @@ def gunicorn_arguments(
 def worker(processes: int, threads: int) -> None:
     """Run the Dramatiq workers that sync events into the access table."""
     queue = Settings.from_env().queue_name
+    os.environ["WORKER_THREADS"] = str(threads)  # each worker process sizes its database pool from it
     _exec(
         "dramatiq",
         [

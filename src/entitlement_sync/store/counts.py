@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from sqlalchemy import delete, func, literal_column, select, text, union_all
+from sqlalchemy import delete, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
 from ..models import EventStatusCount, EventStatusDelta
 from ._sql import upsert
-
-# Any constant shared by every process: only one of them folds at a time, the others just read.
-_FOLD_LOCK = 0x0E5_C0_17
+from .locks import FOLD_COUNTS, try_transaction_lock
 
 
 def event_counts(session: Session) -> dict[str, int]:
@@ -31,8 +29,7 @@ def event_counts(session: Session) -> dict[str, int]:
 def fold_event_counts(session: Session) -> int:
     """Move the pending deltas into the counts; returns how many delta rows were folded (0 when another
     process holds the fold, which is fine: readers add the deltas themselves)."""
-    is_postgres = session.get_bind().dialect.name == "postgresql"
-    if is_postgres and not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _FOLD_LOCK}):
+    if not try_transaction_lock(session, FOLD_COUNTS):  # one folder at a time; the others just read
         return 0
     # DELETE … RETURNING takes exactly the rows it removes: a delta committed meanwhile waits for the next fold.
     moved = session.execute(delete(EventStatusDelta).returning(EventStatusDelta.status, EventStatusDelta.delta))

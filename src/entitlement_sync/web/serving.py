@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..bootstrap import bootstrap
 from ..logs import configure_logging
+from ..settings import Settings
 from .slow_clients import BodyDeadline
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ def serve_app(internal_port: int, body_read_seconds: float = BODY_READ_SECONDS) 
     from . import create_app
 
     configure_logging()
-    container = bootstrap()
+    settings = Settings.from_env()
+    container = bootstrap(settings, threads=settings.web_threads)  # a pooled connection for each thread
     public = create_app(container, "public")
     internal = create_app(container, "internal")
     return BodyDeadline(PortDispatcher({internal_port: internal}, default=public), body_read_seconds)
