@@ -32,6 +32,7 @@ class Config:
     redis_url: str
     quick: bool
     reps: int
+    scale: float = 1.0  # BENCH_SCALE: shrinks every part's size (the smoke test runs at 0.05)
 
     @property
     def dsn(self) -> str:
@@ -41,6 +42,9 @@ class Config:
     def pick(self, quick: Any, full: Any) -> Any:
         return quick if self.quick else full
 
+    def size(self, quick: int, full: int) -> int:
+        return max(2, int(self.pick(quick, full) * self.scale))
+
 
 def config(quick: bool) -> Config:
     return Config(
@@ -48,6 +52,7 @@ def config(quick: bool) -> Config:
         redis_url=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
         quick=quick,
         reps=int(os.environ.get("BENCH_REPS", "1" if quick else "2")),
+        scale=float(os.environ.get("BENCH_SCALE", "1")),
     )
 
 

@@ -98,7 +98,7 @@ def one_run(side: str, cfg: Config, stripe_url: str, customers: list[str]) -> di
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    events = cfg.pick(1_000, 5_000)
+    events = cfg.size(1_000, 5_000)
     server = simulator(latency=0.05)
     customers = [f"cus_drain{n}" for n in range(events)]
     grant(server.stripe, customers)
