@@ -22,6 +22,8 @@ RESULTS = ROOT / "bench" / "results"
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/entitlement_sync_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 API_KEY = "sk_test_bench"
+# These parts are long at their size: one run per side, ours first, whatever BENCH_REPS says.
+ONE_RUN_PER_SIDE = ("freshness", "burst", "coalescing", "reconcile")
 SECRET = "whsec_bench"
 READ_TOKEN = "bench-read-token"
 
@@ -68,8 +70,14 @@ def ensure_database(cfg: Config) -> None:
 
 
 def machine(cfg: Config) -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     with psycopg.connect(cfg.dsn) as connection:
         postgres = connection.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     redis_version = redis.Redis.from_url(cfg.redis_url).info("server")["redis_version"]
@@ -82,6 +90,8 @@ def machine(cfg: Config) -> dict[str, Any]:
         "postgresql": postgres,
         "redis": redis_version,
         "commit": commit.stdout.strip(),
+        # Others share this machine: a load far above nproc means absolute figures are low, ratios still hold.
+        "loadavg_1m_at_end": round(os.getloadavg()[0], 1),
     }
 
 
@@ -89,6 +99,8 @@ def write_result(part: str, cfg: Config, figures: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{part}{'-quick' if cfg.quick else ''}.json"
     document = {"part": part, "quick": cfg.quick, "reps": cfg.reps, "machine": machine(cfg), **figures}
+    if part in ONE_RUN_PER_SIDE:
+        document["reps"] = 1
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
 
@@ -130,7 +142,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.
 def side_by_side(ours: list[dict[str, Any]], bare: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     """Median over reps of each figure, for both sides."""
     return {
-        "ours": {key: median([rep[key] for rep in ours if rep.get(key) is not None]) for key in keys},
-        "bare": {key: median([rep[key] for rep in bare if rep.get(key) is not None]) for key in keys},
-        "reps": {"ours": ours, "bare": bare},
+        "ours": {key: round(median([rep[key] for rep in ours if rep.get(key) is not None]), 3) for key in keys},
+        "bare": {key: round(median([rep[key] for rep in bare if rep.get(key) is not None]), 3) for key in keys},
+        "runs": {"ours": ours, "bare": bare},
     }

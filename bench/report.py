@@ -57,20 +57,30 @@ def receiver(doc: dict[str, Any]) -> list[str]:
         o, b = doc[c]["ours"], doc[c]["bare"]
 
         def cell(s: dict[str, Any]) -> str:
-            return (f"{s['rps']:.0f} req/s, p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, "
-                    f"{s['commits_per_webhook']:.2f} commits and {s['cpu_ms_per_webhook']:.1f} ms CPU per webhook, "
-                    f"RSS {s['max_rss_mb']:.0f} MB")
+            return (
+                f"{s['rps']:.0f} req/s, p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, "
+                f"{s['commits_per_webhook']:.2f} commits and {s['cpu_ms_per_webhook']:.1f} ms CPU per webhook, "
+                f"RSS {s['max_rss_mb']:.0f} MB"
+            )
 
-        lines.append(row(f"receiver, wrk {c}, `serve` (2 workers) vs Flask+HMAC+INSERT+send", cell(o), cell(b),
-                         f"**{doc[c]['ratio']}**"))
+        lines.append(
+            row(
+                f"receiver, wrk {c}, `serve` (2 workers) vs Flask+HMAC+INSERT+send",
+                cell(o),
+                cell(b),
+                f"**{doc[c]['ratio']}**",
+            )
+        )
     return lines
 
 
 def worker(doc: dict[str, Any]) -> list[str]:
     def cell(s: dict[str, Any]) -> str:
-        return (f"{s['events_per_s']:.0f} events/s, {s['commits_per_event']:.2f} commits and "
-                f"{s['cpu_ms_per_event']:.1f} ms CPU per event, {s['new_connections']:.0f} new PG connections, "
-                f"RSS {s['max_rss_mb']:.0f} MB")
+        return (
+            f"{s['events_per_s']:.0f} events/s, {s['commits_per_event']:.2f} commits and "
+            f"{s['cpu_ms_per_event']:.1f} ms CPU per event, {s['new_connections']:.0f} new PG connections, "
+            f"RSS {s['max_rss_mb']:.0f} MB"
+        )
 
     what = f"worker drain, {doc['events']:,} events, 2 proc x 8 threads, Stripe 50 ms, pacing off"
     return [row(what, cell(doc["ours"]), cell(doc["bare"]), f"**{doc['ratio']}** (CPU {doc['cpu_ratio']}x)")]
@@ -78,19 +88,31 @@ def worker(doc: dict[str, Any]) -> list[str]:
 
 def freshness(doc: dict[str, Any]) -> list[str]:
     def cell(runs: list[dict[str, Any]], top: float) -> str:
-        per_rate = "; ".join(f"{r['rate']:g}/s: p99 {r['p99_s']} s" if r["p99_s"] is not None
-                             else f"{r['rate']:g}/s: {r['unapplied']} not applied" for r in runs)
+        per_rate = "; ".join(
+            f"{r['rate']:g}/s: p99 {r['p99_s']} s"
+            if r["p99_s"] is not None
+            else f"{r['rate']:g}/s: {r['unapplied']} not applied"
+            for r in runs
+        )
         return f"flat up to **{top:g}/s**; {per_rate}"
 
     top = doc["sustained"]
-    return [row("steady rate end to end (web + worker), freshness", cell(doc["ours"], top["ours"]),
-                cell(doc["bare"], top["bare"]), doc["ratio"])]
+    return [
+        row(
+            "steady rate end to end (web + worker), freshness",
+            cell(doc["ours"], top["ours"]),
+            cell(doc["bare"], top["bare"]),
+            doc["ratio"],
+        )
+    ]
 
 
 def burst(doc: dict[str, Any]) -> list[str]:
     def cell(s: dict[str, Any]) -> str:
-        return (f"all applied after {s['seconds']} s, {s['calls_per_event']} calls/event, "
-                f"busiest second {s['max_calls_in_1s']} calls")
+        return (
+            f"all applied after {s['seconds']} s, {s['calls_per_event']} calls/event, "
+            f"busiest second {s['max_calls_in_1s']} calls"
+        )
 
     what = f"burst of {doc['events']:,} summary events, budget {doc['budget_per_s']}/s (fetch-only bound "
     return [row(what + f"{doc['fetch_only_bound_s']:g} s)", cell(doc["ours"]), cell(doc["bare"]), doc["ratio"])]
@@ -106,8 +128,10 @@ def coalescing(doc: dict[str, Any]) -> list[str]:
 
 def reconcile(doc: dict[str, Any]) -> list[str]:
     def cell(s: dict[str, Any]) -> str:
-        return (f"{s['achieved_per_s']}/s of {doc['rate']} ({s['customers']} customers in {s['seconds']} s), "
-                f"busiest second {s['max_calls_in_1s']}")
+        return (
+            f"{s['achieved_per_s']}/s of {doc['rate']} ({s['customers']} customers in {s['seconds']} s), "
+            f"busiest second {s['max_calls_in_1s']}"
+        )
 
     return [row(f"reconcile, `sync all --rate {doc['rate']}`", cell(doc["ours"]), cell(doc["bare"]), doc["ratio"])]
 
@@ -116,18 +140,35 @@ def reads(doc: dict[str, Any]) -> list[str]:
     lines = []
     for key, label in (("has_access_postgres", "PostgreSQL"), ("has_access_sqlite", "SQLite")):
         o, b = doc[key]["ours"], doc[key]["bare"]
-        lines.append(row(f"`has_access` in process, {label}, {doc['customers']:,} customers x 5 rows",
-                         f"p50 {o['p50_us']} µs, p99 {o['p99_us']} µs", f"same SELECT on the bare driver: "
-                         f"p50 {b['p50_us']} µs, p99 {b['p99_us']} µs", doc[key]["ratio_p50"]))
+        lines.append(
+            row(
+                f"`has_access` in process, {label}, {doc['customers']:,} customers x 5 rows",
+                f"p50 {o['p50_us']} µs, p99 {o['p99_us']} µs",
+                f"same SELECT on the bare driver: p50 {b['p50_us']} µs, p99 {b['p99_us']} µs",
+                doc[key]["ratio_p50"],
+            )
+        )
     o, b = doc["http"]["ours"], doc["http"]["bare"]
-    lines.append(row("HTTP read API, wrk c16", f"{o['rps']:.0f} req/s, p99 {o['p99_ms']:.0f} ms",
-                     f"bare Flask, same SELECTs: {b['rps']:.0f} req/s, p99 {b['p99_ms']:.0f} ms",
-                     f"**{doc['http']['ratio']}**"))
+    lines.append(
+        row(
+            "HTTP read API, wrk c16",
+            f"{o['rps']:.0f} req/s, p99 {o['p99_ms']:.0f} ms",
+            f"bare Flask, same SELECTs: {b['rps']:.0f} req/s, p99 {b['p99_ms']:.0f} ms",
+            f"**{doc['http']['ratio']}**",
+        )
+    )
     return lines
 
 
-SECTIONS = {"receiver": receiver, "worker": worker, "freshness": freshness, "burst": burst,
-            "coalescing": coalescing, "reconcile": reconcile, "reads": reads}
+SECTIONS = {
+    "receiver": receiver,
+    "worker": worker,
+    "freshness": freshness,
+    "burst": burst,
+    "coalescing": coalescing,
+    "reconcile": reconcile,
+    "reads": reads,
+}
 
 
 def charts(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -170,14 +211,23 @@ def render() -> Path:
     results = load()
     machine = next(iter(results.values()))["machine"] if results else {}
     lines = [INTRO, "## Figures", ""]
-    lines.append(f"Measured {machine.get('date', '?')[:10]} on {machine.get('nproc')} × {machine.get('cpu')}, "
-                 f"Python {machine.get('python')}, PostgreSQL {machine.get('postgresql')}, "
-                 f"Redis {machine.get('redis')}, code at `{machine.get('commit')}`. "
-                 "Ratio: ours ÷ bare for throughput, bare ÷ ours for times and calls (above 1 is better for us).")
+    lines.append(
+        f"Measured {machine.get('date', '?')[:10]} on {machine.get('nproc')} × {machine.get('cpu')}, "
+        f"Python {machine.get('python')}, PostgreSQL {machine.get('postgresql')}, "
+        f"Redis {machine.get('redis')}, code at `{machine.get('commit')}`; load averages in Runs below. "
+        "Ratio: ours ÷ bare for throughput, bare ÷ ours for times and calls (above 1 is better for us)."
+    )
     quick = sorted(name for name, doc in results.items() if doc["quick"])
     if quick:
         lines.append(f"From `--quick` runs (smaller sizes): {', '.join(quick)}.")
     lines += ["", *figures_table(results), ""]
     lines += [f"![{name}](benchmarks/{name})" for name in charts(results)]
+    lines += ["", "## Runs", "", row("part", "when (UTC)", "mode", "reps per side", "took", "load average at end")]
+    lines.append(row("---", "---", "---", "---", "---", "---"))
+    for name, doc in results.items():
+        m = doc["machine"]
+        mode = "--quick" if doc["quick"] else "full"
+        took = f"{doc.get('elapsed_s', '?')} s"
+        lines.append(row(name, m["date"], mode, doc["reps"], took, m.get("loadavg_1m_at_end", "?")))
     DOC.write_text("\n".join(lines) + "\n")
     return DOC

@@ -67,6 +67,18 @@ class Stack:
         self.worker = self._start(f"{self.side}-worker", args)
         return self.worker
 
+    def wait_ready(self, stripe: Any, timeout: float = 90) -> None:
+        """Send one event through web and worker and wait for its row: start-up is not part of a measurement."""
+        from .stripe import Poster, grant, summary_body
+
+        customer = f"cus_ready_{self.namespace}"
+        grant(stripe, [customer])
+        Poster(self.url).post(summary_body(customer))
+        table = "entitlements" if self.side == "ours" else "bare_entitlements"
+        sql = f"SELECT count(*) FROM {table} WHERE customer_id = %s"
+        if not wait_for(lambda: bool(scalar(self.cfg, sql, (customer,))), timeout, 0.1):
+            raise RuntimeError(f"{self.side} never applied its first event")
+
     def _start(self, name: str, args: list[str]) -> Server:
         server = Server(name, args, self.env)
         self.servers.append(server)

@@ -27,14 +27,20 @@ def one_run(side: str, cfg: Config, events: int) -> dict[str, Any]:
         with Stack(side, cfg, server.url, **pacing) as stack:
             stack.start_web()
             stack.start_worker(processes=2, threads=8)
-            time.sleep(2)  # the workers' start-up
+            stack.wait_ready(server.stripe)
             server.stripe.call_times.clear()
             started = time.monotonic()
             Poster(stack.url).post_all([summary_body(c) for c in customers])
             posted = time.monotonic() - started
 
             def all_applied() -> bool:
-                return bool(scalar(cfg, f"SELECT count(DISTINCT customer_id) FROM {TABLE[side]}") >= events)
+                return bool(
+                    scalar(
+                        cfg,
+                        f"SELECT count(DISTINCT customer_id) FROM {TABLE[side]} WHERE customer_id LIKE 'cus_burst%'",
+                    )
+                    >= events
+                )
 
             finished = wait_for(all_applied, events / BUDGET * 2 + 30, 0.1)
             elapsed = time.monotonic() - started
@@ -52,6 +58,7 @@ def one_run(side: str, cfg: Config, events: int) -> dict[str, Any]:
 
 
 def run(cfg: Config) -> dict[str, Any]:
+    """One run per side (each is long), ours first."""
     events = cfg.size(200, 1_000)
     ours = one_run("ours", cfg, events)
     print(f"  burst ours {ours}", flush=True)

@@ -73,7 +73,7 @@ def ladder(side: str, cfg: Config, rates: list[float], seconds: float) -> list[d
         with Stack(side, cfg, server.url) as stack:
             stack.start_web()
             stack.start_worker(processes=2, threads=8)
-            time.sleep(2)  # the workers' start-up
+            stack.wait_ready(server.stripe)
             for rate in rates:
                 figures = one_rate(stack, server.stripe, rate, seconds, grace=cfg.pick(8, 15))
                 results.append(figures)
@@ -86,7 +86,8 @@ def ladder(side: str, cfg: Config, rates: list[float], seconds: float) -> list[d
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    rates = cfg.pick([20, 40, 80], [25, 50, 100, 200])
+    """One run per side (each is long), ours first."""
+    rates = cfg.pick([10, 20, 40, 80], [10, 25, 50, 100, 200])
     seconds = cfg.pick(4, 10)
     ours, bare = ladder("ours", cfg, rates, seconds), ladder("bare", cfg, rates, seconds)
 

@@ -77,6 +77,7 @@ def one_run(side: str, cfg: Config, customers: int) -> dict[str, Any]:
 
 
 def run(cfg: Config) -> dict[str, Any]:
+    """One run per side (each is long), ours first."""
     customers = cfg.size(60, 200)
     ours, bare = one_run("ours", cfg, customers), one_run("bare", cfg, customers)
     print(f"  reconcile ours {ours}  bare {bare}", flush=True)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-
 from bench.common import Config
 from bench.parts import reconcile
 from bench.report import reconcile as reconcile_rows
+
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 
 pytestmark = [
