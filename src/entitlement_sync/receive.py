@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
 from . import store
 from .db import SessionFactory, transaction
-from .errors import QueueUnavailable
+from .errors import InvalidWebhook, QueueUnavailable, StorageUnavailable
 from .events import HANDLED_TYPES, InboundEvent, parse_event
-from .logs import get_logger
+from .logs import bound, get_logger
 from .models import EventStatus
-from .ports import Clock, JobQueue, WebhookVerifier
+from .ports import Clock, JobQueue, NoTelemetry, Telemetry, WebhookVerifier
 
 log = get_logger(__name__)
 
@@ -38,17 +39,36 @@ class Receiver:
         queue: JobQueue,
         clock: Clock,
         livemode: bool | None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._new_session = new_session
         self._verifier = verifier
         self._queue = queue
         self._clock = clock
         self._livemode = livemode
+        self._telemetry = telemetry or NoTelemetry()
 
     def accept_webhook(self, body: bytes, signature: str | None) -> Acceptance:
         """Raises InvalidWebhook (nothing stored) or StorageUnavailable (Stripe should retry)."""
-        self._verifier.verify(body, signature)
-        return self.accept_event(parse_event(body))
+        started = time.perf_counter()
+        try:
+            self._verifier.verify(body, signature)
+            event = parse_event(body)
+        except InvalidWebhook as error:
+            # Unverified bytes say nothing trustworthy about their type: count the reason only.
+            self._answered("unknown", "rejected", rejection_code(str(error)), started)
+            raise
+        with bound(event_id=event.id, type=event.type, customer=event.customer_id):
+            try:
+                acceptance = self.accept_event(event)
+            except StorageUnavailable:
+                self._answered(event.type, "rejected", "database_unavailable", started)
+                raise
+            self._answered(event.type, acceptance.status, ignore_code(acceptance.reason), started)
+        return acceptance
+
+    def _answered(self, event_type: str, outcome: str, reason: str, started: float) -> None:
+        self._telemetry.webhook_answered(event_type, outcome, reason, time.perf_counter() - started)
 
     def accept_event(self, event: InboundEvent) -> Acceptance:
         """Store first, commit, then enqueue: a job must never run before its event is visible."""
@@ -62,13 +82,20 @@ class Receiver:
                     session, event.id, store.access.advance_customer_seq(session, event.customer_id)
                 )
         if not stored:
-            log.info("webhook.duplicate", event_id=event.id, type=event.type)
+            log.info("webhook.duplicate", event_id=event.id, type=event.type, outcome=Verdict.DUPLICATE)
             return Acceptance(Verdict.DUPLICATE, event.id)
         if reason:
-            log.info("webhook.ignored", event_id=event.id, type=event.type, reason=reason)
+            log.info("webhook.ignored", event_id=event.id, type=event.type, outcome=Verdict.IGNORED, reason=reason)
             return Acceptance(Verdict.IGNORED, event.id, reason)
         queued = self.enqueue(event.id)
-        log.info("webhook.accepted", event_id=event.id, type=event.type, customer=event.customer_id, queued=queued)
+        log.info(
+            "webhook.accepted",
+            event_id=event.id,
+            type=event.type,
+            customer=event.customer_id,
+            outcome=Verdict.ACCEPTED,
+            queued=queued,
+        )
         return Acceptance(Verdict.ACCEPTED, event.id, queued=queued)
 
     def enqueue(self, event_id: str) -> bool:
@@ -77,6 +104,7 @@ class Receiver:
         except QueueUnavailable as error:
             # The event is committed: the worker's sweep enqueues it once the broker is back.
             log.warning("queue.unavailable", event_id=event_id, error=str(error))
+            self._telemetry.enqueue_failed("receiver")
             return False
         with transaction(self._new_session) as session:
             # Only from received: a fast worker may already have moved it on.
@@ -96,3 +124,26 @@ class Receiver:
         if event.customer_id is None:
             return "event names no customer"
         return None
+
+
+# Low-cardinality codes for the metrics; the full reason goes to the log line and the stored row.
+_REJECTIONS = {
+    "missing Stripe-Signature": "missing_signature",
+    "no webhook secret": "no_secret_configured",
+    "not UTF-8": "not_utf8",
+    "too old": "timestamp_too_old",
+    "in the future": "timestamp_in_future",
+    "does not match": "signature_mismatch",
+    "malformed": "malformed_signature",
+}
+_IGNORES = {"is not handled": "unhandled_type", "-mode event": "other_mode", "names no customer": "no_customer"}
+
+
+def rejection_code(message: str) -> str:
+    return next((code for text, code in _REJECTIONS.items() if text in message), "not_an_event")
+
+
+def ignore_code(reason: str | None) -> str:
+    if not reason:
+        return ""
+    return next((code for text, code in _IGNORES.items() if text in reason), "other")

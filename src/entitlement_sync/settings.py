@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -35,6 +36,11 @@ class Settings:
     sweep_interval_seconds: int = 30
     queue_name: str = "entitlement-sync"
     redis_namespace: str = "entitlement-sync"
+    # Prometheus multiprocess files: `web/` for the gunicorn processes, `worker/` for the Dramatiq ones.
+    metrics_dir: str = field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "entitlement-sync-metrics"))
+    # Dramatiq's Prometheus exposition server (the workers' /metrics); its default port.
+    worker_metrics_host: str = "0.0.0.0"
+    worker_metrics_port: int = 9191
 
     @property
     def livemode(self) -> bool | None:
@@ -69,4 +75,7 @@ class Settings:
             received_grace_seconds=int(number("RECEIVED_GRACE_SECONDS", defaults.received_grace_seconds)),
             sweep_interval_seconds=int(number("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)),
             redis_namespace=env.get("REDIS_NAMESPACE") or defaults.redis_namespace,
+            metrics_dir=env.get("METRICS_DIR") or defaults.metrics_dir,
+            worker_metrics_host=env.get("WORKER_METRICS_HOST") or defaults.worker_metrics_host,
+            worker_metrics_port=int(number("WORKER_METRICS_PORT", defaults.worker_metrics_port)),
         )

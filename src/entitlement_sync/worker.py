@@ -4,9 +4,13 @@ Dramatiq imports this module in each worker process it forks, so every process b
 """
 
 from .bootstrap import bootstrap
-from .logs import configure_logging
+from .logs import configure_logging, get_logger
 
 configure_logging()
 container = bootstrap()
 container.enable_sweep()
+if not container.enable_worker_metrics():
+    get_logger(__name__).warning(
+        "metrics.not_exported", hint="start workers with `entitlement-sync worker` (it prepares METRICS_DIR)"
+    )
 broker = container.broker
