@@ -21,6 +21,8 @@ from prometheus_client.registry import Collector
 
 from . import store
 from .db import SessionFactory
+from .errors import QueueUnavailable
+from .ports import JobQueue
 from .reconcile import CHECKPOINT
 
 PREFIX = "entitlement_sync"
@@ -67,6 +69,14 @@ STRIPE_RATE_LIMITED = _counter(
 STRIPE_SECONDS = _histogram("stripe_request_duration_seconds", "Duration of requests to Stripe", _CALLS, ("endpoint",))
 PACER_WAIT = _histogram("stripe_pacer_wait_seconds", "Time a request waited for its slot in the Stripe budget", _CALLS)
 READ_SECONDS = _histogram("read_api_duration_seconds", "Read API answers", _FAST, ("endpoint", "status"))
+
+
+# Series that alerts read with increase(): they must exist at 0 before their first event, or the first
+# increment is invisible to Prometheus.
+for _source in ("receiver", "sweep"):
+    ENQUEUE_FAILURES.labels(_source)
+for _change in ("granted", "revoked"):
+    ACCESS_CHANGES.labels(_change)
 
 
 class PrometheusTelemetry:
@@ -185,3 +195,28 @@ class ReconcileCollector(Collector):
         done = checkpoint.finished_at if checkpoint else None
         finished.add_metric([], done.timestamp() if done else 0.0)
         yield from (drift, checked, finished)
+
+
+class ServiceCollector(Collector):
+    """This web process's view of the service: does the broker answer a ping now (a Redis that is down shows
+    here even while no webhook arrives to fail on it), the Stripe key's mode, and the workers' Stripe budget."""
+
+    def __init__(self, queue: JobQueue, livemode: bool | None, budget: float) -> None:
+        self._queue = queue
+        self._livemode = livemode
+        self._budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            self._queue.ping()
+            up = 1.0
+        except QueueUnavailable:
+            up = 0.0
+        yield GaugeMetricFamily(f"{PREFIX}_broker_up", "1 when the broker answered this scrape's ping", value=up)
+        mode = {True: 1.0, False: 0.0, None: -1.0}[self._livemode]
+        yield GaugeMetricFamily(f"{PREFIX}_stripe_livemode", "1 live key, 0 test key, -1 unknown", value=mode)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_stripe_budget_requests_per_second",
+            "STRIPE_MAX_REQUESTS_PER_SECOND, the workers' shared budget (0: unpaced)",
+            value=self._budget,
+        )
