@@ -108,7 +108,7 @@ class RefusingQueue:
 
 def test_a_refused_enqueue_is_counted(counted, recorder):
     verifier = WebhookVerifier((WEBHOOK_SECRET,))
-    receiver = Receiver(counted.new_session, verifier, RefusingQueue(), utcnow, False, recorder)
+    receiver = Receiver(counted.new_session, verifier, RefusingQueue(), utcnow, False, telemetry=recorder)
     body = json.dumps(a_summary()).encode()
     assert receiver.accept_webhook(body, sign(body, WEBHOOK_SECRET)).queued is False
     assert recorder.named("enqueue_failed") == [("receiver",)]
