@@ -25,7 +25,7 @@ from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
 from .pacing import LazyPacer, build_pacer, with_retries
-from .ports import Clock, EntitlementSource, Pacer, StuckRule
+from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry
 from .prune import Pruner
 from .receive import Receiver
 from .reconcile import Reconciler
@@ -33,7 +33,15 @@ from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
-from .tasks import DramatiqQueue, SweepMiddleware, UpkeepMiddleware, build_redis_broker, declare_process_event
+from .tasks import (
+    DramatiqQueue,
+    SweepMiddleware,
+    UpkeepMiddleware,
+    build_redis_broker,
+    declare_process_event,
+    worker_metrics_middleware,
+)
+from .telemetry import PrometheusTelemetry, multiprocess_mode
 
 # How often each worker process folds the event counts and checks whether today's prune has run.
 UPKEEP_INTERVAL_SECONDS = 300
@@ -58,6 +66,7 @@ class Container:
     reconciler: Reconciler
     catalog: Catalog
     pruner: Pruner
+    telemetry: Telemetry
 
     def __repr__(self) -> str:
         # The parts hold clients built from secrets; Settings' own repr is the redacted one.
@@ -77,6 +86,17 @@ class Container:
         if self.settings.inbox_retention_days is not None:
             self.pruner.prune_if_due(self.settings.inbox_retention_days)
 
+    def enable_worker_metrics(self) -> bool:
+        """Expose the worker processes' metrics through Dramatiq's Prometheus middleware (its own port).
+
+        Only when this process writes metrics to files (`entitlement-sync worker` prepares that): otherwise
+        the exposition server would serve an empty directory, so say so instead.
+        """
+        if not multiprocess_mode():
+            return False
+        self.broker.add_middleware(worker_metrics_middleware())
+        return True
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -90,12 +110,16 @@ def bootstrap(
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
     threads: int = 2,
+    telemetry: Telemetry | None = None,
 ) -> Container:
     """`threads`: how many threads of this process use the database at once (its pool holds as many)."""
     settings = settings or Settings.from_env()
+    telemetry = telemetry or PrometheusTelemetry()
     engine = create_db_engine(settings.database_url, pool_options(settings, threads))
     new_session = session_factory(engine)
-    gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+    gateway = StripeGateway(
+        settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds, telemetry=telemetry
+    )
     broker = broker or build_redis_broker(settings)
 
     def pacer_for(rate: float) -> Pacer:
@@ -115,7 +139,7 @@ def bootstrap(
         # under Stripe's limit instead of burning their retries on 429s.
         rate = settings.stripe_requests_per_second
         stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
-    syncer = Syncer(new_session, stripe, clock)
+    syncer = Syncer(new_session, stripe, clock, telemetry)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(
@@ -124,8 +148,9 @@ def bootstrap(
         queue,
         clock,
         settings.livemode,
-        CircuitBreaker(settings.broker_breaker_seconds),
-        CircuitBreaker(settings.database_breaker_seconds),
+        breaker=CircuitBreaker(settings.broker_breaker_seconds, on_change=telemetry.breaker_changed),
+        database_breaker=CircuitBreaker(settings.database_breaker_seconds),
+        telemetry=telemetry,
     )
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
@@ -140,7 +165,7 @@ def bootstrap(
         queue=queue,
         receiver=receiver,
         syncer=syncer,
-        sweeper=Sweeper(new_session, queue, clock, stuck),
+        sweeper=Sweeper(new_session, queue, clock, stuck, telemetry),
         reader=AccessReader(engine),
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
@@ -149,6 +174,7 @@ def bootstrap(
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
         catalog=Catalog(new_session, gateway, clock, retry),
         pruner=Pruner(new_session, clock),
+        telemetry=telemetry,
     )
 
 

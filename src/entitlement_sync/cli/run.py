@@ -51,7 +51,11 @@ def serve(host: str, port: int, internal_port: int, workers: int, threads: int, 
     """Run the webhook receiver (public port) and the read API (internal port) under gunicorn."""
     if port == internal_port:
         raise click.UsageError("--port and --internal-port must differ: the internal one is never public")
+    from ..telemetry import prepare_metrics_dir
+
     os.environ["WEB_THREADS"] = str(threads)  # each web process sizes its database pool from it
+    # Before gunicorn starts: prometheus_client picks multiprocess mode when it is imported.
+    os.environ.update(prepare_metrics_dir(Settings.from_env().metrics_dir, "web"))
     _exec("gunicorn", gunicorn_arguments(host, port, internal_port, workers, threads, body_timeout))
 
 
@@ -65,7 +69,7 @@ def gunicorn_arguments(
         *("--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads)),
         *("--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5"),
         *("--limit-request-line", "4094", "--limit-request-fields", "50"),
-        *("--access-logfile", "-"),
+        *("--access-logfile", "-", "--config", "python:entitlement_sync.gunicorn_hooks"),
         f"entitlement_sync.web.serving:serve_app(internal_port={internal_port}, body_read_seconds={body_timeout})",
     ]
 
@@ -74,8 +78,16 @@ def gunicorn_arguments(
 @click.option("--processes", default=2, show_default=True, type=int)
 @click.option("--threads", default=4, show_default=True, type=int)
 def worker(processes: int, threads: int) -> None:
-    """Run the Dramatiq workers that sync events into the access table."""
-    queue = Settings.from_env().queue_name
+    """Run the Dramatiq workers that sync events into the access table (metrics on WORKER_METRICS_PORT)."""
+    from ..tasks import worker_metrics_environment
+    from ..telemetry import prepare_metrics_dir
+
+    settings = Settings.from_env()
+    metrics = prepare_metrics_dir(settings.metrics_dir, "worker")
+    os.environ.update(metrics)
+    directory = metrics["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ.update(worker_metrics_environment(directory, settings.worker_metrics_host, settings.worker_metrics_port))
+    queue = settings.queue_name
     os.environ["WORKER_THREADS"] = str(threads)  # each worker process sizes its database pool from it
     _exec(
         "dramatiq",
