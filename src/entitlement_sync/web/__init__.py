@@ -9,8 +9,8 @@ from werkzeug.exceptions import HTTPException
 from ..bootstrap import Container, bootstrap
 from ..errors import StorageUnavailable
 from ..logs import configure_logging, get_logger
+from . import console
 from .access import access
-from .console import install_console
 from .health import health
 from .metrics import metrics
 from .webhooks import MAX_BODY_BYTES, webhooks
@@ -40,5 +40,5 @@ def create_app(container: Container | None = None) -> Flask:
     def http_error(error: HTTPException) -> ResponseReturnValue:
         return jsonify(error=error.description), error.code or 500
 
-    install_console(app)  # after the surfaces: it mounts itself only where the read API is (internal)
+    console.install(app)  # after the surfaces: it mounts itself only where the read API is (internal)
     return app

@@ -13,7 +13,7 @@ from . import auth, pages  # noqa: F401  (they add their routes to the blueprint
 from .guard import configure_session, console
 
 
-def install_console(app: Flask) -> None:
+def install(app: Flask) -> None:
     """Mount the console on an app that serves the internal surface (the read API's), and only when a token is
     configured: the public surface, which faces Stripe and the internet, never gets it."""
     container: Container = app.extensions["entitlement_sync"]
@@ -23,4 +23,4 @@ def install_console(app: Flask) -> None:
     app.register_blueprint(console)
 
 
-__all__ = ["console", "install_console"]
+__all__ = ["console", "install"]
