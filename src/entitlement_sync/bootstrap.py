@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 
 from .access import AccessReader
 from .backfill import Backfiller
+from .breaker import CircuitBreaker
 from .catalog import Catalog
 from .customers import CustomerLookup, MirrorExplainer, NoGrants
-from .db import SessionFactory, create_db_engine, session_factory
+from .db import PoolOptions, SessionFactory, create_db_engine, session_factory
 from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
@@ -75,15 +76,24 @@ def bootstrap(
     clock: Clock = utcnow,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    threads: int = 2,
 ) -> Container:
+    """`threads`: how many threads of this process use the database at once (its pool holds as many)."""
     settings = settings or Settings.from_env()
-    engine = create_db_engine(settings.database_url)
+    engine = create_db_engine(settings.database_url, pool_options(settings, threads))
     new_session = session_factory(engine)
     gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
     broker = broker or build_redis_broker(settings)
 
     def pacer_for(rate: float) -> Pacer:
-        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate, monotonic, sleep)
+        return build_pacer(
+            settings.redis_url,
+            f"{settings.redis_namespace}:stripe-pacer",
+            rate,
+            monotonic,
+            sleep,
+            settings.redis_timeout_seconds,
+        )
 
     retry = partial(with_retries, sleep=sleep)  # the ops use cases retry Stripe's 429/5xx in-process
 
@@ -95,7 +105,15 @@ def bootstrap(
     syncer = Syncer(new_session, stripe, clock)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
-    receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
+    receiver = Receiver(
+        new_session,
+        verifier,
+        queue,
+        clock,
+        settings.livemode,
+        CircuitBreaker(settings.broker_breaker_seconds),
+        CircuitBreaker(settings.database_breaker_seconds),
+    )
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),
@@ -120,4 +138,12 @@ def bootstrap(
         backfiller=Backfiller(new_session, gateway, receiver, clock, retry),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
         catalog=Catalog(new_session, gateway, clock, retry),
+    )
+
+
+def pool_options(settings: Settings, threads: int) -> PoolOptions:
+    return PoolOptions(
+        threads=threads,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
     )

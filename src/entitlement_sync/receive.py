@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from . import store
+from .breaker import CircuitBreaker
 from .db import SessionFactory, transaction
-from .errors import QueueUnavailable
+from .errors import QueueUnavailable, StorageUnavailable
 from .events import HANDLED_TYPES, InboundEvent, parse_event
 from .logs import get_logger
 from .models import EventStatus
@@ -38,12 +39,20 @@ class Receiver:
         queue: JobQueue,
         clock: Clock,
         livemode: bool | None,
+        breaker: CircuitBreaker | None = None,
+        database_breaker: CircuitBreaker | None = None,
     ) -> None:
         self._new_session = new_session
         self._verifier = verifier
         self._queue = queue
         self._clock = clock
         self._livemode = livemode
+        # Per process: after a broker failure, skip the broker a few seconds rather than make every webhook
+        # wait out its timeout; the events stay `received`, and the sweep enqueues them.
+        self._breaker = breaker or CircuitBreaker(0)
+        # Likewise for the database: a webhook waiting in line behind one that waits out a hung server would
+        # wait twice as long; after a failure the others are told 503 at once, and Stripe delivers again.
+        self._database_breaker = database_breaker or CircuitBreaker(0)
 
     def accept_webhook(self, body: bytes, signature: str | None) -> Acceptance:
         """Raises InvalidWebhook (nothing stored) or StorageUnavailable (Stripe should retry)."""
@@ -51,6 +60,18 @@ class Receiver:
         return self.accept_event(parse_event(body))
 
     def accept_event(self, event: InboundEvent) -> Acceptance:
+        """Raises StorageUnavailable when the database fails, or failed moments ago (nothing is acknowledged)."""
+        if not self._database_breaker.allows():
+            raise StorageUnavailable("the database failed moments ago; not trying again yet")
+        try:
+            acceptance = self._accept(event)
+        except StorageUnavailable:
+            self._database_breaker.failed()
+            raise
+        self._database_breaker.succeeded()
+        return acceptance
+
+    def _accept(self, event: InboundEvent) -> Acceptance:
         """Store first, commit, then enqueue: a job must never run before its event is visible."""
         reason = self.reason_to_ignore(event)
         now = self._clock()
@@ -72,12 +93,17 @@ class Receiver:
         return Acceptance(Verdict.ACCEPTED, event.id, queued=queued)
 
     def enqueue(self, event_id: str) -> bool:
+        if not self._breaker.allows():
+            log.info("queue.skipped", event_id=event_id, reason="broker failed recently; left for the sweep")
+            return False
         try:
             self._queue.enqueue_event(event_id)
         except QueueUnavailable as error:
             # The event is committed: the worker's sweep enqueues it once the broker is back.
+            self._breaker.failed()
             log.warning("queue.unavailable", event_id=event_id, error=str(error))
             return False
+        self._breaker.succeeded()
         with transaction(self._new_session) as session:
             # Only from received: a fast worker may already have moved it on.
             store.inbox.set_status(

@@ -1,8 +1,9 @@
 """Use case: hand unfinished events to a worker again. Nothing stored is ever left behind.
 
-Covers an event stored while the broker was down, a job lost with Redis (it keeps nothing on disk), and a
-worker killed mid-job. Running it twice, or in several processes at once, only costs a duplicate job,
-which processing absorbs.
+Covers an event stored while the broker was down (or while the receiver's breaker was open), a job lost
+with Redis (it keeps nothing on disk), and a worker killed mid-job. One sweep runs at a time across every
+worker process and host (a PostgreSQL advisory lock); a duplicate job would still be absorbed by processing,
+but a thousand of them per process per round is load for nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ class Sweeper:
         self._stuck = stuck
 
     def requeue_unfinished(self) -> int:
-        """Enqueue every event never enqueued or stuck; returns how many went back on the queue."""
+        """Enqueue every event never enqueued or stuck; returns how many went back on the queue (0 when another
+        process is sweeping: the lock's transaction stays open, idle, until this sweep is done)."""
+        with transaction(self._new_session) as locked:
+            if not store.locks.try_transaction_lock(locked, store.locks.SWEEP):
+                log.debug("sweep.skipped", reason="another process is sweeping")
+                return 0
+            return self._requeue()
+
+    def _requeue(self) -> int:
         with transaction(self._new_session) as session:
             event_ids = store.inbox.stuck_event_ids(session, self._clock(), self._stuck)
         requeued = 0

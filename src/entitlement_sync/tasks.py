@@ -14,6 +14,7 @@ from dramatiq.middleware import CurrentMessage, Middleware
 
 from .errors import QueueUnavailable
 from .logs import get_logger
+from .redis_client import redis_client
 from .settings import Settings
 from .sync import Syncer
 
@@ -23,13 +24,16 @@ PROCESS_EVENT = "process_event"
 
 
 def build_redis_broker(settings: Settings) -> dramatiq.Broker:
+    # The client, not the URL: only a pool built with the timeouts applies them (see redis_client.py).
+    client = redis_client(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        connect_timeout=settings.redis_connect_timeout_seconds,
+    )
     return RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq's broker constructors are unannotated
-        url=settings.redis_url,
+        client=client,
         namespace=settings.redis_namespace,
         middleware=_middleware(),
-        # Fail fast when Redis is down: the webhook must still answer well inside Stripe's 10 s.
-        socket_timeout=5,
-        socket_connect_timeout=2,
     )
 
 

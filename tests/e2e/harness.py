@@ -133,6 +133,12 @@ class Service:
         )
         wait_until(lambda: self.http.get(f"{self.url}/healthz", timeout=1).ok, 30, "the web process to answer")
 
+    def web_worker_pids(self) -> list[int]:
+        """gunicorn's worker processes: the children of the master, which `serve` exec'd in its own process."""
+        assert self.web is not None
+        master = self.web.process.pid
+        return [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
     def start_worker(self, processes: int = 2, threads: int = 4) -> ManagedProcess:
         """`entitlement-sync worker`, as the Procfile runs it (it execs dramatiq)."""
         arguments = ["worker", "--processes", str(processes), "--threads", str(threads)]

@@ -55,6 +55,7 @@ def serve(host: str, port: int, workers: int) -> None:
 def worker(processes: int, threads: int) -> None:
     """Run the Dramatiq workers that sync events into the access table."""
     queue = Settings.from_env().queue_name
+    os.environ["WORKER_THREADS"] = str(threads)  # each worker process sizes its database pool from it
     _exec(
         "dramatiq",
         [
