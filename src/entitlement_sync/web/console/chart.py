@@ -26,7 +26,7 @@ class Chart:
     height: int
     lines: list[Line]
     y_max: int
-    y_ticks: list[tuple[float, int]]  # (y, value)
+    y_ticks: list[tuple[float, str]]  # (y, label)
     x_ticks: list[tuple[float, str]]  # (x, label)
     plot_left: float
     plot_right: float
@@ -51,7 +51,7 @@ def last_hour_chart(minutes: Sequence[Minute]) -> Chart:
     def x(index: int) -> float:
         return round(LEFT + index * step, 1)
 
-    def y(value: int) -> float:
+    def y(value: float) -> float:
         return round(TOP + plot_h - value / y_max * plot_h, 1)
 
     def line(name: str, css_class: str, values: list[int]) -> Line:
@@ -67,7 +67,7 @@ def last_hour_chart(minutes: Sequence[Minute]) -> Chart:
             line("Stripe sync attempts", "attempts", [m.attempts for m in minutes]),
         ],
         y_max=y_max,
-        y_ticks=[(y(value), value) for value in (0, y_max // 2, y_max)],
+        y_ticks=[(y(value), f"{value:g}") for value in (0, y_max / 2, y_max)],
         x_ticks=[(x(index), label) for index, label in labels],
         plot_left=LEFT,
         plot_right=WIDTH - RIGHT,

@@ -162,3 +162,8 @@ def duration(seconds: float | None) -> str:
 @console.app_template_filter("when")
 def when(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@console.app_template_filter("unix")
+def unix(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
