@@ -155,6 +155,7 @@ def test_the_events_page_filters_by_status_type_customer_and_time(client, failed
     assert listed("type=entitlements.active_entitlement_summary.updated&since=1h") == {"evt_1", "evt_2"}
     assert listed("since=2000-01-01T00:00") == {"evt_1", "evt_2"}
     assert listed("since=2999-01-01") == set()
+    assert len(listed("limit=1")) == 1 and listed("limit=-5") == listed("limit=1")
     assert client.get("/console/events?status=lost").status_code == 400
     assert client.get("/console/events?since=yesterday").status_code == 400
 

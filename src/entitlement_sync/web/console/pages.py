@@ -45,7 +45,7 @@ def events() -> ResponseReturnValue:
         type=form["type"] or None,
         customer_id=form["customer"] or None,
         since=_since(form["since"]),
-        limit=request.args.get("limit", 100, type=int) or 100,
+        limit=min(max(request.args.get("limit", 100, type=int) or 100, 1), 1000),
     )
     rows = container().inbox.list_events(where)
     return render_template(
