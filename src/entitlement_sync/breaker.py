@@ -13,11 +13,19 @@ from collections.abc import Callable
 
 
 class CircuitBreaker:
-    def __init__(self, open_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        open_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_change` hears each move to "open", "half_open" (a probe goes through) or "closed"."""
         self.open_seconds = open_seconds
         self._clock = clock
+        self._on_change = on_change or (lambda state: None)
         self._lock = threading.Lock()
         self._open_until: float | None = None  # None: closed, every call goes through
+        self._state = "closed"
 
     def allows(self) -> bool:
         """Whether the caller may try the dependency now. While open, no; once the pause is over, exactly one
@@ -30,15 +38,23 @@ class CircuitBreaker:
             if now < self._open_until:
                 return False
             self._open_until = now + self.open_seconds
+            self._become("half_open")
             return True
 
     def succeeded(self) -> None:
         with self._lock:
             self._open_until = None
+            self._become("closed")
 
     def failed(self) -> None:
         with self._lock:
             self._open_until = self._clock() + self.open_seconds
+            self._become("open")
+
+    def _become(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self._on_change(state)
 
     @property
     def is_open(self) -> bool:

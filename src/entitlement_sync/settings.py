@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -55,6 +56,11 @@ class Settings:
     # The threads that use the database at once in one process: each process's pool is sized from them.
     web_threads: int = 1  # gunicorn threads per worker process (sync workers: 1)
     worker_threads: int = 4  # `dramatiq --threads`, set by `entitlement-sync worker`
+    # Prometheus multiprocess files: `web/` for the gunicorn processes, `worker/` for the Dramatiq ones.
+    metrics_dir: str = field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "entitlement-sync-metrics"))
+    # Dramatiq's Prometheus exposition server (the workers' /metrics); its default port.
+    worker_metrics_host: str = "0.0.0.0"
+    worker_metrics_port: int = 9191
 
     @property
     def livemode(self) -> bool | None:
@@ -105,4 +111,7 @@ class Settings:
             database_breaker_seconds=number("DATABASE_BREAKER_SECONDS", defaults.database_breaker_seconds),
             web_threads=int(number("WEB_THREADS", defaults.web_threads)),
             worker_threads=int(number("WORKER_THREADS", defaults.worker_threads)),
+            metrics_dir=env.get("METRICS_DIR") or defaults.metrics_dir,
+            worker_metrics_host=env.get("WORKER_METRICS_HOST") or defaults.worker_metrics_host,
+            worker_metrics_port=int(number("WORKER_METRICS_PORT", defaults.worker_metrics_port)),
         )

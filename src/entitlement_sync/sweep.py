@@ -13,14 +13,22 @@ from .db import SessionFactory, transaction
 from .errors import QueueUnavailable
 from .logs import get_logger
 from .models import UNFINISHED, EventStatus
-from .ports import Clock, JobQueue, StuckRule
+from .ports import Clock, JobQueue, NoTelemetry, StuckRule, Telemetry
 
 log = get_logger(__name__)
 
 
 class Sweeper:
-    def __init__(self, new_session: SessionFactory, queue: JobQueue, clock: Clock, stuck: StuckRule) -> None:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        queue: JobQueue,
+        clock: Clock,
+        stuck: StuckRule,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._new_session = new_session
+        self._telemetry = telemetry or NoTelemetry()
         self._queue = queue
         self._clock = clock
         self._stuck = stuck
@@ -43,6 +51,7 @@ class Sweeper:
                 self._queue.enqueue_event(event_id)
             except QueueUnavailable as error:
                 log.warning("sweep.queue_unavailable", pending=len(event_ids) - requeued, error=str(error))
+                self._telemetry.enqueue_failed("sweep")
                 break
             with transaction(self._new_session) as session:
                 store.inbox.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=UNFINISHED)

@@ -48,6 +48,20 @@ def _middleware() -> list[Middleware]:
     return [factory() for factory in default_middleware] + [CurrentMessage()]
 
 
+def worker_metrics_middleware() -> Middleware:
+    """Dramatiq's own Prometheus middleware: message counts and durations, and (forked by the `dramatiq` main
+    process) an exposition server for every metric in the workers' multiprocess directory, ours included.
+    Imported here, late: the module creates its directory and reads its port when imported."""
+    from dramatiq.middleware.prometheus import Prometheus
+
+    return Prometheus()
+
+
+def worker_metrics_environment(directory: str, host: str, port: int) -> dict[str, str]:
+    """The variables Dramatiq's Prometheus middleware reads when imported (in every process `dramatiq` starts)."""
+    return {"dramatiq_prom_db": directory, "dramatiq_prom_host": host, "dramatiq_prom_port": str(port)}
+
+
 def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Settings) -> dramatiq.Actor[[str], None]:
     if PROCESS_EVENT in broker.actors:  # a second container on one broker (tests) sends through the first
         return broker.get_actor(PROCESS_EVENT)

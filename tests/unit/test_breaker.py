@@ -76,3 +76,17 @@ def test_a_zero_pause_never_skips_a_call():
     breaker = CircuitBreaker(0, clock=FakeClock())
     breaker.failed()
     assert breaker.allows()
+
+
+def test_each_change_of_state_is_told_once():
+    now = [0.0]
+    heard: list[str] = []
+    breaker = CircuitBreaker(5, clock=lambda: now[0], on_change=heard.append)
+    breaker.succeeded()
+    breaker.failed()
+    breaker.failed()
+    assert not breaker.allows()
+    now[0] = 6
+    assert breaker.allows()
+    breaker.succeeded()
+    assert heard == ["open", "half_open", "closed"]
