@@ -19,10 +19,12 @@ from .access import AccessReader
 from .backfill import Backfiller
 from .breaker import CircuitBreaker
 from .catalog import Catalog
+from .customers import CustomerLookup, MirrorExplainer, NoGrants
 from .db import PoolOptions, SessionFactory, create_db_engine, session_factory
 from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
+from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
 from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry
 from .receive import Receiver
@@ -50,6 +52,9 @@ class Container:
     gateway: StripeGateway
     inbox: Inbox
     history: AccessHistory
+    # The ops console's pages (web/console).
+    overview: Overview
+    customers: CustomerLookup
     backfiller: Backfiller
     reconciler: Reconciler
     catalog: Catalog
@@ -145,6 +150,9 @@ def bootstrap(
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
+        overview=Overview(new_session, clock, stuck, settings.stripe_requests_per_second),
+        # Issue 10's effective-access policy and grants replace these two.
+        customers=CustomerLookup(new_session, clock, stuck, MirrorExplainer(new_session), NoGrants()),
         backfiller=Backfiller(new_session, gateway, receiver, clock, retry),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
         catalog=Catalog(new_session, gateway, clock, retry),

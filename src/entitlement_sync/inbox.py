@@ -57,7 +57,7 @@ class ReplayReport:
     skipped: dict[str, str] = field(default_factory=dict)  # event id -> why it was not replayed
 
 
-def _summary(row: Any) -> EventSummary:
+def summary_of(row: Any) -> EventSummary:
     return EventSummary(
         row.id,
         row.type,
@@ -89,7 +89,7 @@ class Inbox:
     def list_events(self, where: EventFilter) -> list[EventSummary]:
         """Inbox rows, newest first; status "stuck" means what the sweep would hand to a worker again."""
         with self._new_session() as session:
-            return [_summary(row) for row in store.inbox.find_events(session, where, self._clock(), self._stuck)]
+            return [summary_of(row) for row in store.inbox.find_events(session, where, self._clock(), self._stuck)]
 
     def show_event(self, event_id: str) -> EventDetail | None:
         with self._new_session() as session:
@@ -100,7 +100,7 @@ class Inbox:
                 AttemptRecord(a.started_at, a.finished_at, a.outcome, a.error)
                 for a in store.inbox.attempts_of(session, event_id)
             ]
-            return EventDetail(_summary(row), row.payload, row.processed_at, attempts)
+            return EventDetail(summary_of(row), row.payload, row.processed_at, attempts)
 
     def failed_event_ids(self, since: datetime | None, event_type: str | None) -> list[str]:
         with self._new_session() as session:
@@ -159,5 +159,5 @@ class Inbox:
                 rows = store.inbox.events_by_id(session, list(event_ids))
             unfinished = [row for row in rows.values() if row.status in UNFINISHED]
             if not unfinished or time.monotonic() >= deadline:
-                return [_summary(rows[event_id]) for event_id in event_ids if event_id in rows]
+                return [summary_of(rows[event_id]) for event_id in event_ids if event_id in rows]
             self._sleep(poll)

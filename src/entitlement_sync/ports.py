@@ -54,6 +54,30 @@ class StuckRule:
     stuck_after: timedelta  # queued or processing this long: the job was lost or its worker died
 
 
+@dataclass(frozen=True)
+class AccessLine:
+    """One feature of a customer and why they have it (or not), for people: the console's customer page."""
+
+    lookup_key: str
+    feature: str
+    granted: bool
+    reason: str  # issue 10's words: stripe_entitlement, manual_grant, catalog, withheld:<status>, manual_denial…
+    sources: tuple[str, ...]  # the ids behind it: entitlement, subscription, product, grant, event
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class ManualGrant:
+    """A grant or denial made outside Stripe (issue 10)."""
+
+    id: str
+    lookup_key: str
+    kind: str  # grant | deny
+    until: datetime | None
+    reason: str
+    by: str
+
+
 # --- edges -----------------------------------------------------------------------------------------------
 
 
@@ -90,6 +114,20 @@ class JobQueue(Protocol):
 
     def ping(self) -> None:
         """Raise QueueUnavailable unless the broker answers."""
+
+
+class AccessExplainer(Protocol):
+    """Every feature of a customer with its reason. Today the Stripe mirror (`customers.MirrorExplainer`);
+    issue 10's effective-access policy replaces it in bootstrap without touching the console."""
+
+    def explain_customer(self, customer_id: str) -> list[AccessLine]: ...
+
+
+class GrantSource(Protocol):
+    """Grants and denials made outside Stripe; none exist until issue 10 brings them."""
+
+    def grants_of(self, customer_id: str) -> list[ManualGrant] | None:
+        """The customer's grants, or None when this deployment has no grants at all."""
 
 
 class Pacer(Protocol):

@@ -25,6 +25,11 @@ class Settings:
     # Stripe allows about 25 requests/s per endpoint; the workers share this budget through Redis. 0: unpaced.
     stripe_requests_per_second: float = 20.0
     webhook_tolerance_seconds: int = 300
+    # The ops console (/console) is off unless a token is set. Its session cookie is signed with
+    # `ops_console_secret_key`, or, when that is empty, with a key derived from the token: every process then
+    # signs alike, and changing the token logs everyone out.
+    ops_console_token: str = field(default="", repr=False)
+    ops_console_secret_key: str = field(default="", repr=False)
     max_retries: int = 8
     min_backoff_ms: int = 1_000
     max_backoff_ms: int = 300_000
@@ -83,6 +88,8 @@ class Settings:
             access_api_tokens=_split(env.get("ACCESS_API_TOKENS")),
             stripe_timeout_seconds=number("STRIPE_TIMEOUT_SECONDS", defaults.stripe_timeout_seconds),
             stripe_requests_per_second=number("STRIPE_MAX_REQUESTS_PER_SECOND", defaults.stripe_requests_per_second),
+            ops_console_token=env.get("OPS_CONSOLE_TOKEN", ""),
+            ops_console_secret_key=env.get("OPS_CONSOLE_SECRET_KEY", ""),
             max_retries=int(number("SYNC_MAX_RETRIES", defaults.max_retries)),
             min_backoff_ms=int(number("SYNC_MIN_BACKOFF_MS", defaults.min_backoff_ms)),
             max_backoff_ms=int(number("SYNC_MAX_BACKOFF_MS", defaults.max_backoff_ms)),
