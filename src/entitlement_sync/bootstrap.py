@@ -19,7 +19,7 @@ from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
 from .pacing import LazyPacer, build_pacer
-from .ports import Clock, EntitlementSource, Pacer, StuckRule
+from .ports import Clock, EntitlementSource, Pacer, StuckRule, WaitRule
 from .receive import Receiver
 from .reconcile import Reconciler
 from .settings import Settings
@@ -79,7 +79,11 @@ def bootstrap(
         # under Stripe's limit instead of burning their retries on 429s.
         rate = settings.stripe_requests_per_second
         stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
-    syncer = Syncer(new_session, stripe, clock)
+    wait = WaitRule(
+        first_pause=timedelta(seconds=settings.sweep_interval_seconds),
+        give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
+    )
+    syncer = Syncer(new_session, stripe, clock, wait)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)

@@ -54,6 +54,24 @@ class StuckRule:
     stuck_after: timedelta  # queued or processing this long: the job was lost or its worker died
 
 
+@dataclass(frozen=True)
+class WaitRule:
+    """How long an event waits for Stripe after the queue's retries ran out, and for how long in all.
+
+    Stripe's 429s, 5xx and timeouts pass; an event is `failed` for them only once they outlast `give_up_after`
+    (Stripe's own redelivery window is 3 days).
+    """
+
+    first_pause: timedelta = timedelta(seconds=30)
+    max_pause: timedelta = timedelta(hours=1)
+    give_up_after: timedelta = timedelta(days=3)
+
+    def pause(self, waits_so_far: int) -> timedelta:
+        """The first pause, doubling with each wait, up to `max_pause`."""
+        pause: timedelta = self.first_pause * (2 ** min(waits_so_far, 30))
+        return min(pause, self.max_pause)
+
+
 # --- edges -----------------------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -84,6 +85,22 @@ class Receiver:
                 session, event_id, EventStatus.QUEUED, self._clock(), only_from=[EventStatus.RECEIVED]
             )
         return True
+
+    def enqueue_many(self, event_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Enqueue committed events; returns (queued, pending). The first broker failure leaves the rest pending
+        for the sweep rather than waiting out a timeout per event."""
+        queued: list[str] = []
+        for event_id in event_ids:
+            try:
+                self._queue.enqueue_event(event_id)
+            except QueueUnavailable as error:
+                log.warning("queue.unavailable", pending=len(event_ids) - len(queued), error=str(error))
+                break
+            queued.append(event_id)
+        if queued:
+            with transaction(self._new_session) as session:
+                store.inbox.mark_queued(session, queued, self._clock())
+        return queued, list(event_ids[len(queued) :])
 
     def reason_to_ignore(self, event: InboundEvent) -> str | None:
         """Why this event is not for us (type, mode, no customer); None when it is to be processed."""

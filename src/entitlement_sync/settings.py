@@ -33,6 +33,9 @@ class Settings:
     # The receiver enqueues right after its commit; the sweep leaves a `received` event alone this long.
     received_grace_seconds: int = 10
     sweep_interval_seconds: int = 30
+    # An event whose retries ran out while Stripe was unavailable waits for the sweep (pauses from
+    # sweep_interval_seconds, doubling up to an hour) this long before it is `failed`: Stripe's own 3 days.
+    retry_unavailable_for_seconds: int = 3 * 24 * 3600
     queue_name: str = "entitlement-sync"
     redis_namespace: str = "entitlement-sync"
 
@@ -68,5 +71,8 @@ class Settings:
             stuck_after_seconds=int(number("STUCK_AFTER_SECONDS", defaults.stuck_after_seconds)),
             received_grace_seconds=int(number("RECEIVED_GRACE_SECONDS", defaults.received_grace_seconds)),
             sweep_interval_seconds=int(number("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)),
+            retry_unavailable_for_seconds=int(
+                number("RETRY_UNAVAILABLE_FOR_SECONDS", defaults.retry_unavailable_for_seconds)
+            ),
             redis_namespace=env.get("REDIS_NAMESPACE") or defaults.redis_namespace,
         )

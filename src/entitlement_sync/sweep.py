@@ -1,7 +1,10 @@
 """Use case: hand unfinished events to a worker again. Nothing stored is ever left behind.
 
-Covers an event stored while the broker was down, a job lost with Redis (it keeps nothing on disk), and a
-worker killed mid-job. Running it twice, or in several processes at once, only costs a duplicate job,
+Covers an event stored while the broker was down, a job lost with Redis (it keeps nothing on disk), a
+worker killed mid-job, and an event waiting for Stripe whose pause is over (a Stripe incident longer than the
+queue's retries). It also marks `superseded` the failed or waiting events a later applied fetch has covered.
+
+Running it twice, or in several processes at once, only costs a duplicate job,
 which processing absorbs.
 """
 
@@ -11,7 +14,7 @@ from . import store
 from .db import SessionFactory, transaction
 from .errors import QueueUnavailable
 from .logs import get_logger
-from .models import UNFINISHED, EventStatus
+from .models import CLAIMABLE, EventStatus
 from .ports import Clock, JobQueue, StuckRule
 
 log = get_logger(__name__)
@@ -25,9 +28,13 @@ class Sweeper:
         self._stuck = stuck
 
     def requeue_unfinished(self) -> int:
-        """Enqueue every event never enqueued or stuck; returns how many went back on the queue."""
+        """Enqueue every event never enqueued, stuck or due; returns how many went back on the queue."""
         with transaction(self._new_session) as session:
-            event_ids = store.inbox.stuck_event_ids(session, self._clock(), self._stuck)
+            superseded = store.inbox.supersede_synced(session, self._clock())
+        if superseded:
+            log.info("sweep.superseded", count=superseded)
+        with transaction(self._new_session) as session:
+            event_ids = store.inbox.event_ids_to_requeue(session, self._clock(), self._stuck)
         requeued = 0
         for event_id in event_ids:
             try:
@@ -36,7 +43,7 @@ class Sweeper:
                 log.warning("sweep.queue_unavailable", pending=len(event_ids) - requeued, error=str(error))
                 break
             with transaction(self._new_session) as session:
-                store.inbox.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=UNFINISHED)
+                store.inbox.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=CLAIMABLE)
             requeued += 1
         if requeued:
             log.info("sweep.requeued", count=requeued)
