@@ -198,20 +198,25 @@ def _print_replay(document: dict[str, Any], outcomes: list[EventSummary] | None)
 def recover_events(container: Container, since: datetime, undelivered: bool, dry_run: bool, as_json: bool) -> None:
     """Fetch the handled events the inbox lacks from Stripe's Events API; store and process them."""
     with progress_bar("events", enabled=not as_json) as advance:
-        report = container.backfiller.recover(since, undelivered=undelivered, dry_run=dry_run, progress=advance)
-    for warning in report.warnings:
-        note(f"warning: {warning}")
+        report = container.backfiller.recover(
+            since,
+            undelivered=undelivered,
+            dry_run=dry_run,
+            progress=advance,
+            warn=lambda text: note(f"warning: {text}"),
+        )
     if as_json:
         print_json(report)
         return
-    stored = "would store" if dry_run else "stored and queued"
+    stored = "would store and process" if dry_run else "stored and queued"
     click.echo(
         f"types: {len(HANDLED_TYPES)} handled types; since {when(since)} UTC"
         + (" (undelivered only)" if undelivered else "")
     )
     click.echo(
         f"seen {report.seen}, already in inbox {report.already_in_inbox}, {stored} {report.stored}, "
-        f"ignored {report.ignored}, invalid {report.invalid}"
+        f"{'would ignore' if dry_run else 'ignored'} {report.ignored}, invalid {report.invalid}, "
+        f"in {report.pages} page(s)"
     )
 
 
