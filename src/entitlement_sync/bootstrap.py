@@ -74,11 +74,11 @@ def bootstrap(
     def pacer_for(rate: float) -> Pacer:
         return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate)
 
-    if stripe is None:
-        # The workers' calls share one budget with `sync all` (the same Redis key), so that together they stay
-        # under Stripe's limit instead of burning their retries on 429s.
-        rate = settings.stripe_requests_per_second
-        stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
+    # The workers' calls share one budget with `sync all` and `events recover` (the same Redis key), so that
+    # together they stay under Stripe's limit instead of burning their retries on 429s.
+    rate = settings.stripe_requests_per_second
+    paced = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
+    stripe = stripe or paced
     wait = WaitRule(
         first_pause=timedelta(seconds=settings.sweep_interval_seconds),
         give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
@@ -105,7 +105,7 @@ def bootstrap(
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
-        backfiller=Backfiller(new_session, gateway, receiver, clock),
+        backfiller=Backfiller(new_session, paced, receiver, clock),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for),
         catalog=Catalog(new_session, gateway, clock),
     )

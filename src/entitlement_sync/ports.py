@@ -47,6 +47,18 @@ class ProductFeatureLink:
 
 
 @dataclass(frozen=True)
+class EventPage:
+    """One page of Stripe's Events API: each event as the JSON Stripe returned, newest first."""
+
+    events: list[dict[str, Any]]
+    has_more: bool
+
+    @property
+    def last_id(self) -> str | None:
+        return str(self.events[-1]["id"]) if self.events else None
+
+
+@dataclass(frozen=True)
 class StuckRule:
     """When an unfinished event counts as stuck (see `store.inbox.is_stuck`)."""
 
@@ -80,7 +92,9 @@ class EntitlementSource(Protocol):
 
 
 class EventSource(Protocol):
-    def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]: ...
+    def list_events_page(
+        self, types: list[str], created_gte: int, undelivered: bool, starting_after: str | None = None
+    ) -> EventPage: ...
 
 
 class StripeReader(EntitlementSource, EventSource, Protocol):

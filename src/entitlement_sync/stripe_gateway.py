@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 import stripe
 
 from .errors import InvalidWebhook, StripeRejected, StripeUnavailable
-from .ports import ActiveEntitlement, CatalogFeature, ProductFeatureLink
+from .ports import ActiveEntitlement, CatalogFeature, EventPage, ProductFeatureLink
 
 T = TypeVar("T")
 
@@ -48,13 +49,23 @@ class StripeGateway:
         items = self._each(pages, {"customer": customer_id}, missing_param="customer")
         return [_active_entitlement(item) for item in items]
 
-    def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]:
-        """Events from the Events API (the last 30 days only), newest first, as the JSON a webhook carries."""
-        params: dict[str, Any] = {"types": sorted(types), "created": {"gte": created_gte}}
+    def list_events_page(
+        self, types: list[str], created_gte: int, undelivered: bool, starting_after: str | None = None
+    ) -> EventPage:
+        """One page (100) of the Events API (the last 30 days only), newest first: one paced request.
+
+        Each event is the JSON of Stripe's response body, exactly as the API returned it. Not the SDK's object:
+        stripe-python turns decimal strings (`unit_amount_decimal`, ...) into `Decimal`, which `to_dict()`
+        keeps and JSON cannot store; and a webhook delivers that same JSON, so both paths store one shape.
+        """
+        params: dict[str, Any] = {"types": sorted(types), "created": {"gte": created_gte}, "limit": 100}
         if undelivered:
             params["delivery_success"] = False
-        for item in self._each(self._client.v1.events.list, params):
-            yield item.to_dict(recursive=True)
+        if starting_after:
+            params["starting_after"] = starting_after
+        page = _translating_errors(partial(self._page, self._client.v1.events.list, params, None))
+        body = json.loads(page.last_response.body)
+        return EventPage(events=list(body["data"]), has_more=bool(body.get("has_more")))
 
     def list_subscription_customers(self) -> Iterator[str]:
         """The customer of every subscription, in any status (a canceled one may still hold a grant here)."""
