@@ -1,5 +1,6 @@
 """What every scenario ends with: the access table equals Stripe's truth, and the inbox holds every delivered
-event as processed or deliberately ignored, none failed or unfinished. Read straight from SQL.
+event as processed, superseded (a later fetch applied its effect) or deliberately ignored, none failed, waiting
+or unfinished. Read straight from SQL.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from sqlalchemy.pool import NullPool
 from entitlement_sync.models import UNFINISHED, Entitlement, EventAttempt, EventStatus, StripeEvent
 from entitlement_sync.testing import FakeStripe
 
-FINISHED = {EventStatus.PROCESSED, EventStatus.IGNORED}
+FINISHED = {EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED}
+NOT_DONE = (*UNFINISHED, EventStatus.WAITING)  # waiting for Stripe: the sweep will try it again
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Snapshot:
 
     @property
     def unfinished(self) -> int:
-        return sum(self.statuses[status] for status in UNFINISHED)
+        return sum(self.statuses[status] for status in NOT_DONE)
 
     @property
     def converged(self) -> bool:
