@@ -1,38 +1,13 @@
-"""Events in Stripe's real shapes, built from Stripe's published fixtures (tests/fixtures/stripe/): prices with
-`*_decimal` strings, a coupon with a float `percent_off`, expanded and unexpanded references, nulls."""
+"""Subscription events in Stripe's real shapes, from the simulator's fixture-built JSON (`testing.shapes`):
+prices and plans with `*_decimal` strings, a discount whose coupon has a float `percent_off`, nulls."""
 
 from __future__ import annotations
 
-import copy
-import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).parent / "fixtures" / "stripe"
+from entitlement_sync.testing.shapes import discount, event, subscription
 
-
-@cache
-def _fixture(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
-    return loaded
-
-
-def fixture(name: str) -> dict[str, Any]:
-    """A fresh copy of Stripe's fixture `name` (price, plan, coupon, discount, subscription, event, ...)."""
-    return copy.deepcopy(_fixture(name))
-
-
-def subscription_object(customer_id: str, subscription_id: str, status: str = "active") -> dict[str, Any]:
-    subscription = fixture("subscription")
-    subscription.update(id=subscription_id, customer=customer_id, status=status, cancel_at_period_end=False)
-    item = subscription["items"]["data"][0]
-    item.update(price=fixture("price"), plan=fixture("plan"), subscription=subscription_id)
-    discount = fixture("discount")
-    discount.update(customer=customer_id, subscription=subscription_id)
-    discount["source"]["coupon"] = fixture("coupon")  # expanded: carries `percent_off: 25.5`
-    subscription.update(discounts=[discount["id"]], discount=discount)  # one unexpanded, one expanded
-    return subscription
+PRICE = ("price_1PgafmB7WZ01zgkW6dKueIc5", "prod_QXg1hqf4jFNsqG")  # Stripe's sample price, `unit_amount_decimal`
 
 
 def subscription_event(
@@ -41,19 +16,16 @@ def subscription_event(
     *,
     event_id: str,
     created: int,
-    subscription_id: str | None = None,
     status: str = "active",
     livemode: bool = False,
 ) -> dict[str, Any]:
-    """`customer.subscription.*` in the shape Stripe's API returns it (the envelope of fixtures/event.json)."""
-    envelope = fixture("event")
-    data_object = subscription_object(customer_id, subscription_id or f"sub_{customer_id}", status)
-    data_object["livemode"] = livemode
-    data: dict[str, Any] = {"object": data_object}
-    if event_type.endswith(".updated"):
-        data["previous_attributes"] = {"status": "trialing", "items": None}
-    envelope.update(
-        id=event_id, type=event_type, created=created, livemode=livemode, data=data, api_version="2025-03-31.basil"
+    """`customer.subscription.*` as Stripe's API returns it, with an expanded discount (a float inside)."""
+    subscription_id = f"sub_{customer_id}"
+    coupon = discount(f"di_{customer_id}", customer_id, subscription_id, start=created)
+    data_object = subscription(
+        subscription_id, customer_id, status=status, prices=[PRICE], livemode=livemode, discounts=[coupon]
     )
-    envelope["request"] = {"id": None, "idempotency_key": None}
-    return envelope
+    previous = {"status": "trialing"} if event_type.endswith(".updated") else None
+    return event(
+        event_type, data_object, event_id=event_id, created=created, livemode=livemode, previous_attributes=previous
+    )

@@ -130,6 +130,17 @@ def retrieve_subscription(model: BillingModel, query: Query, path_ids: dict[str,
         return 200, {}, subscription.as_json()
 
 
+def retrieve_customer(model: BillingModel, query: Query, path_ids: dict[str, str]) -> Answer:
+    """A deleted customer is answered `deleted: true`; one this account never had, 404."""
+    customer_id = path_ids["id"]
+    with model.lock:
+        if customer_id in model.deleted_customers:
+            return 200, {}, shapes.customer(customer_id, deleted=True)
+        if customer_id in model.customers:
+            return 200, {}, shapes.customer(customer_id)
+    return missing("id", f"No such customer: '{customer_id}'")
+
+
 _FIXED: dict[str, Route] = {
     "/v1/entitlements/active_entitlements": list_active_entitlements,
     "/v1/entitlements/features": list_features,
@@ -141,6 +152,7 @@ _WITH_IDS: list[tuple[re.Pattern[str], Route]] = [
     (re.compile(r"^/v1/entitlements/active_entitlements/(?P<id>[^/]+)$"), retrieve_active_entitlement),
     (re.compile(r"^/v1/entitlements/features/(?P<id>[^/]+)$"), retrieve_feature),
     (re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), retrieve_subscription),
+    (re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), retrieve_customer),
 ]
 
 # --- Stripe's query encoding, pagination and errors ------------------------------------------------------
