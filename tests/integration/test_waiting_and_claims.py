@@ -11,7 +11,7 @@ from entitlement_sync.db import transaction
 from entitlement_sync.errors import StripeUnavailable
 from entitlement_sync.events import event_from_payload
 from entitlement_sync.models import EventStatus, utcnow
-from entitlement_sync.ports import ActiveEntitlement
+from entitlement_sync.ports import ActiveEntitlement, WaitRule
 from entitlement_sync.sync import Syncer
 from entitlement_sync.testing import summary_event
 from tests.conftest import stored_event
@@ -92,8 +92,8 @@ def test_a_waiting_event_is_processed_once_stripe_is_back_with_no_operator(servi
     assert service.reader.has_access("cus_1", "api_access")
 
 
-def test_the_pause_grows_to_an_hour_at_most(service):
-    wait = service.syncer._wait
+def test_the_pause_grows_to_an_hour_at_most():
+    wait = WaitRule(first_pause=timedelta(seconds=30))
     assert [wait.pause(n).total_seconds() for n in (0, 1, 2, 6, 7, 40)] == [30, 60, 120, 1920, 3600, 3600]
 
 
