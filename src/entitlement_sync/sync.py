@@ -6,6 +6,7 @@ started later has been applied meanwhile. That makes any order, duplication and 
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import suppress
@@ -18,9 +19,9 @@ from . import store
 from .db import SessionFactory, transaction
 from .errors import StorageUnavailable, StripeRejected, StripeUnavailable
 from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, subscription_snapshot
-from .logs import get_logger
+from .logs import bound, get_logger
 from .models import EventStatus, StripeEvent
-from .ports import ActiveEntitlement, Clock, EntitlementSource, WaitRule
+from .ports import ActiveEntitlement, Clock, EntitlementSource, NoTelemetry, Telemetry, WaitRule
 from .store.inbox import Unavailability
 
 log = get_logger(__name__)
@@ -45,12 +46,18 @@ class Outcome:
 
 class Syncer:
     def __init__(
-        self, new_session: SessionFactory, stripe: EntitlementSource, clock: Clock, wait: WaitRule | None = None
+        self,
+        new_session: SessionFactory,
+        stripe: EntitlementSource,
+        clock: Clock,
+        wait: WaitRule | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._new_session = new_session
         self._wait = wait or WaitRule()
         self._stripe = stripe
         self._clock = clock
+        self._telemetry = telemetry or NoTelemetry()
         self._handlers: dict[str, Callable[[StripeEvent], SyncResult]] = {
             SUMMARY_UPDATED: self._on_summary_event,
             **{event_type: self._on_subscription_event for event_type in SUBSCRIPTION_TYPES},
@@ -66,16 +73,21 @@ class Syncer:
         """
         with transaction(self._new_session) as session:
             if seen_at_seq is not None and store.access.applied_seq(session, customer_id) > seen_at_seq:
+                self._telemetry.event_coalesced()
                 return SyncResult(customer_id, fetched=False, applied=False)
             ticket = store.access.advance_customer_seq(session, customer_id)
+        started = time.perf_counter()
         fetched = self._stripe.list_active_entitlements(customer_id)
         with transaction(self._new_session) as session:
             if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
                 log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
+                self._telemetry.customer_synced("dropped", time.perf_counter() - started)
                 return SyncResult(customer_id, fetched=True, applied=False)
             diff = store.access.replace_entitlements(session, customer_id, fetched, cause, self._clock())
             store.inbox.supersede_synced(session, self._clock(), customer_id)
         revoked = [row.lookup_key for row in diff.revoked]
+        self._telemetry.customer_synced("applied", time.perf_counter() - started)
+        self._telemetry.access_changed(len(diff.granted), len(revoked))
         if diff.changed:
             log.info(
                 "access.changed",
@@ -99,13 +111,18 @@ class Syncer:
 
         A failure is written to the event's row before anything is raised, so SQL always tells the story.
         """
-        with transaction(self._new_session) as session:
-            claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
-        if claimed is None:
-            return Outcome(event_id, None)
-        event, attempt_id = claimed
-        # Back from waiting, an event gets one try per turn: the sweep's growing pauses space its tries now.
-        final_attempt = final_attempt or event.waits > 0
+        with bound(event_id=event_id):
+            with transaction(self._new_session) as session:
+                claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
+            if claimed is None:
+                return Outcome(event_id, None)
+            event, attempt_id = claimed
+            # Back from waiting, an event gets one try per turn: the sweep's growing pauses space its tries now.
+            final_attempt = final_attempt or event.waits > 0
+            with bound(type=event.type, customer=event.customer_id):
+                return self._process(event, attempt_id, final_attempt)
+
+    def _process(self, event: StripeEvent, attempt_id: int, final_attempt: bool) -> Outcome:
         handler = self._handlers.get(event.type)
         if handler is None or event.customer_id is None:
             reason = f"event type {event.type} is not handled" if handler is None else "event names no customer"
@@ -133,7 +150,10 @@ class Syncer:
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
             self._finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
             raise
-        return replace(self._finish(event, attempt_id, EventStatus.PROCESSED, None), sync=result)
+        outcome = self._finish(event, attempt_id, EventStatus.PROCESSED, None)
+        if outcome.status is not None:
+            self._applied(event)
+        return replace(outcome, sync=result)
 
     def _unavailable(self, event: StripeEvent, retry_at: datetime | None = None) -> Unavailability:
         since = event.unavailable_since or self._clock()
@@ -152,6 +172,12 @@ class Syncer:
         retry_at = now + self._wait.pause(event.waits)
         unavailable = self._unavailable(event, retry_at)
         return self._finish(event, attempt_id, EventStatus.WAITING, error, unavailable, now)
+
+    def _applied(self, event: StripeEvent) -> None:
+        # The table now holds a state at least as new as the event, whether this job fetched it or an
+        # earlier fetch covered it (coalesced): that is when the event's change counts as applied.
+        now = self._clock()
+        self._telemetry.change_applied(now.timestamp() - event.created, (now - event.received_at).total_seconds())
 
     def _on_summary_event(self, event: StripeEvent) -> SyncResult:
         assert event.customer_id is not None  # checked before dispatch
@@ -186,7 +212,9 @@ class Syncer:
         if not owned:
             log.info("event.overtaken", event_id=event.id, status=status, error=first_line)
             return Outcome(event.id, None, error)
-        log.info("event.finished", event_id=event.id, status=status, error=first_line)
+        outcome = "retrying" if status == EventStatus.QUEUED else str(status)
+        self._telemetry.event_finished(event.type, outcome)
+        log.info("event.finished", event_id=event.id, status=status, outcome=outcome, error=first_line)
         return Outcome(event.id, status, error)
 
 

@@ -1,4 +1,4 @@
-"""Scenarios 8 and 9 of the fault suite: a Stripe incident longer than the queue's retry window converges with no
+"""Scenarios 11 and 12 of the fault suite: a Stripe incident longer than the queue's retry window converges with no
 operator action, and events missed while the webhook endpoint was down are recovered in Stripe's real shapes.
 """
 
@@ -61,7 +61,7 @@ def test_a_stripe_incident_longer_than_the_retry_window_converges_with_no_operat
         figures = run.figures(seconds, snapshot)
     assert peak_waiting >= 20 and snapshot.statuses[EventStatus.FAILED] == 0
     record(
-        "8. Stripe incident (every call 503/429) longer than the queue's retry window",
+        "11. Stripe incident (every call 503/429) longer than the queue's retry window",
         {
             **figures,
             "incident seconds": round(incident, 1),
@@ -134,7 +134,7 @@ def test_events_missed_while_the_endpoint_was_down_are_recovered_in_stripes_real
     price = stored["data"]["object"]["items"]["data"][0]["price"]
     assert isinstance(price["unit_amount_decimal"], str)
     record(
-        "9. recovery of real-shaped subscription events after the webhook endpoint was down",
+        "12. recovery of real-shaped subscription events after the webhook endpoint was down",
         {
             "customers": len(customers),
             "events in Stripe's log": len(logged),
