@@ -102,7 +102,7 @@ class Overview:
             return OverviewReport(
                 now=now,
                 by_status=store.inbox.count_by_status(session),
-                stuck=len(store.inbox.stuck_event_ids(session, now, self._stuck)),
+                stuck=store.inbox.count_stuck(session, now, self._stuck),
                 oldest_unfinished_age=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
                 failed_in_window=store.inbox_activity.failed_since(session, since),
                 freshness=self._freshness(session, since),

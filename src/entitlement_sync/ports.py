@@ -47,6 +47,18 @@ class ProductFeatureLink:
 
 
 @dataclass(frozen=True)
+class EventPage:
+    """One page of Stripe's Events API: each event as the JSON Stripe returned, newest first."""
+
+    events: list[dict[str, Any]]
+    has_more: bool
+
+    @property
+    def last_id(self) -> str | None:
+        return str(self.events[-1]["id"]) if self.events else None
+
+
+@dataclass(frozen=True)
 class StuckRule:
     """When an unfinished event counts as stuck (see `store.inbox.is_stuck`)."""
 
@@ -78,6 +90,24 @@ class ManualGrant:
     by: str
 
 
+@dataclass(frozen=True)
+class WaitRule:
+    """How long an event waits for Stripe after the queue's retries ran out, and for how long in all.
+
+    Stripe's 429s, 5xx and timeouts pass; an event is `failed` for them only once they outlast `give_up_after`
+    (Stripe's own redelivery window is 3 days).
+    """
+
+    first_pause: timedelta = timedelta(seconds=30)
+    max_pause: timedelta = timedelta(hours=1)
+    give_up_after: timedelta = timedelta(days=3)
+
+    def pause(self, waits_so_far: int) -> timedelta:
+        """The first pause, doubling with each wait, up to `max_pause`."""
+        pause: timedelta = self.first_pause * (2 ** min(waits_so_far, 30))
+        return min(pause, self.max_pause)
+
+
 # --- edges -----------------------------------------------------------------------------------------------
 
 
@@ -86,7 +116,9 @@ class EntitlementSource(Protocol):
 
 
 class EventSource(Protocol):
-    def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]: ...
+    def list_events_page(
+        self, types: list[str], created_gte: int, undelivered: bool, starting_after: str | None = None
+    ) -> EventPage: ...
 
 
 class StripeReader(EntitlementSource, EventSource, Protocol):

@@ -88,11 +88,11 @@ def replay_event(event_id: str) -> ResponseReturnValue:
 
 @console.post("/events/replay-failed")
 def replay_failed() -> ResponseReturnValue:
-    event_ids = container().inbox.failed_event_ids(None, None)
-    if not event_ids:
+    report = container().inbox.replay_failed(None, None)
+    if not report.taken:
         flash("No failed events to replay.", "info")
     else:
-        _flash_replay(container().inbox.replay(event_ids))
+        _flash_replay(report)
     return redirect(url_for("console.events", status="failed"))
 
 
