@@ -20,12 +20,14 @@ from .access import AccessReader
 from .backfill import Backfiller
 from .breaker import CircuitBreaker
 from .catalog import Catalog
+from .customers import CustomerLookup, MirrorExplainer, NoGrants
 from .db import PoolOptions, SessionFactory, create_db_engine, session_factory, transaction
 from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
+from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
-from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry
+from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry, WaitRule
 from .prune import Pruner
 from .receive import Receiver
 from .reconcile import Reconciler
@@ -62,6 +64,9 @@ class Container:
     gateway: StripeGateway
     inbox: Inbox
     history: AccessHistory
+    # The ops console's pages (web/console).
+    overview: Overview
+    customers: CustomerLookup
     backfiller: Backfiller
     reconciler: Reconciler
     catalog: Catalog
@@ -134,12 +139,16 @@ def bootstrap(
 
     retry = partial(with_retries, sleep=sleep)  # the ops use cases retry Stripe's 429/5xx in-process
 
-    if stripe is None:
-        # The workers' calls share one budget with `sync all` (the same Redis key), so that together they stay
-        # under Stripe's limit instead of burning their retries on 429s.
-        rate = settings.stripe_requests_per_second
-        stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
-    syncer = Syncer(new_session, stripe, clock, telemetry)
+    # The workers' calls share one budget with `sync all` and `events recover` (the same Redis key), so that
+    # together they stay under Stripe's limit instead of burning their retries on 429s.
+    rate = settings.stripe_requests_per_second
+    paced = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
+    stripe = stripe or paced
+    wait = WaitRule(
+        first_pause=timedelta(seconds=settings.sweep_interval_seconds),
+        give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
+    )
+    syncer = Syncer(new_session, stripe, clock, wait, telemetry)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(
@@ -170,7 +179,10 @@ def bootstrap(
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
-        backfiller=Backfiller(new_session, gateway, receiver, clock, retry),
+        overview=Overview(new_session, clock, stuck, settings.stripe_requests_per_second),
+        # Issue 10's effective-access policy and grants replace these two.
+        customers=CustomerLookup(new_session, clock, stuck, MirrorExplainer(new_session), NoGrants()),
+        backfiller=Backfiller(new_session, paced, receiver, clock, retry),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
         catalog=Catalog(new_session, gateway, clock, retry),
         pruner=Pruner(new_session, clock),

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from . import store
 from .db import SessionFactory, transaction
 from .logs import get_logger
-from .models import UNFINISHED, EventStatus
+from .models import EventStatus
 from .ports import Clock
 
 log = get_logger(__name__)
@@ -38,13 +38,14 @@ def check_window(older_than: timedelta) -> None:
         )
 
 
+# Named, not derived ("not unfinished"): a status added later (as `waiting` was) is kept until someone
+# decides it is final. Unfinished and waiting events are never pruned, however old.
+FINAL = (EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED)
+
+
 def prunable_statuses(include_failed: bool) -> list[str]:
-    """Every finished status (processed, ignored, and any added later), failed only on request."""
-    return [
-        status
-        for status in EventStatus
-        if status not in UNFINISHED and (include_failed or status != EventStatus.FAILED)
-    ]
+    """The final statuses; failed (which needs a person) only on request."""
+    return [*FINAL, *([EventStatus.FAILED] if include_failed else [])]
 
 
 @dataclass

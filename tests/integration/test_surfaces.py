@@ -96,7 +96,7 @@ def test_readyz_names_the_database_as_down_without_its_host_user_or_error(settin
     down.close()
 
 
-@pytest.mark.parametrize("revision", ["0002", None])
+@pytest.mark.parametrize("revision", ["0003", None])
 def test_readyz_fails_while_the_schema_is_not_at_the_latest_migration(settings, tmp_path, revision):
     url = f"sqlite:///{tmp_path / 'behind.db'}"
     if revision:
@@ -104,7 +104,7 @@ def test_readyz_fails_while_the_schema_is_not_at_the_latest_migration(settings, 
     behind = bootstrap(replace(settings, database_url=url), broker=build_stub_broker())
     response = create_app(behind, "internal").test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.json["checks"]["database"].startswith(f"schema at {revision or 'nothing'}, code needs 0003")
+    assert response.json["checks"]["database"].startswith(f"schema at {revision or 'nothing'}, code needs 0004")
     upgrade(url)
     assert create_app(behind, "internal").test_client().get("/readyz").status_code == 200
     behind.close()

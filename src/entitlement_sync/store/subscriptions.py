@@ -66,3 +66,9 @@ def product_ids_in_use(session: Session) -> set[str]:
     for product_ids in session.scalars(select(Subscription.product_ids)):
         products.update(product_ids or [])
     return products
+
+
+def of_customer(session: Session, customer_id: str) -> list[Subscription]:
+    """The customer's mirrored subscriptions, the most recently changed first."""
+    statement = select(Subscription).where(Subscription.customer_id == customer_id)
+    return list(session.scalars(statement.order_by(Subscription.event_created.desc(), Subscription.id)))
