@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -46,6 +47,22 @@ class ProductFeatureLink:
     feature: CatalogFeature
 
 
+class CustomerState(StrEnum):
+    """What `GET /v1/customers/{id}` says of a customer, for this key's account and mode."""
+
+    EXISTS = "exists"
+    DELETED = "deleted"  # `{"id": ..., "object": "customer", "deleted": true}`
+    UNKNOWN = "unknown"  # 404: never a customer of this account and mode
+
+
+@dataclass(frozen=True)
+class StripeAccount:
+    """`GET /v1/account`: whose key this is."""
+
+    id: str
+    name: str | None
+
+
 @dataclass(frozen=True)
 class StuckRule:
     """When an unfinished event counts as stuck (see `store.inbox.is_stuck`)."""
@@ -58,7 +75,11 @@ class StuckRule:
 
 
 class EntitlementSource(Protocol):
-    def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]: ...
+    def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
+        """Every active entitlement; raises CustomerNotFound when Stripe answers 404 for the customer."""
+        ...
+
+    def customer_state(self, customer_id: str) -> CustomerState: ...
 
 
 class EventSource(Protocol):

@@ -9,8 +9,14 @@ from typing import Any, TypeVar
 
 import stripe
 
-from .errors import InvalidWebhook, StripeRejected, StripeUnavailable
-from .ports import ActiveEntitlement, CatalogFeature, ProductFeatureLink
+from .errors import (
+    CustomerNotFound,
+    InvalidWebhook,
+    StripeAccountUnreadable,
+    StripeRejected,
+    StripeUnavailable,
+)
+from .ports import ActiveEntitlement, CatalogFeature, CustomerState, ProductFeatureLink, StripeAccount
 
 T = TypeVar("T")
 
@@ -43,10 +49,59 @@ class StripeGateway:
         return twin
 
     def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
-        """Every active entitlement of the customer; none for a customer Stripe no longer has."""
+        """Every active entitlement of the customer.
+
+        Raises CustomerNotFound on a 404 for the customer: Stripe answers so for a deleted customer and
+        equally for a key of another account or mode, so the caller must ask which (`customer_state`).
+        """
         pages = self._client.v1.entitlements.active_entitlements.list
-        items = self._each(pages, {"customer": customer_id}, missing_param="customer")
+        try:
+            items = list(self._each(pages, {"customer": customer_id}))
+        except StripeRejected as error:
+            cause = error.__cause__
+            if isinstance(cause, stripe.InvalidRequestError) and _is_missing(cause, "customer"):
+                raise CustomerNotFound(str(error)) from cause
+            raise
         return [_active_entitlement(item) for item in items]
+
+    def customer_state(self, customer_id: str) -> CustomerState:
+        """`GET /v1/customers/{id}`: a deleted customer is still answered (`deleted: true`); a 404 is unknown."""
+
+        def retrieve() -> Any:
+            self._before_call()
+            try:
+                return self._client.v1.customers.retrieve(customer_id)
+            except stripe.InvalidRequestError as error:
+                if _is_missing(error, "id", "customer"):
+                    return None
+                raise
+
+        customer = _translating_errors(retrieve)
+        if customer is None:
+            return CustomerState.UNKNOWN
+        return CustomerState.DELETED if getattr(customer, "deleted", False) else CustomerState.EXISTS
+
+    def retrieve_account(self) -> StripeAccount:
+        """`GET /v1/account`: whose key this is. Restricted keys may never ask: StripeAccountUnreadable."""
+
+        def retrieve() -> Any:
+            self._before_call()
+            try:
+                return self._client.v1.accounts.retrieve_current()
+            except stripe.PermissionError as error:
+                raise StripeAccountUnreadable(_describe(error)) from error
+
+        account = _translating_errors(retrieve)
+        profile = getattr(account, "business_profile", None)
+        settings = getattr(account, "settings", None)
+        dashboard = getattr(settings, "dashboard", None) if settings else None
+        name = getattr(dashboard, "display_name", None) or (getattr(profile, "name", None) if profile else None)
+        return StripeAccount(id=account.id, name=name)
+
+    def list_one_customer(self) -> str | None:
+        """The id of the newest customer of the account, or None: a cheap proof that the key reads customers."""
+        page = _translating_errors(partial(self._page, self._client.v1.customers.list, {"limit": 1}, None))
+        return page.data[0].id if page is not None and page.data else None
 
     def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]:
         """Events from the Events API (the last 30 days only), newest first, as the JSON a webhook carries."""
@@ -94,10 +149,14 @@ class StripeGateway:
         try:
             return listing(query)
         except stripe.InvalidRequestError as error:
-            # A deleted customer or product has nothing; Stripe says so with a 404.
-            if missing_param and error.code == "resource_missing" and error.param in (None, missing_param):
+            # A deleted product has nothing; Stripe says so with a 404. (Customers: see list_active_entitlements.)
+            if missing_param and _is_missing(error, missing_param):
                 return None
             raise
+
+
+def _is_missing(error: stripe.InvalidRequestError, *params: str) -> bool:
+    return error.code == "resource_missing" and (error.param is None or error.param in params)
 
 
 def _active_entitlement(item: Any) -> ActiveEntitlement:
@@ -113,6 +172,8 @@ def _feature(item: Any) -> CatalogFeature:
 def _translating_errors(call: Callable[[], T]) -> T:
     try:
         return call()
+    except StripeAccountUnreadable:
+        raise
     except (stripe.RateLimitError, stripe.APIConnectionError) as error:
         raise StripeUnavailable(_describe(error)) from error
     except stripe.StripeError as error:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from . import store
 from .db import SessionFactory, transaction
-from .errors import StorageUnavailable, StripeRejected, StripeUnavailable
-from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, subscription_snapshot
+from .errors import CustomerNotFound, StorageUnavailable, StripeRejected, StripeUnavailable, WrongStripeAccount
+from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, connect_reason, event_from_payload, subscription_snapshot
 from .logs import get_logger
 from .models import EventStatus, StripeEvent
-from .ports import ActiveEntitlement, Clock, EntitlementSource
+from .ports import ActiveEntitlement, Clock, CustomerState, EntitlementSource
 
 log = get_logger(__name__)
 
@@ -29,6 +29,38 @@ class SyncResult:
     applied: bool  # False when a fetch that started later won the race
     granted: list[ActiveEntitlement] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)  # lookup keys
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A fetch of one customer's entitlements, taken under `ticket`, not yet applied."""
+
+    customer_id: str
+    ticket: int
+    entitlements: list[ActiveEntitlement]
+
+
+def fetch_entitlements(source: EntitlementSource, customer_id: str) -> list[ActiveEntitlement]:
+    """The customer's active entitlements; none only for a customer Stripe reports deleted.
+
+    Stripe answers 404 for a deleted customer and equally for a key of another account or mode. Reading the
+    second as "has nothing" would revoke everyone the moment a wrong key is deployed, so ask which it is.
+    """
+    try:
+        return source.list_active_entitlements(customer_id)
+    except CustomerNotFound as error:
+        state = source.customer_state(customer_id)
+        if state is CustomerState.DELETED:
+            return []
+        if state is CustomerState.UNKNOWN:
+            raise WrongStripeAccount(
+                f"Stripe has no customer {customer_id} for this STRIPE_API_KEY: the key belongs to another "
+                "account or mode (test/live) than the customer's (account/mode mismatch); nothing was revoked. "
+                "Check STRIPE_API_KEY (`entitlement-sync doctor`)."
+            ) from error
+        raise StripeRejected(
+            f"Stripe answered 404 for the entitlements of {customer_id}, who exists: {error}"
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -60,13 +92,27 @@ class Syncer:
         with transaction(self._new_session) as session:
             if seen_at_seq is not None and store.access.applied_seq(session, customer_id) > seen_at_seq:
                 return SyncResult(customer_id, fetched=False, applied=False)
-            ticket = store.access.advance_customer_seq(session, customer_id)
-        fetched = self._stripe.list_active_entitlements(customer_id)
+        return self.apply(self.fetch(customer_id), cause=cause)
+
+    def fetch(self, customer_id: str, *, take_ticket: bool = True) -> Fetched:
+        """Take a ticket, then fetch: `apply` may write it only if no fetch with a later ticket was applied.
+
+        Without a ticket (a dry run writes nothing, not even the sequence) the fetch can never be applied.
+        """
+        ticket = 0
+        if take_ticket:
+            with transaction(self._new_session) as session:
+                ticket = store.access.advance_customer_seq(session, customer_id)
+        return Fetched(customer_id, ticket, fetch_entitlements(self._stripe, customer_id))
+
+    def apply(self, fetched: Fetched, *, cause: str | None = None) -> SyncResult:
+        """Replace the customer's rows with a fetch, unless a fetch that started later was applied meanwhile."""
+        customer_id, ticket = fetched.customer_id, fetched.ticket
         with transaction(self._new_session) as session:
             if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
                 log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
                 return SyncResult(customer_id, fetched=True, applied=False)
-            diff = store.access.replace_entitlements(session, customer_id, fetched, cause, self._clock())
+            diff = store.access.replace_entitlements(session, customer_id, fetched.entitlements, cause, self._clock())
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:
             log.info(
@@ -80,7 +126,7 @@ class Syncer:
 
     def preview_customer(self, customer_id: str) -> SyncResult:
         """What a sync would change now, without writing anything: the dry run of `sync_customer`."""
-        fetched = self._stripe.list_active_entitlements(customer_id)
+        fetched = fetch_entitlements(self._stripe, customer_id)
         with self._new_session() as session:
             diff = store.access.diff_entitlements(store.access.entitlements_of(session, customer_id), fetched)
         revoked = [row.lookup_key for row in diff.revoked]
@@ -97,10 +143,10 @@ class Syncer:
             return Outcome(event_id, None)
         event, attempt_id = claimed
         handler = self._handlers.get(event.type)
-        if handler is None or event.customer_id is None:
-            reason = f"event type {event.type} is not handled" if handler is None else "event names no customer"
+        reason = _reason_to_skip(event, handler is not None)
+        if handler is None or reason:
             self._finish(event_id, attempt_id, EventStatus.IGNORED, reason)
-            return Outcome(event_id, EventStatus.IGNORED, reason)
+            return Outcome(event_id, EventStatus.IGNORED, reason or "")
         try:
             result = handler(event)
         except StripeUnavailable as error:
@@ -144,3 +190,13 @@ class Syncer:
         with transaction(self._new_session) as session:
             store.inbox.finish_attempt(session, event_id, attempt_id, status, error, self._clock())
         log.info("event.finished", event_id=event_id, status=status, error=(error or "").split("\n")[0] or None)
+
+
+def _reason_to_skip(event: StripeEvent, handled: bool) -> str | None:
+    if not handled:
+        return f"event type {event.type} is not handled"
+    if event.customer_id is None:
+        return "event names no customer"
+    # An event stored before Connect events were ignored on receipt must not reach a platform customer either.
+    account = event.payload.get("account") if isinstance(event.payload, dict) else None
+    return connect_reason(account)

@@ -67,6 +67,61 @@ def product_feature(attachment_id: str, feature_json: dict[str, Any], *, livemod
     }
 
 
+def customer(customer_id: str, *, created: int | None = None, livemode: bool = False) -> dict[str, Any]:
+    """A `customer`, after Stripe's fixture (`customer.json`): the fields it has, mostly null or empty."""
+    return {
+        "id": customer_id,
+        "object": "customer",
+        "address": None,
+        "balance": 0,
+        "created": int(time.time()) if created is None else created,
+        "currency": None,
+        "default_source": None,
+        "delinquent": False,
+        "description": None,
+        "discount": None,
+        "email": None,
+        "invoice_prefix": customer_id.removeprefix("cus_")[:7].upper(),
+        "invoice_settings": {
+            "custom_fields": None,
+            "default_payment_method": None,
+            "footer": None,
+            "rendering_options": None,
+        },
+        "livemode": livemode,
+        "metadata": {},
+        "name": None,
+        "next_invoice_sequence": 1,
+        "phone": None,
+        "preferred_locales": [],
+        "shipping": None,
+        "tax_exempt": "none",
+        "test_clock": None,
+    }
+
+
+def deleted_customer(customer_id: str) -> dict[str, Any]:
+    """What `GET /v1/customers/{id}` answers for a deleted customer: three fields, no 404."""
+    return {"id": customer_id, "object": "customer", "deleted": True}
+
+
+def account(account_id: str, name: str = "Simulated account") -> dict[str, Any]:
+    """`GET /v1/account` (the fields a platform's own account shows; most are left out)."""
+    return {
+        "id": account_id,
+        "object": "account",
+        "business_profile": {"name": name, "url": None, "support_email": None},
+        "charges_enabled": True,
+        "country": "US",
+        "default_currency": "usd",
+        "details_submitted": True,
+        "email": None,
+        "payouts_enabled": True,
+        "settings": {"dashboard": {"display_name": name, "timezone": "Etc/UTC"}},
+        "type": "standard",
+    }
+
+
 def list_page(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "url": url, "has_more": has_more, "data": data}
 
