@@ -8,7 +8,7 @@ from enum import StrEnum
 from . import store
 from .db import SessionFactory, transaction
 from .errors import QueueUnavailable
-from .events import HANDLED_TYPES, InboundEvent, parse_event
+from .events import HANDLED_TYPES, InboundEvent, connect_reason, parse_event
 from .logs import get_logger
 from .models import EventStatus
 from .ports import Clock, JobQueue, WebhookVerifier
@@ -86,9 +86,11 @@ class Receiver:
         return True
 
     def reason_to_ignore(self, event: InboundEvent) -> str | None:
-        """Why this event is not for us (type, mode, no customer); None when it is to be processed."""
+        """Why this event is not for us (type, account, mode, no customer); None when it is to be processed."""
         if event.type not in HANDLED_TYPES:
             return f"event type {event.type} is not handled"
+        if event.account:
+            return connect_reason(event.account)
         if self._livemode is not None and event.livemode != self._livemode:
             mode = "live" if event.livemode else "test"
             key_mode = "live" if self._livemode else "test"
