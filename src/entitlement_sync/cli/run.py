@@ -22,7 +22,7 @@ def db_upgrade(revision: str) -> None:
     """Apply the migrations to DATABASE_URL."""
     from ..db import upgrade
 
-    settings = Settings.from_env()
+    settings = _settings_for("db upgrade")
     upgrade(settings.database_url, revision)
     click.echo(f"database at revision {revision}: {_without_password(settings.database_url)}")
 
@@ -33,6 +33,7 @@ def db_upgrade(revision: str) -> None:
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 def serve(host: str, port: int, workers: int) -> None:
     """Run the webhook receiver and read API under gunicorn."""
+    _settings_for("serve")
     _exec(
         "gunicorn",
         [
@@ -54,7 +55,7 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--threads", default=4, show_default=True, type=int)
 def worker(processes: int, threads: int) -> None:
     """Run the Dramatiq workers that sync events into the access table."""
-    queue = Settings.from_env().queue_name
+    queue = _settings_for("worker").queue_name
     _exec(
         "dramatiq",
         [
@@ -89,6 +90,20 @@ def dev(host: str, port: int) -> None:
     start_in_process_worker(container.broker)
     click.echo(f"entitlement-sync dev: http://{host}:{port}  database: {_without_password(settings.database_url)}")
     create_app(container).run(host=host, port=port, threaded=True)
+
+
+def _settings_for(role: str) -> Settings:
+    """The settings, or exit 2 with one line naming what is missing: better than starting to fail quietly."""
+    settings = Settings.from_env()
+    missing = settings.missing_for(role)
+    if missing:
+        names = ", ".join(missing)
+        click.echo(
+            f"error: {names} {'is' if len(missing) == 1 else 'are'} not set (required by `entitlement-sync {role}`)",
+            err=True,
+        )
+        raise SystemExit(2)
+    return settings
 
 
 def _exec(module: str, arguments: list[str]) -> None:
