@@ -100,6 +100,28 @@ class StripeReader(EntitlementSource, EventSource, Protocol):
         ...
 
 
+class StripeProbe(EntitlementSource, Protocol):
+    """What `doctor` asks Stripe."""
+
+    def retrieve_account(self) -> StripeAccount:
+        """Raises StripeAccountUnreadable when the key may not ask (restricted keys)."""
+        ...
+
+    def list_one_customer(self) -> str | None: ...
+
+
+class DatabaseProbe(Protocol):
+    """What `doctor` asks the database; each raises StorageUnavailable when it cannot be reached."""
+
+    def revisions(self) -> tuple[str | None, str]:
+        """(the schema's revision, the latest migration's)."""
+        ...
+
+    def a_known_customer(self) -> str | None:
+        """A customer this database holds access rows for (the most recently synced), or None."""
+        ...
+
+
 class WebhookVerifier(Protocol):
     def verify(self, payload: bytes, header: str | None) -> None:
         """Raise InvalidWebhook unless `header` is a valid Stripe-Signature of the raw `payload`."""

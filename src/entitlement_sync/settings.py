@@ -66,7 +66,10 @@ class Settings:
         defaults = cls()
 
         def number(name: str, default: float) -> float:
-            return float(env[name]) if env.get(name) else default
+            try:
+                return float(env[name]) if env.get(name) else default
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {env[name]!r}") from None
 
         return cls(
             stripe_api_key=env.get("STRIPE_API_KEY", ""),
