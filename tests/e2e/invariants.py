@@ -1,5 +1,6 @@
-"""What every scenario ends with: the access table equals Stripe's truth, and the inbox holds every delivered
-event as processed or deliberately ignored, none failed or unfinished. Read straight from SQL.
+"""What every scenario ends with: the access table equals what the simulator's billing model derives (each
+customer's active entitlements, ids included), and the inbox holds every delivered event as processed or
+deliberately ignored, none failed or unfinished. Read straight from SQL.
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from entitlement_sync.models import UNFINISHED, Entitlement, EventAttempt, EventStatus, StripeEvent
-from entitlement_sync.testing import FakeStripe
+from entitlement_sync.testing import BillingModel, WebhookSender
 
 FINISHED = {EventStatus.PROCESSED, EventStatus.IGNORED}
+Rows = set[tuple[str, str, str]]  # (feature id, lookup key, entitlement id)
+
+
+def derived(stripe: BillingModel, customer: str) -> Rows:
+    """What Stripe says the customer holds: the model's active entitlements, as its API lists them."""
+    return {(item["feature"], item["lookup_key"], item["id"]) for item in stripe.active_entitlements(customer)}
 
 
 @dataclass
@@ -26,7 +33,7 @@ class Snapshot:
     statuses: Counter[str]
     failed: list[tuple[str, str]]  # (event id, first line of last_error)
     missing: set[str]  # delivered (2xx) but not stored
-    mismatched: dict[str, tuple[set[tuple[str, str]], set[tuple[str, str]]]]  # customer: (rows, truth)
+    mismatched: dict[str, tuple[Rows, Rows]]  # customer: (rows, what the model derives)
     attempts: int = 0
     open_attempts: int = 0  # attempts never finished: their worker died mid-job
     most_attempts: int = 0  # the most processing attempts any one event took
@@ -54,7 +61,7 @@ class Inspector:
     def __init__(self, database_url: str) -> None:
         self._engine = create_engine(database_url, poolclass=NullPool)
 
-    def snapshot(self, stripe: FakeStripe, customers: Iterable[str], delivered: set[str]) -> Snapshot:
+    def snapshot(self, stripe: BillingModel, customers: Iterable[str], delivered: set[str]) -> Snapshot:
         with self._engine.connect() as connection:
             statuses = Counter(
                 dict(connection.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status)).all())
@@ -63,20 +70,23 @@ class Inspector:
                 select(StripeEvent.id, StripeEvent.last_error).where(StripeEvent.status == EventStatus.FAILED)
             ).all()
             stored = set(connection.scalars(select(StripeEvent.id)))
-            rows: dict[str, set[tuple[str, str]]] = defaultdict(set)
-            for customer, feature, key in connection.execute(
-                select(Entitlement.customer_id, Entitlement.feature_id, Entitlement.lookup_key)
+            rows: dict[str, Rows] = defaultdict(set)
+            for customer, feature, key, entitlement in connection.execute(
+                select(
+                    Entitlement.customer_id, Entitlement.feature_id, Entitlement.lookup_key, Entitlement.entitlement_id
+                )
             ):
-                rows[customer].add((feature, key))
+                rows[customer].add((feature, key, entitlement))
             attempts = connection.scalar(select(func.count()).select_from(EventAttempt)) or 0
             most_attempts = connection.scalar(select(func.max(StripeEvent.attempts))) or 0
             open_attempts = connection.scalar(
                 select(func.count()).select_from(EventAttempt).where(EventAttempt.finished_at.is_(None))
             )
+        expected = {customer: derived(stripe, customer) for customer in set(customers) | set(rows)}
         mismatched = {
-            customer: (rows.get(customer, set()), stripe.truth(customer))
-            for customer in set(customers) | set(rows)
-            if rows.get(customer, set()) != stripe.truth(customer)
+            customer: (rows.get(customer, set()), held)
+            for customer, held in expected.items()
+            if rows.get(customer, set()) != held
         }
         return Snapshot(
             statuses=statuses,
@@ -96,7 +106,7 @@ class Inspector:
             )
 
     def wait_for_convergence(
-        self, stripe: FakeStripe, customers: Iterable[str], delivered: set[str], timeout: float
+        self, stripe: BillingModel, customers: Iterable[str], delivered: set[str], timeout: float
     ) -> tuple[float, Snapshot]:
         """Poll until converged; returns (seconds it took, last snapshot). Fails with the evidence."""
         customers = list(customers)
@@ -123,6 +133,38 @@ def assert_invariants(snapshot: Snapshot) -> None:
 
 
 # --- figures ---------------------------------------------------------------------------------------------
+
+
+def delivered(sender: WebhookSender) -> tuple[set[str], set[str]]:
+    """(events that got a 2xx, events that never did)."""
+    attempts = list(sender.deliveries)
+    accepted = {record.event_id for record in attempts if 200 <= record.status < 300}
+    return accepted, {record.event_id for record in attempts} - accepted
+
+
+def delivery_figures(sender: WebhookSender) -> dict[str, Any]:
+    attempts, stats = list(sender.deliveries), sender.stats
+    answers = Counter(_service_status(record.answer) for record in attempts if 200 <= record.status < 300)
+    return {
+        "events sent": len({record.event_id for record in attempts}),
+        "deliveries": len(attempts),
+        "accepted": answers["accepted"],
+        "duplicates sent": stats.duplicates_sent,
+        "answered duplicate": answers["duplicate"],
+        "answered ignored": answers["ignored"],
+        "redeliveries": stats.retries,
+        "http": dict(sorted(Counter(record.status for record in attempts).items())),
+        "slowest answer s": round(max((record.seconds for record in attempts), default=0.0), 2),
+    }
+
+
+def _service_status(answer: bytes) -> str:
+    """The `status` entitlement-sync answers a delivery with: accepted, duplicate or ignored."""
+    try:
+        return str(json.loads(answer).get("status", "?"))
+    except (ValueError, AttributeError):
+        return "not json"
+
 
 RESULTS: list[tuple[str, dict[str, Any]]] = []
 

@@ -1,9 +1,11 @@
 """Scenarios 1–5 of issue 4: whatever Stripe, the network, Redis, PostgreSQL or a worker does, the access
 table converges to Stripe's truth and every delivered event ends processed or deliberately ignored.
 
-Each scenario changes plans in the simulated Stripe batch by batch while a sender delivers Stripe's events
-(duplicated, reordered, redelivered on non-2xx) to the real processes, injects its fault mid-run, then waits
-for convergence and checks the invariants. Figures go to the session summary (see docs/reliability.md).
+Each scenario plays customers' billing on the simulator's model round by round (sign-ups, upgrades and
+downgrades, renewals, trials, pauses, cancellations, deleted customers, a lookup key archived and reused) while
+the simulator's `WebhookSender` delivers the events the model records (duplicated, reordered, redelivered on
+non-2xx) to the real processes; it injects its fault mid-run, then waits for convergence and checks the
+invariants against the model's own derivation. Figures go to the session summary (see docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from dataclasses import dataclass
 import pytest
 
 from entitlement_sync.models import EventStatus
-from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
+from entitlement_sync.testing import FakeStripe, StripeSimulatorServer, WebhookSender
 from tests.conftest import TEST_DATABASE_URL
-from tests.e2e.chaos import SendStats, WebhookSender
-from tests.e2e.harness import API_KEY, Service, wait_until
-from tests.e2e.invariants import Inspector, Snapshot, assert_invariants, record
+from tests.e2e.harness import API_KEY, WEBHOOK_SECRET, Service, wait_until
+from tests.e2e.invariants import Inspector, Snapshot, assert_invariants, delivered, delivery_figures, record
 from tests.e2e.servers import PrivatePostgres, PrivateRedis
 from tests.e2e.workload import Workload
 
@@ -40,19 +41,23 @@ class Run:
     sender: WebhookSender
     started: float
 
-    def finish(self, inspector: Inspector, timeout: float = 180) -> tuple[SendStats, float, Snapshot]:
-        stats = self.sender.drain(timeout)
-        assert not stats.undelivered, f"{len(stats.undelivered)} events never got a 2xx"
-        seconds, snapshot = inspector.wait_for_convergence(
-            self.stripe, self.workload.customers, stats.delivered, timeout
-        )
-        assert_invariants(snapshot)
-        return stats, seconds, snapshot
+    def throttle(self, max_pending: int = 50) -> None:
+        """Let the account change only while few deliveries are in flight: Stripe changes while events fly."""
+        assert self.sender.throttle(max_pending, timeout=120), "deliveries still pending after 120 s"
 
-    def figures(self, stats: SendStats, converge_seconds: float, snapshot: Snapshot) -> dict[str, object]:
+    def finish(self, inspector: Inspector, timeout: float = 180) -> tuple[float, Snapshot]:
+        assert self.sender.drain(timeout), f"deliveries still running after {timeout} s"
+        accepted, undelivered = delivered(self.sender)
+        assert not undelivered, f"{len(undelivered)} events never got a 2xx"
+        seconds, snapshot = inspector.wait_for_convergence(self.stripe, self.workload.customers, accepted, timeout)
+        assert_invariants(snapshot)
+        return seconds, snapshot
+
+    def figures(self, converge_seconds: float, snapshot: Snapshot) -> dict[str, object]:
         return {
             "customers": len(self.workload.customers),
-            **stats.figures(),
+            "changes": dict(self.workload.changes),
+            **delivery_figures(self.sender),
             "stripe calls": len(self.stripe.calls),
             "stripe answers": dict(sorted(Counter(call.status for call in list(self.stripe.calls)).items())),
             "event statuses": dict(snapshot.statuses),
@@ -81,11 +86,12 @@ def scenario(
         stripe.faults.slow_share, stripe.faults.slow_seconds = 1.0, latency_seconds
     with StripeSimulatorServer(stripe) as simulator:
         workload = Workload(stripe, customers, seed=seed)
-        sender = WebhookSender(sender_url(simulator.url), seed=seed, duplicate_share=0.10, hold_back_share=0.3)
-        try:
+        url = f"{sender_url(simulator.url)}/webhooks/stripe"
+        # Like Stripe: redelivery until a 2xx, backing off from 0.1 s to 2 s, for about two minutes.
+        knobs = {"threads": 8, "max_attempts": 60, "base_delay": 0.1, "max_delay": 2.0, "timeout": 15.0}
+        reordering = {"reorder_window": 50, "hold_back_share": 0.3, "duplicate_share": 0.10}
+        with WebhookSender(stripe, url, WEBHOOK_SECRET, seed=seed, **knobs, **reordering) as sender:
             yield Run(stripe, simulator, workload, sender, time.monotonic())
-        finally:
-            sender.close()
 
 
 @pytest.fixture
@@ -110,12 +116,12 @@ def start(launch: Callable[..., Service], **extra: str) -> Callable[[str], str]:
 
 def test_500_customers_with_duplicates_and_heavy_reordering_converge(launch, inspector):
     with scenario(500, seed=1, sender_url=start(launch)) as run:
-        for batch in run.workload.batches(changes=800, batch_size=100):
-            run.sender.send(batch)
-            run.sender.throttle(max_pending=100)
-        stats, seconds, snapshot = run.finish(inspector)
-    assert stats.answers["duplicate"] >= stats.duplicates_sent
-    record("1. 500 customers, 10% duplicates, heavy reordering", run.figures(stats, seconds, snapshot))
+        for _ in run.workload.rounds(changes=800, events_per_round=100):
+            run.throttle(max_pending=100)
+        seconds, snapshot = run.finish(inspector)
+        figures = run.figures(seconds, snapshot)
+    assert figures["answered duplicate"] >= figures["duplicates sent"] > 0
+    record("1. 500 customers, 10% duplicates, heavy reordering", figures)
 
 
 def test_stripe_answering_429s_5xx_and_rate_limiting_converges(launch, inspector):
@@ -126,16 +132,15 @@ def test_stripe_answering_429s_5xx_and_rate_limiting_converges(launch, inspector
     # The workers pace themselves at 20 requests/s, shared through Redis, as in production.
     retries = {"SYNC_MAX_RETRIES": "20", "STRIPE_MAX_REQUESTS_PER_SECOND": "20"}
     with scenario(150, seed=2, sender_url=start(launch, **retries), **faults) as run:
-        for batch in run.workload.batches(changes=250, batch_size=50):
-            run.sender.send(batch)
-            run.sender.throttle(max_pending=50)
-        stats, seconds, snapshot = run.finish(inspector)
+        for _ in run.workload.rounds(changes=250, events_per_round=50):
+            run.throttle()
+        seconds, snapshot = run.finish(inspector)
     injected = run.stripe.faults.injected
     assert injected["rate_limited"] and injected["server_error"]
     assert injected["rate_limited_by_bucket"] == 0  # paced below the limit, the workers never hit it
     record(
         "2. Stripe: 20% 429, 10% 5xx, 25 req/s limit",
-        {**run.figures(stats, seconds, snapshot), "faults injected": dict(injected)},
+        {**run.figures(seconds, snapshot), "faults injected": dict(injected)},
     )
 
 
@@ -144,14 +149,13 @@ def test_stripe_answering_slowly_and_timing_out_converges(launch, inspector):
         faults = run.stripe.faults
         faults.timeout_share, faults.timeout_seconds = 0.10, 4.0  # past the service's 2 s client timeout
         faults.slow_share, faults.slow_seconds = 0.10, 0.5  # slow but within it
-        for batch in run.workload.batches(changes=200, batch_size=50):
-            run.sender.send(batch)
-            run.sender.throttle(max_pending=50)
-        stats, seconds, snapshot = run.finish(inspector)
+        for _ in run.workload.rounds(changes=200, events_per_round=50):
+            run.throttle()
+        seconds, snapshot = run.finish(inspector)
     assert faults.injected["timeout"] and faults.injected["slow"]
     record(
         "7. Stripe: 10% of calls time out (4 s > 2 s client timeout), 10% answer after 0.5 s",
-        {**run.figures(stats, seconds, snapshot), "faults injected": dict(faults.injected)},
+        {**run.figures(seconds, snapshot), "faults injected": dict(faults.injected)},
     )
 
 
@@ -169,7 +173,7 @@ def test_worker_killed_with_sigkill_mid_run_converges_after_restart(launch, insp
     # Slow answers from Stripe keep jobs in flight, so the kill lands mid-job.
     with scenario(200, seed=3, sender_url=start_on, latency_seconds=0.05) as run:
         killed_mid_job = 0
-        for index, batch in enumerate(run.workload.batches(changes=350, batch_size=50)):
+        for index in run.workload.rounds(changes=350, events_per_round=50):
             if index == 3:
                 wait_until(lambda: inspector.count(EventStatus.PROCESSING) > 0, 30, "jobs in flight")
                 killed_mid_job = inspector.count(EventStatus.PROCESSING)
@@ -177,14 +181,13 @@ def test_worker_killed_with_sigkill_mid_run_converges_after_restart(launch, insp
                 assert services[0].workers[0].process.wait(10) == -signal.SIGKILL
             if index == 6:
                 services[0].start_worker(processes=1, threads=4)
-            run.sender.send(batch)
-            run.sender.throttle(max_pending=50)
-        stats, seconds, snapshot = run.finish(inspector)
+            run.throttle()
+        seconds, snapshot = run.finish(inspector)
     assert snapshot.open_attempts >= 1  # the kill did land mid-job: an attempt was never finished
     record(
         "3. worker process group killed with SIGKILL, then restarted",
         {
-            **run.figures(stats, seconds, snapshot),
+            **run.figures(seconds, snapshot),
             "events processing when killed": killed_mid_job,
             "attempts left open by the kill": snapshot.open_attempts,
         },
@@ -198,20 +201,19 @@ def test_redis_stopped_mid_run_loses_nothing(launch, inspector, tmp_path):
         start_on = start(launch, redis_url=redis_server.url, **QUICK_RECOVERY)
         with scenario(200, seed=4, sender_url=start_on) as run:
             stored_while_down = 0
-            for index, batch in enumerate(run.workload.batches(changes=350, batch_size=50)):
+            for index in run.workload.rounds(changes=350, events_per_round=50):
                 if index == 3:
-                    run.sender.throttle(max_pending=0)
+                    run.throttle(max_pending=0)
                     redis_server.stop()
-                    answered_before = run.sender.stats.deliveries
+                    answered_before = len(run.sender.deliveries)
                 if index == 6:
-                    run.sender.throttle(max_pending=0)
+                    run.throttle(max_pending=0)
                     stored_while_down = inspector.count(EventStatus.RECEIVED)
-                    answers_while_down = dict(run.sender.stats.http_statuses)
-                    down_deliveries = run.sender.stats.deliveries - answered_before
+                    while_down = run.sender.deliveries[answered_before:]
+                    answers_while_down = Counter(attempt.status for attempt in while_down)
                     redis_server.start()
-                run.sender.send(batch)
-                run.sender.throttle(max_pending=50)
-            stats, seconds, snapshot = run.finish(inspector)
+                run.throttle()
+            seconds, snapshot = run.finish(inspector)
     finally:
         redis_server.stop()
     assert set(answers_while_down) == {200}, answers_while_down
@@ -219,8 +221,8 @@ def test_redis_stopped_mid_run_loses_nothing(launch, inspector, tmp_path):
     record(
         "4. Redis stopped mid-run (queues lost), started again",
         {
-            **run.figures(stats, seconds, snapshot),
-            "deliveries while Redis was down": down_deliveries,
+            **run.figures(seconds, snapshot),
+            "deliveries while Redis was down": len(while_down),
             "events stored as received while down": stored_while_down,
         },
     )
@@ -234,7 +236,7 @@ def test_postgres_stopped_mid_run_gets_503s_and_converges_once_back(launch):
         start_on = start(launch, database_url=postgres.url, **QUICK_RECOVERY)
         # Slow answers from Stripe leave a backlog in Redis, so the workers meet the outage too.
         with scenario(200, seed=5, sender_url=start_on, latency_seconds=0.1) as run:
-            for index, batch in enumerate(run.workload.batches(changes=350, batch_size=50)):
+            for index in run.workload.rounds(changes=350, events_per_round=50):
                 if index == 3:
                     postgres.stop("immediate")
                     down_at = time.monotonic()
@@ -242,16 +244,14 @@ def test_postgres_stopped_mid_run_gets_503s_and_converges_once_back(launch):
                     time.sleep(max(0.0, 8 - (time.monotonic() - down_at)))
                     outage = time.monotonic() - down_at
                     postgres.start()
-                run.sender.send(batch)
                 if not 3 <= index < 5:
-                    run.sender.throttle(max_pending=50)
-            stats, seconds, snapshot = run.finish(inspector)
+                    run.throttle()
+            seconds, snapshot = run.finish(inspector)
+            figures = run.figures(seconds, snapshot)
     finally:
         inspector.close()
         postgres.remove()
-    assert stats.http_statuses[503] > 0
-    assert set(stats.http_statuses) <= {200, 503}, stats.http_statuses
-    record(
-        "5. PostgreSQL stopped (immediate) mid-run, started again",
-        {**run.figures(stats, seconds, snapshot), "outage seconds": round(outage, 1)},
-    )
+    http = figures["http"]
+    assert http[503] > 0
+    assert set(http) <= {200, 503}, http
+    record("5. PostgreSQL stopped (immediate) mid-run, started again", {**figures, "outage seconds": round(outage, 1)})

@@ -1,12 +1,13 @@
 """The real thing: gunicorn web, a separate `dramatiq` worker process, Redis and PostgreSQL, Stripe simulated
-over HTTP. Webhooks go in over the network, answers come out of the read API."""
+over HTTP. The simulator's billing model records the events, its sender delivers them over the network, and
+answers come out of the read API."""
 
 import json
 
 import pytest
 
-from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
-from tests.e2e.harness import wait_until
+from entitlement_sync.testing import WebhookSender
+from tests.e2e.harness import WEBHOOK_SECRET, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -19,27 +20,30 @@ def test_webhooks_flow_through_real_processes_into_the_read_api(service, simulat
     service.start_web()
     service.start_worker(processes=2, threads=2)
     stripe = simulator.stripe
+    api, ai = stripe.create_feature("api_access"), stripe.create_feature("ai_assistant")
+    basic, pro = stripe.create_product([api]), stripe.create_product([api, ai])
     customers = [f"cus_e2e_{n:02d}" for n in range(20)]
-    for n, customer in enumerate(customers):
-        stripe.set_entitlements(
-            customer, [("feat_api", "api_access")] + ([("feat_ai", "ai_assistant")] if n % 2 else [])
-        )
-
-    first = [summary_event(c, [active_entitlement("feat_api", "api_access")]) for c in customers]
-    answers = [service.deliver(json.dumps(payload).encode()) for payload in first]
-    assert {(a.status_code, a.json()["status"]) for a in answers} == {(200, "accepted")}
-    assert service.deliver(json.dumps(first[0]).encode()).json()["status"] == "duplicate"
 
     def converged():
         return all(granted(service, c) == stripe.truth(c) for c in customers)
 
-    wait_until(converged, 60, "every customer's rows to match Stripe")
+    with WebhookSender(stripe, f"{service.url}/webhooks/stripe", WEBHOOK_SECRET) as sender:
+        trial = stripe.subscribe(customers[0], [pro], trial_days=14, with_coupon=True)
+        for n, customer in enumerate(customers[1:], start=1):
+            stripe.subscribe(customer, [pro if n % 2 else basic], with_coupon=n % 3 == 0)
+        assert sender.drain(30)
+        assert {(d.status, json.loads(d.answer)["status"]) for d in sender.deliveries} == {(200, "accepted")}
+        first = json.dumps(stripe.events.all()[0]).encode()
+        assert service.deliver(first).json()["status"] == "duplicate"
+        wait_until(converged, 60, "every customer's rows to match Stripe")
 
-    # A cancellation: the subscription event alone (no summary) must revoke.
-    stripe.set_entitlements(customers[0], [])
-    cancel = event("customer.subscription.deleted", subscription("sub_e2e", customers[0], status="canceled"))
-    assert service.deliver(json.dumps(cancel).encode()).json()["status"] == "accepted"
-    wait_until(lambda: granted(service, customers[0]) == set(), 60, "the cancellation to revoke access")
+        # A trial ending into `paused` sends no summary event: the subscription events alone must revoke.
+        before = len(stripe.events.all())
+        stripe.end_trial(trial, into="paused")
+        assert sender.drain(30)
+    paused = ["customer.subscription.updated", "customer.subscription.paused"]
+    assert [event["type"] for event in stripe.events.all()[before:]] == paused
+    wait_until(lambda: granted(service, customers[0]) == set(), 60, "the paused trial to revoke access")
     assert service.entitlements(customers[0])["synced_at"] is not None
     assert service.http.get(f"{service.url}/readyz", timeout=5).json()["checks"] == {
         "database": "ok",

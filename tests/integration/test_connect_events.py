@@ -1,26 +1,24 @@
 """Connect: an event of a connected account (`account: acct_...`) concerns that account's customer, never a
 platform customer of the same id; until Connect is supported it is stored `ignored`, with the reason."""
 
-import copy
-import json
-from pathlib import Path
-
 from entitlement_sync import store
 from entitlement_sync.db import transaction
 from entitlement_sync.events import event_from_payload
 from entitlement_sync.models import EventStatus, utcnow
+from entitlement_sync.testing.shapes import stripe_object
 from tests.conftest import post_webhook, stored_event
-
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "stripe"
 
 
 def connect_summary_event(customer="cus_1", account="acct_1Connected"):
     """Stripe's event fixture around its summary fixture, as a connected account's event arrives."""
-    envelope = json.loads((FIXTURES / "event.json").read_text())
-    summary = json.loads((FIXTURES / "entitlements_active_entitlement_summary.json").read_text())
-    summary = {**summary, "customer": customer, "livemode": False}
-    envelope = {**copy.deepcopy(envelope), "id": "evt_connect_1", "type": summary["object"] + ".updated"}
-    return {**envelope, "data": {"object": summary}, "account": account}
+    summary = stripe_object("entitlements_active_entitlement_summary", customer=customer, livemode=False)
+    return stripe_object(
+        "event",
+        id="evt_connect_1",
+        type=summary["object"] + ".updated",
+        data={"object": summary},
+        account=account,
+    )
 
 
 def test_a_connected_accounts_event_is_ignored_with_the_reason_and_syncs_nobody(client, container, fake_stripe):

@@ -1,17 +1,16 @@
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from entitlement_sync.errors import InvalidWebhook
 from entitlement_sync.events import parse_event, subscription_snapshot
-
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "stripe"
+from entitlement_sync.testing.shapes import stripe_object
 
 
 def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text())
+    """Stripe's published object, as the simulator's package holds it (verbatim)."""
+    return stripe_object(name.removesuffix(".json"))
 
 
 def test_stripes_published_event_fixture_parses():

@@ -234,7 +234,7 @@ class Story:
         self.stripe.change_products(self.ids["bob"], [self.ids["pro"]])
         self.sender.release(reverse=True)
         self.world.settle()
-        types = [self._short_type(event_id) for event_id, _ in self.sender.deliveries[first:]]
+        types = [self._short_type(delivery.event_id) for delivery in self.sender.deliveries[first:]]
         return (
             f"Bob's trial sign-up on Basic and upgrade to Pro arrived newest first: {', '.join(types)}. "
             "Each event is a cue to re-read Stripe, so the last one to arrive cannot roll Bob back to Basic."

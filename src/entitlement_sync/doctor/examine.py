@@ -93,7 +93,12 @@ def _check_account(stripe: StripeProbe, settings: Settings) -> Finding:
         detail = f"{mode}-mode restricted key: it may not read GET /v1/account, so the account is not shown"
         return Finding("stripe account", Level.WARNING, detail)
     except StripeUnavailable as error:
-        return Finding("stripe account", Level.PROBLEM, f"Stripe did not answer: {error}", "check STRIPE_API_BASE and the network, then retry")
+        return Finding(
+            "stripe account",
+            Level.PROBLEM,
+            f"Stripe did not answer: {error}",
+            "check STRIPE_API_BASE and the network, then retry",
+        )
     except StripeRejected as error:
         return Finding("stripe account", Level.PROBLEM, f"Stripe refused the key: {error}", KEY_FIX)
     name = f" ({account.name})" if account.name else ""
@@ -116,7 +121,9 @@ def _check_customer(stripe: StripeProbe, customer: str | None) -> Finding:
             return Finding(check, Level.PROBLEM, detail, WRONG_ACCOUNT_FIX)
         count = len(fetch_entitlements(stripe, customer))
     except StripeUnavailable as error:
-        return Finding(check, Level.PROBLEM, f"Stripe did not answer: {error}", "check STRIPE_API_BASE and the network, then retry")
+        return Finding(
+            check, Level.PROBLEM, f"Stripe did not answer: {error}", "check STRIPE_API_BASE and the network, then retry"
+        )
     except StripeRejected as error:
         fix = "a restricted key needs read access to Customers and to Entitlements"
         return Finding(check, Level.PROBLEM, f"Stripe refused: {error}", fix)

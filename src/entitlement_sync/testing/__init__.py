@@ -24,13 +24,14 @@ from .shapes import (
     summary_event,
 )
 from .simulator import Call, FakeStripe, StripeSimulatorServer
-from .webhooks import SenderStats, WebhookSender
+from .webhooks import DeliveryRecord, SenderStats, WebhookSender
 
 __all__ = [
     "GRANTING_STATUSES",
     "ApiFaults",
     "BillingModel",
     "Call",
+    "DeliveryRecord",
     "FakeStripe",
     "SenderStats",
     "SimulationError",

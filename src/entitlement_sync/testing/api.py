@@ -132,14 +132,14 @@ def retrieve_subscription(model: BillingModel, query: Query, path_ids: dict[str,
 
 
 def retrieve_customer(model: BillingModel, query: Query, path_ids: dict[str, str]) -> Answer:
-    """A deleted customer is still answered, as `{"id", "object", "deleted": true}`; an unknown one is a 404."""
+    """A deleted customer is answered `deleted: true`; one this account never had, 404."""
     customer_id = path_ids["id"]
     with model.lock:
         if customer_id in model.deleted_customers:
-            return 200, {}, shapes.deleted_customer(customer_id)
-        if customer_id not in model.customers:
-            return missing("id", f"No such customer: '{customer_id}'")
-    return 200, {}, shapes.customer(customer_id)
+            return 200, {}, shapes.customer(customer_id, deleted=True)
+        if customer_id in model.customers:
+            return 200, {}, shapes.customer(customer_id)
+    return missing("id", f"No such customer: '{customer_id}'")
 
 
 def list_customers(model: BillingModel, query: Query, _: dict[str, str]) -> Answer:
@@ -172,11 +172,11 @@ _FIXED: dict[str, Route] = {
     "/v1/events": list_events,
 }
 _WITH_IDS: list[tuple[re.Pattern[str], Route]] = [
-    (re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), retrieve_customer),
     (re.compile(r"^/v1/products/(?P<id>[^/]+)/features$"), list_product_features),
     (re.compile(r"^/v1/entitlements/active_entitlements/(?P<id>[^/]+)$"), retrieve_active_entitlement),
     (re.compile(r"^/v1/entitlements/features/(?P<id>[^/]+)$"), retrieve_feature),
     (re.compile(r"^/v1/subscriptions/(?P<id>[^/]+)$"), retrieve_subscription),
+    (re.compile(r"^/v1/customers/(?P<id>[^/]+)$"), retrieve_customer),
 ]
 
 # --- Stripe's query encoding, pagination and errors ------------------------------------------------------

@@ -93,6 +93,8 @@ class ApiFaults:
         self._scripted: deque[ScriptedFault] = deque()
         self._lock = threading.Lock()
         self._released = threading.Event()  # set on shutdown, so sleeping requests end at once
+        # How slow and timeout faults wait; replace it (e.g. with a list's `append`) to test them without sleeping.
+        self.sleep: Callable[[float], object] = self._released.wait
 
     def limit_rate(self, requests_per_second: float | None, burst: float | None = None) -> None:
         """Answer 429 (`global-rate`) beyond this many requests per second; None lifts the limit."""
@@ -162,7 +164,7 @@ class ApiFaults:
         if kind == "server_error":
             return server_error(self.server_error_status)
         if kind == "timeout":
-            self._released.wait(self.timeout_seconds)
+            self.sleep(self.timeout_seconds)
             return server_error(500)
-        self._released.wait(self.slow_seconds)
+        self.sleep(self.slow_seconds)
         return None

@@ -112,8 +112,12 @@ class BillingModel:
         *,
         status: str = "active",
         trial_days: int | None = None,
+        with_coupon: bool = False,
     ) -> str:
-        """A new subscription (`trialing` with `trial_days`); emits `customer.subscription.created`."""
+        """A new subscription (`trialing` with `trial_days`); emits `customer.subscription.created`.
+
+        `with_coupon`: discounted by Stripe's sample coupon (its `percent_off` is a float, 25.5).
+        """
         with self.lock:
             if customer_id in self.deleted_customers:
                 raise SimulationError(f"customer {customer_id} was deleted")
@@ -121,6 +125,7 @@ class BillingModel:
             now = int(self.clock())
             products = [self._product(p).id for p in product_ids]
             subscription = Subscription(shapes.new_id("sub"), customer_id, products, status, now)
+            subscription.with_coupon = with_coupon
             if trial_days is not None:
                 subscription.status, subscription.trial_end = "trialing", now + trial_days * 86400
             self._start_period(subscription)
@@ -159,6 +164,7 @@ class BillingModel:
             previous = subscription.status
             subscription.status = status
             if status == "canceled":
+                subscription.canceled_at = int(self.clock())
                 self._emit(SUB + "deleted", subscription)
             else:
                 self._emit(SUB + "updated", subscription, {"status": previous})
@@ -241,7 +247,10 @@ class BillingModel:
         self._granted[customer_id] = now
         if send_summary:
             entitlements = self.active_entitlements(customer_id)
-            self.events.record(shapes.summary_event(customer_id, entitlements, created=int(self.clock())))
+            # Stripe's own summary fixture shows each entitlement's feature expanded.
+            features = {f.id: f.as_json() for f in self.features.values()}
+            summary = shapes.summary_event(customer_id, entitlements, features=features, created=int(self.clock()))
+            self.events.record(summary)
 
     def _emit(self, event_type: str, subscription: Subscription, previous: dict[str, Any] | None = None) -> None:
         body = subscription.as_json()

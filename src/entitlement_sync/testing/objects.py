@@ -23,7 +23,7 @@ class Feature:
     active: bool = True
 
     def as_json(self) -> dict[str, Any]:
-        return {**shapes.feature(self.id, self.lookup_key, active=self.active), "name": self.name}
+        return shapes.feature(self.id, self.lookup_key, active=self.active, name=self.name)
 
 
 @dataclass
@@ -42,13 +42,23 @@ class Subscription:
     created: int
     trial_end: int | None = None
     period_start: int = 0
+    canceled_at: int | None = None
+    with_coupon: bool = False  # Stripe's sample coupon, 25.5 % off
     # Catalog changes reach a subscriber at their next period: each period freezes its products' features.
     features_this_period: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         prices = [(f"price_{product.removeprefix('prod_')}", product) for product in self.product_ids]
-        period_end = self.period_start + 30 * 86400
-        body = shapes.subscription(
-            self.id, self.customer_id, status=self.status, prices=prices, current_period_end=period_end
+        discount_id = f"di_{self.id.removeprefix('sub_')}"
+        discounts = [shapes.discount(discount_id, self.customer_id, self.id, start=self.created)]
+        return shapes.subscription(
+            self.id,
+            self.customer_id,
+            status=self.status,
+            prices=prices,
+            current_period_end=self.period_start + shapes.PERIOD_SECONDS,
+            created=self.created,
+            trial_end=self.trial_end,
+            canceled_at=self.canceled_at,
+            discounts=discounts if self.with_coupon else [],
         )
-        return {**body, "created": self.created, "trial_end": self.trial_end}

@@ -6,9 +6,11 @@ to `max_attempts`, then given up. Knobs, all seeded by `seed`:
 
 - `duplicate_share`: share of events delivered twice (Stripe does not promise exactly-once);
 - `reorder_window`: shuffle each batch of up to this many waiting events (Stripe does not promise order);
+- `hold_back_share`: share of a batch's events kept back for a later batch (heavier reordering);
 - `delay`: seconds before the first attempt;
 - `event_types`: send only these types, like an endpoint's enabled events (default: all);
-- `hold()` / `release(reverse=...)`: hold events back, then let them go in a chosen order (scripted stories).
+- `hold()` / `release(reverse=...)`: hold events back, then let them go in a chosen order (scripted stories);
+- `throttle(n)`: wait until at most n deliveries are due or in flight, so the account changes while events fly.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from . import shapes
@@ -39,6 +41,15 @@ class SenderStats:
     retries: int = 0  # attempts scheduled again after a failure
     duplicates_sent: int = 0  # extra copies of an event, beyond its first delivery
     gave_up: int = 0  # deliveries abandoned after max_attempts
+
+
+class DeliveryRecord(NamedTuple):
+    """One HTTP attempt: the event, the HTTP status (0 when nothing answered), how long it took, the answer's body."""
+
+    event_id: str
+    status: int
+    seconds: float
+    answer: bytes
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class WebhookSender:
         timeout: float = 10.0,
         duplicate_share: float = 0.0,
         reorder_window: int = 1,
+        hold_back_share: float = 0.0,
         delay: float = 0.0,
         seed: int = 0,
         event_types: Iterable[str] | None = None,
@@ -73,12 +85,13 @@ class WebhookSender:
         self.threads, self.max_attempts, self.timeout = threads, max_attempts, timeout
         self.base_delay, self.max_delay = base_delay, max_delay
         self.duplicate_share, self.reorder_window, self.delay = duplicate_share, reorder_window, delay
+        self.hold_back_share = hold_back_share
         self.random = random.Random(seed)
         # Like an endpoint's enabled events in Stripe's dashboard; None sends every type.
         self.event_types = None if event_types is None else frozenset(event_types)
-        self.deliveries: list[tuple[str, int]] = []  # (event id, HTTP status or 0 for no answer), in send order
+        self.deliveries: list[DeliveryRecord] = []  # every attempt, in the order they were answered
         self._counts: dict[str, int] = dict.fromkeys(SenderStats.__dataclass_fields__, 0)
-        self._waiting: list[dict[str, Any]] = []  # heard, not yet scheduled (held or awaiting reordering)
+        self._waiting: list[_Delivery] = []  # not yet scheduled (held, held back or awaiting reordering)
         self._scheduled: list[tuple[float, int, _Delivery]] = []  # a heap by due time
         self._in_flight = 0
         self._held = False
@@ -117,15 +130,22 @@ class WebhookSender:
 
         Held events (`hold()`) count as not delivered: release them first.
         """
+        return self._wait(lambda: not (self._waiting or self._scheduled or self._in_flight), timeout, force=True)
+
+    def throttle(self, max_pending: int, timeout: float = 120.0) -> bool:
+        """Wait until at most `max_pending` deliveries are due or in flight (events held back do not count)."""
+        return self._wait(lambda: len(self._scheduled) + self._in_flight <= max_pending, timeout, force=False)
+
+    def _wait(self, done: Callable[[], bool], timeout: float, *, force: bool) -> bool:
         deadline = time.monotonic() + timeout
         with self._changed:
-            self._schedule_waiting(force=True)
-            while self._waiting or self._scheduled or self._in_flight:
+            self._schedule_waiting(force=force)
+            while not done():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._changed.wait(min(left, 0.05))
-                self._schedule_waiting(force=True)
+                self._schedule_waiting(force=force)
             return True
 
     @property
@@ -162,20 +182,24 @@ class WebhookSender:
         if self.event_types is not None and event["type"] not in self.event_types:
             return
         with self._changed:
-            self._waiting.append(event)
+            self._waiting.append(_Delivery(event))
             self._schedule_waiting(force=False)
 
     def _schedule_waiting(self, *, force: bool, shuffle: bool = True) -> None:
+        """Schedule the waiting batch; unless forced, a share is held back, and each copy goes with a later batch."""
         if self._held or not self._waiting or (not force and len(self._waiting) < self.reorder_window):
             return
         batch, self._waiting = self._waiting, []
         if shuffle and self.reorder_window > 1:
             self.random.shuffle(batch)
         due = time.monotonic() + self.delay
-        for event in batch:
-            self._push(_Delivery(event), due)
-            if self.random.random() < self.duplicate_share:
-                self._push(_Delivery(event, duplicate=True), due)
+        for delivery in batch:
+            if not force and self.random.random() < self.hold_back_share:
+                self._waiting.append(delivery)
+                continue
+            self._push(delivery, due)
+            if not delivery.duplicate and self.random.random() < self.duplicate_share:
+                self._waiting.append(_Delivery(delivery.event, duplicate=True))
 
     def _push(self, delivery: _Delivery, due: float) -> None:
         heapq.heappush(self._scheduled, (due, next(self._order), delivery))
@@ -186,8 +210,9 @@ class WebhookSender:
             delivery = self._next_due()
             if delivery is None:
                 return
-            status = self._post(delivery.event)
-            self._record(delivery, status)
+            started = time.monotonic()
+            status, answer = self._post(delivery.event)
+            self._record(delivery, DeliveryRecord(delivery.event["id"], status, time.monotonic() - started, answer))
 
     def _next_due(self) -> _Delivery | None:
         with self._changed:
@@ -201,8 +226,8 @@ class WebhookSender:
                 self._changed.wait(max(0.001, min(wait, 0.05)))
             return None
 
-    def _post(self, event: dict[str, Any]) -> int:
-        """POST one delivery; its HTTP status, or 0 when nothing answered.
+    def _post(self, event: dict[str, Any]) -> tuple[int, bytes]:
+        """POST one delivery; its HTTP status (0 when nothing answered) and the answer's body.
 
         http.client rather than requests: a test that mocks Stripe's API with `responses` intercepts every
         requests call, and would swallow the deliveries too. Redirects are not followed: Stripe counts them
@@ -220,20 +245,19 @@ class WebhookSender:
         try:
             connection.request("POST", url.path or "/", body=body, headers=headers)
             response = connection.getresponse()
-            response.read()
-            return response.status
+            return response.status, response.read()
         except (OSError, HTTPException):
-            return 0
+            return 0, b""
         finally:
             connection.close()
 
-    def _record(self, delivery: _Delivery, status: int) -> None:
-        accepted = 200 <= status < 300
+    def _record(self, delivery: _Delivery, record: DeliveryRecord) -> None:
+        accepted = 200 <= record.status < 300
         if accepted:
             self.stripe.events.mark_delivered(delivery.event["id"])
         with self._changed:
             self._in_flight -= 1
-            self.deliveries.append((delivery.event["id"], status))
+            self.deliveries.append(record)
             self._counts["sent"] += 1
             self._counts["duplicates_sent"] += delivery.duplicate and delivery.attempt == 1
             self._counts["accepted" if accepted else "failures"] += 1

@@ -211,3 +211,23 @@ def test_deliveries_get_through_while_responses_mocks_stripes_api(fake_stripe, e
         assert sender.drain(10)
     assert sender.stats.accepted == 1
     assert len(endpoint.ids()) == 1
+
+
+def test_held_back_events_and_copies_are_all_delivered_in_the_end(stripe, endpoint):
+    with sender_for(stripe, endpoint, threads=1, reorder_window=4, hold_back_share=0.5, duplicate_share=0.5) as sender:
+        for index in range(12):
+            stripe.set_entitlements(f"cus_{index}", [("feat_a", "a")])
+        assert sender.drain(10)
+    delivered = endpoint.ids()
+    assert set(delivered) == {event["id"] for event in stripe.events.all()}
+    assert len(delivered) == 12 + sender.stats.duplicates_sent > 12
+
+
+def test_throttle_waits_until_few_deliveries_are_left_and_records_each_answer(stripe, endpoint):
+    with sender_for(stripe, endpoint, threads=2) as sender:
+        for index in range(6):
+            stripe.set_entitlements(f"cus_{index}", [("feat_a", "a")])
+        assert sender.throttle(0, timeout=10)
+        assert sender.stats.accepted == 6
+    assert [(record.status, record.answer) for record in sender.deliveries] == [(200, b"")] * 6
+    assert all(record.seconds >= 0 for record in sender.deliveries)

@@ -1,9 +1,6 @@
 """Who a customer and a key belong to, as Stripe's API tells it: the simulator answers in Stripe's shapes, and the
 gateway reads them (a deleted customer, an unknown one, another account's key, a restricted key)."""
 
-import json
-from pathlib import Path
-
 import pytest
 import stripe as stripe_sdk
 
@@ -12,10 +9,10 @@ from entitlement_sync.ports import CustomerState
 from entitlement_sync.stripe_gateway import StripeGateway
 from entitlement_sync.sync import fetch_entitlements
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
+from entitlement_sync.testing.shapes import stripe_object
 
 API_KEY = "sk_test_simulator"
 OTHER_KEY = "sk_test_of_another_account"
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "stripe"  # verbatim copies of Stripe's published fixtures
 
 
 @pytest.fixture
@@ -42,7 +39,7 @@ def client(server, key=API_KEY):
 
 def test_a_customer_has_the_fields_of_stripes_customer_fixture(stripe, server):
     answered = client(server).v1.customers.retrieve("cus_1").to_dict(recursive=True)
-    fixture = json.loads((FIXTURES / "customer.json").read_text())
+    fixture = stripe_object("customer")  # Stripe's published customer.json
     assert set(answered) <= set(fixture)
     assert {"id", "object", "created", "livemode", "metadata", "invoice_settings"} <= set(answered)
     assert (answered["id"], answered["object"]) == ("cus_1", "customer")

@@ -180,3 +180,26 @@ def test_single_objects_can_be_retrieved_by_id_and_unknown_ids_are_404(stripe, c
     with pytest.raises(stripe_sdk.InvalidRequestError) as raised:
         client.v1.subscriptions.retrieve("sub_missing")
     assert (raised.value.http_status, raised.value.code) == (404, "resource_missing")
+
+
+def test_a_5xx_is_an_api_error_for_stripe_python(stripe, client):
+    stripe.faults.server_error_share = 1.0
+    with pytest.raises(stripe_sdk.APIError) as raised:
+        client.v1.entitlements.features.list()
+    assert raised.value.http_status == 500
+    assert stripe.faults.injected["server_error"] == 1
+
+
+def test_a_timeout_outlasts_the_clients_timeout(stripe, server):
+    stripe.faults.timeout_share, stripe.faults.timeout_seconds = 1.0, 30.0
+    with pytest.raises(stripe_sdk.APIConnectionError):
+        client_for(server.url, timeout=0.2).v1.entitlements.features.list()
+    assert stripe.faults.injected["timeout"] == 1
+
+
+def test_a_real_shaped_subscription_reads_as_decimals_and_a_float_in_stripe_python(stripe, client):
+    stripe.subscribe("cus_1", [stripe.create_product()], with_coupon=True)
+    [subscription] = client.v1.subscriptions.list().data
+    assert str(subscription["items"].data[0].price.unit_amount_decimal) == "2000"
+    assert subscription.discounts[0].source.coupon.percent_off == 25.5
+    assert client.v1.customers.retrieve("cus_1").id == "cus_1"
