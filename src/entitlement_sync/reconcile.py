@@ -111,21 +111,7 @@ class Reconciler:
         after = self._open_checkpoint(resume, dry_run, report)
         customers = [customer for customer in self._all_customers(gateway) if after is None or customer > after]
         report.customers = len(customers)
-        syncer = Syncer(self._new_session, gateway, self._clock)
-        pending: list[Previewed] = []  # previewed, held until the guard can judge them
-        for done, customer_id in enumerate(customers, start=1):
-            previewed = self._preview(syncer, customer_id, dry_run)
-            guard.count(previewed.change.error is None, previewed.loses_everything, total=len(customers))
-            if dry_run:
-                report.count(previewed.change)
-            elif guard.stopped:
-                break
-            else:
-                pending.append(previewed)
-                if guard.decided:
-                    self._apply_all(syncer, pending, report)
-            if progress:
-                progress(done, len(customers))
+        self._walk(Syncer(self._new_session, gateway, self._clock), customers, report, guard, progress)
         if not dry_run and not guard.stopped:
             with transaction(self._new_session) as session:
                 store.checkpoints.finish_checkpoint(session, CHECKPOINT, self._clock())
@@ -140,6 +126,30 @@ class Reconciler:
             dry_run=dry_run,
         )
         return report
+
+    def _walk(
+        self,
+        syncer: Syncer,
+        customers: list[str],
+        report: ReconcileReport,
+        guard: RevokeGuard,
+        progress: Progress | None,
+    ) -> None:
+        """Preview each customer; apply the held fetches whenever the guard can judge; stop when it objects."""
+        pending: list[Previewed] = []  # previewed, held until the guard can judge them
+        for done, customer_id in enumerate(customers, start=1):
+            previewed = self._preview(syncer, customer_id, report.dry_run)
+            guard.count(previewed.change.error is None, previewed.loses_everything, total=len(customers))
+            if report.dry_run:
+                report.count(previewed.change)
+            elif guard.stopped:
+                return  # nothing held is applied: the checkpoint stays before these customers
+            else:
+                pending.append(previewed)
+                if guard.decided:
+                    self._apply_all(syncer, pending, report)
+            if progress:
+                progress(done, len(customers))
 
     def _preview(self, syncer: Syncer, customer_id: str, dry_run: bool) -> Previewed:
         """One fetch (under a ticket, unless a dry run) and what applying it would change."""
