@@ -22,7 +22,7 @@ from entitlement_sync.settings import Settings
 from entitlement_sync.tasks import build_redis_broker, build_stub_broker
 from entitlement_sync.testing import FakeStripe, sign
 from entitlement_sync.web import create_app
-from tests.fakes import stripe_over_responses
+from tests.fakes import VirtualTime, stripe_over_responses
 
 WEBHOOK_SECRET = "whsec_test_primary"
 API_KEY = "sk_test_simulator"
@@ -55,7 +55,7 @@ def settings(database_url: str) -> Settings:
         stripe_api_key=API_KEY,
         webhook_secrets=(WEBHOOK_SECRET,),
         database_url=database_url,
-        redis_url=TEST_REDIS_URL or "redis://127.0.0.1:6379/0",
+        redis_url=TEST_REDIS_URL or "",  # embedded: nothing reaches Redis, Stripe calls are paced in-process
         redis_namespace=f"entitlement-sync-test-{uuid.uuid4().hex[:8]}",
         access_api_tokens=(READ_TOKEN,),
         max_retries=3,
@@ -81,8 +81,16 @@ def fake_stripe() -> Iterator[FakeStripe]:
 
 
 @pytest.fixture
-def container(settings: Settings, broker: dramatiq.Broker, fake_stripe: FakeStripe) -> Iterator[Container]:
-    container = bootstrap(settings, broker=broker)
+def virtual_time() -> VirtualTime:
+    return VirtualTime()
+
+
+@pytest.fixture
+def container(
+    settings: Settings, broker: dramatiq.Broker, fake_stripe: FakeStripe, virtual_time: VirtualTime
+) -> Iterator[Container]:
+    # The ops retries and the Stripe pacing wait on virtual time: the suite never sleeps for them.
+    container = bootstrap(settings, broker=broker, sleep=virtual_time.sleep, monotonic=virtual_time.now)
     with container.engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             connection.execute(delete(table))

@@ -1,25 +1,28 @@
-"""Test doubles. Stripe's HTTP API is faked with `responses` in front of the simulator's FakeStripe."""
+"""Test doubles. Stripe's HTTP API is faked with `responses` in front of the simulator's FakeStripe; time is
+faked with `VirtualTime`, so nothing waits for real and what the pacer hands out is exact."""
 
 from __future__ import annotations
 
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import responses
 
+from entitlement_sync.errors import QueueUnavailable
 from entitlement_sync.ports import ActiveEntitlement
 from entitlement_sync.testing import FakeStripe
 
 STRIPE_API = re.compile(r"https://api\.stripe\.com/.*")
+ACTIVE_ENTITLEMENTS = "/v1/entitlements/active_entitlements"
 
 
 @contextmanager
-def stripe_over_responses(fake: FakeStripe | Any) -> Iterator[responses.RequestsMock]:
+def stripe_over_responses(fake: FakeStripe) -> Iterator[responses.RequestsMock]:
     """Route every call to api.stripe.com through `fake.handle(method, path, query, headers)`, as
     stripe-python's requests would go."""
 
@@ -32,6 +35,19 @@ def stripe_over_responses(fake: FakeStripe | Any) -> Iterator[responses.Requests
         for method in (responses.GET, responses.POST, responses.DELETE):
             mock.add_callback(method, STRIPE_API, callback=answer)
         yield mock
+
+
+class BrokerDown:
+    """A JobQueue whose broker does not answer: every call raises QueueUnavailable with `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def enqueue_event(self, event_id: str) -> None:
+        raise QueueUnavailable(self.reason)
+
+    def ping(self) -> None:
+        raise QueueUnavailable(self.reason)
 
 
 class GatedSource:
@@ -54,3 +70,52 @@ class GatedSource:
         started.set()
         assert gate.wait(10), "the test never opened the gate"
         return answer
+
+
+class VirtualTime:
+    """A clock and a sleep for the pacer and the retries, on which only sleeping moves time: work takes none,
+    so every moment is exact whatever the machine's load. Each thread has its own timeline (threads sleep
+    side by side); `FakeStripe.clock = virtual_time.now` stamps each request with its caller's moment."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self._start = start
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return float(getattr(self._local, "now", self._start))
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.slept.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass in this thread without sleeping (a quiet spell)."""
+        self._local.now = self.now() + max(seconds, 0.0)
+
+
+def paced_moments(pacer: Callable[[], None], virtual_time: VirtualTime, count: int) -> list[float]:
+    """The moments at which `count` requests, one after another, would leave through `pacer`."""
+    moments = []
+    for _ in range(count):
+        pacer()
+        moments.append(virtual_time.now())
+    return moments
+
+
+def busiest_second(moments: Iterable[float]) -> int:
+    """The most moments within any sliding one-second window [t, t + 1)."""
+    ordered = sorted(moments)
+    most, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def entitlement_calls_per_customer(fake: FakeStripe) -> Counter[str]:
+    """How many times each customer's active entitlements were fetched (pages included)."""
+    return Counter(call.query["customer"][0] for call in fake.calls_to(ACTIVE_ENTITLEMENTS))

@@ -1,12 +1,16 @@
 """The composition root: builds every part from settings. Nothing happens at import time.
 
-Tests call `bootstrap(settings, broker=StubBroker(), stripe=FakeStripe())` to swap in fakes.
+Tests call `bootstrap(settings, broker=StubBroker(), stripe=FakeStripe())` to swap in fakes, and pass `sleep`
+and `monotonic` so that the ops retries and the Stripe pacing never wait for real.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import dramatiq
 from sqlalchemy import Engine
@@ -19,7 +23,7 @@ from .doctor import Doctor
 from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
-from .pacing import LazyPacer, build_pacer
+from .pacing import LazyPacer, build_pacer, with_retries
 from .ports import Clock, EntitlementSource, Pacer, StuckRule
 from .receive import Receiver
 from .reconcile import Reconciler
@@ -65,6 +69,8 @@ def bootstrap(
     broker: dramatiq.Broker | None = None,
     stripe: EntitlementSource | None = None,
     clock: Clock = utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Container:
     settings = settings or Settings.from_env()
     engine = create_db_engine(settings.database_url)
@@ -73,7 +79,9 @@ def bootstrap(
     broker = broker or build_redis_broker(settings)
 
     def pacer_for(rate: float) -> Pacer:
-        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate)
+        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate, monotonic, sleep)
+
+    retry = partial(with_retries, sleep=sleep)  # the ops use cases retry Stripe's 429/5xx in-process
 
     if stripe is None:
         # The workers' calls share one budget with `sync all` (the same Redis key), so that together they stay
@@ -102,9 +110,9 @@ def bootstrap(
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
-        backfiller=Backfiller(new_session, gateway, receiver, clock),
-        reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for),
-        catalog=Catalog(new_session, gateway, clock),
+        backfiller=Backfiller(new_session, gateway, receiver, clock, retry),
+        reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
+        catalog=Catalog(new_session, gateway, clock, retry),
     )
 
 

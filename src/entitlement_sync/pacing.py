@@ -60,16 +60,29 @@ class LocalPacer:
         if slot > now:
             self._sleep(slot - now)
 
+    def count_sent(self) -> None:
+        """A request left just now through another pacer: the next slot here is one interval after it."""
+        with self._lock:
+            self._next_free = max(self._next_free, self._clock() + self._interval)
+
 
 class RedisPacer:
     shared = True
 
-    def __init__(self, client: redis.Redis, key: str, rate: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
         self._interval = 1.0 / (rate * HEADROOM)
         self._key = key
         self._reserve = client.register_script(_RESERVE_SLOT)
-        self._fallback = LocalPacer(rate)
+        self._sleep = sleep
+        self._fallback = LocalPacer(rate, clock, sleep)
 
     def __call__(self) -> None:
         try:
@@ -79,7 +92,9 @@ class RedisPacer:
             self._fallback()
             return
         if wait > 0:
-            time.sleep(wait)
+            self._sleep(wait)
+        # Should Redis go away, the fallback's first slot must not land on top of the one Redis just gave.
+        self._fallback.count_sent()
 
 
 class LazyPacer:
@@ -101,16 +116,23 @@ class LazyPacer:
         self._pacer()
 
 
-def build_pacer(redis_url: str | None, key: str, rate: float) -> Pacer:
-    """A Redis-shared pacer when Redis answers, else one for this process only."""
+def build_pacer(
+    redis_url: str | None,
+    key: str,
+    rate: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Pacer:
+    """A Redis-shared pacer when Redis answers, else one for this process only. `clock` and `sleep` serve the
+    in-process pacing (Redis's own clock sets the shared slots)."""
     if redis_url:
         try:
             client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
             client.ping()
-            return RedisPacer(client, key, rate)
+            return RedisPacer(client, key, rate, clock, sleep)
         except (redis.RedisError, OSError) as error:
             log.warning("pacer.redis_unavailable", error=str(error), fallback="in-process")
-    return LocalPacer(rate)
+    return LocalPacer(rate, clock, sleep)
 
 
 def with_retries(

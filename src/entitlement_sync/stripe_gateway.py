@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -109,7 +110,7 @@ class StripeGateway:
         if undelivered:
             params["delivery_success"] = False
         for item in self._each(self._client.v1.events.list, params):
-            yield item.to_dict(recursive=True)
+            yield _as_sent(item)
 
     def list_subscription_customers(self) -> Iterator[str]:
         """The customer of every subscription, in any status (a canceled one may still hold a grant here)."""
@@ -157,6 +158,12 @@ class StripeGateway:
 
 def _is_missing(error: stripe.InvalidRequestError, *params: str) -> bool:
     return error.code == "resource_missing" and (error.param is None or error.param in params)
+
+
+def _as_sent(item: Any) -> dict[str, Any]:
+    """The object's JSON as Stripe sent it. stripe-python turns decimal strings (a price's
+    `unit_amount_decimal`) into Decimal, which a JSON column cannot store: they become Stripe's strings again."""
+    return dict(json.loads(json.dumps(item.to_dict(recursive=True), default=str)))
 
 
 def _active_entitlement(item: Any) -> ActiveEntitlement:

@@ -1,20 +1,20 @@
-"""Fixtures for the ops commands: Stripe's list endpoints (`OpsStripe`) and a CLI runner (`cli`)."""
+"""Fixtures for the ops commands: logs as a real run sets them up, and a CLI runner (`cli`)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 import structlog
 from click.testing import CliRunner, Result
 
 from entitlement_sync.bootstrap import Container
 from entitlement_sync.cli import main
 from entitlement_sync.testing import FakeStripe
-from tests.ops_fakes import OpsStripe, ops_stripe_over_responses
 
 
 @pytest.fixture(autouse=True)
@@ -26,13 +26,6 @@ def logs_on_stderr() -> Iterator[None]:
     structlog.configure(logger_factory=lambda *args: structlog.PrintLogger(sys.stderr), cache_logger_on_first_use=False)
     yield
     structlog.reset_defaults()
-
-
-@pytest.fixture
-def ops_stripe(container: Container, fake_stripe: FakeStripe) -> Iterator[OpsStripe]:
-    ops = OpsStripe(fake_stripe)
-    with ops_stripe_over_responses(ops):
-        yield ops
 
 
 class Cli:
@@ -53,3 +46,24 @@ class Cli:
 @pytest.fixture
 def cli(container: Container) -> Cli:
     return Cli(container)
+
+
+def subscribe_customers(
+    fake_stripe: FakeStripe, count: int, *, granting: Callable[[int], bool] = lambda n: True
+) -> list[dict[str, Any]]:
+    """Customers cus_0000... subscribe in Stripe, those `granting` picks to a plan with api_access (feat_api).
+    Returns the events Stripe recorded, oldest first: a subscription.created, and a summary when access changed."""
+    api = fake_stripe.create_feature("api_access", feature_id="feat_api")
+    with_api, without = fake_stripe.create_product([api]), fake_stripe.create_product([])
+    for n in range(count):
+        fake_stripe.subscribe(f"cus_{n:04d}", [with_api if granting(n) else without])
+    return fake_stripe.events.all()
+
+
+def book_the_budget_an_hour_ahead(client: redis.Redis, key: str) -> float:
+    """Mark a Redis pacer's budget as reserved for the next hour, as busy workers would: from then on each
+    reservation takes the slot after the last one, wherever the clock is. Returns where the free slots start."""
+    seconds, micros = client.time()
+    booked_until = float(seconds + micros / 1e6 + 3600)
+    client.set(key, f"{booked_until:.6f}", px=60_000)
+    return booked_until

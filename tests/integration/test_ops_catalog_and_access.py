@@ -1,37 +1,26 @@
 """`entitlement-sync features …` and `access show`: the local catalog; a customer's access and its story."""
 
-from entitlement_sync.events import event_from_payload
-from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
-from entitlement_sync.testing.shapes import feature
+from entitlement_sync.events import SUMMARY_UPDATED, event_from_payload
 from tests.conftest import settle
 
 
-def product_feature(link_id, feature_object):
-    return {
-        "id": link_id,
-        "object": "product_feature",
-        "entitlement_feature": feature_object,
-        "livemode": False,
-    }
+def test_features_sync_keeps_the_catalog_and_which_product_grants_what(cli, container, fake_stripe):
+    api = fake_stripe.create_feature("api_access", "Api Access", feature_id="feat_api")
+    old_reports = fake_stripe.create_feature("reports", "Reports", feature_id="feat_old")
+    pro = fake_stripe.create_product([api, old_reports], product_id="prod_pro")
+    fake_stripe.archive_feature(old_reports)  # archived, yet still granted by the product it is attached to
+    reports = fake_stripe.create_feature("reports", "Reports", feature_id="feat_reports")  # the key, reused
+    team = fake_stripe.create_product([reports], product_id="prod_team")
+    fake_stripe.subscribe("cus_1", [pro])
+    created = fake_stripe.events.of_type("customer.subscription.created")[0]
+    container.receiver.accept_event(event_from_payload(created))
+    container.syncer.process_event(created["id"])  # the subscription mirror now names prod_pro
 
-
-def test_features_sync_keeps_the_catalog_and_which_product_grants_what(cli, container, ops_stripe):
-    api, old_reports = feature("feat_api", "api_access"), feature("feat_old", "reports", active=False)
-    reports = feature("feat_reports", "reports")
-    ops_stripe.features = [api, reports, old_reports]
-    ops_stripe.product_features = {
-        "prod_pro": [product_feature("prodft_1", api), product_feature("prodft_2", old_reports)],
-        "prod_team": [product_feature("prodft_3", reports)],
-    }
-    payload = event("customer.subscription.created", subscription("sub_1", "cus_1", prices=[("price_1", "prod_pro")]))
-    container.receiver.accept_event(event_from_payload(payload))
-    container.syncer.process_event(payload["id"])  # the subscription mirror now names prod_pro
-
-    dry = cli.json("features", "sync", "--product", "prod_team", "--dry-run")
+    dry = cli.json("features", "sync", "--product", team, "--dry-run")
     assert (dry["features"], dry["new_features"], dry["links_added"]) == (3, 3, 3)
     assert cli.json("features", "list")["features"] == []
 
-    report = cli.json("features", "sync", "--product", "prod_team")
+    report = cli.json("features", "sync", "--product", team)
     assert (report["features"], report["archived"], report["products"], report["links_added"]) == (3, 1, 2, 3)
     listed = {item["id"]: item for item in cli.json("features", "list")["features"]}
     assert listed["feat_old"] == {
@@ -43,27 +32,27 @@ def test_features_sync_keeps_the_catalog_and_which_product_grants_what(cli, cont
     }
     assert listed["feat_reports"]["products"] == ["prod_team"]
 
-    ops_stripe.product_features["prod_pro"] = [product_feature("prodft_1", api)]  # we changed a product's features
+    fake_stripe.detach_feature(pro, old_reports)  # we changed a product's features
     again = cli.json("features", "sync")
     assert (again["links_added"], again["links_removed"], again["new_features"]) == (0, 1, 0)
     table = cli("features", "list")
     assert table.exit_code == 0 and "archived" in table.stdout
 
-    del ops_stripe.product_features["prod_team"]  # the product was deleted: Stripe answers 404
+    fake_stripe.delete_product(team)  # Stripe now answers 404 for it
     assert cli.json("features", "sync")["links_removed"] == 1
     assert {item["id"]: item["products"] for item in cli.json("features", "list")["features"]}["feat_reports"] == []
 
 
-def test_access_show_lists_access_since_when_and_the_event_behind_each_change(
-    cli, container, worker, fake_stripe, ops_stripe
-):
-    ops_stripe.features = [feature("feat_api", "api_access")]
+def test_access_show_lists_access_since_when_and_the_event_behind_each_change(cli, container, worker, fake_stripe):
+    api = fake_stripe.create_feature("api_access", "Api Access", feature_id="feat_api")
     assert cli("features", "sync").exit_code == 0
-    fake_stripe.set_entitlements("cus_1", [("feat_api", "api_access"), ("feat_reports", "reports")])
-    granting = summary_event("cus_1", [active_entitlement("feat_api", "api_access")])
+    reports = fake_stripe.create_feature("reports", "Reports", feature_id="feat_reports")
+    basic, pro = fake_stripe.create_product([api]), fake_stripe.create_product([api, reports])
+    subscription = fake_stripe.subscribe("cus_1", [pro])
+    granting = fake_stripe.events.of_type(SUMMARY_UPDATED)[-1]
     container.receiver.accept_event(event_from_payload(granting))
     settle(container)
-    fake_stripe.set_entitlements("cus_1", [("feat_api", "api_access")])
+    fake_stripe.change_products(subscription, [basic])  # a downgrade, seen by an operator's sync
     assert cli("sync", "customer", "cus_1").exit_code == 0
 
     shown = cli.json("access", "show", "cus_1", "--history")

@@ -11,7 +11,7 @@ from entitlement_sync.events import HANDLED_TYPES, SUMMARY_UPDATED, event_from_p
 from entitlement_sync.models import EventStatus, StripeEvent, utcnow
 from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
 from tests.conftest import count_events, settle, stored_event
-from tests.integration.conftest import Cli
+from tests.integration.conftest import Cli, subscribe_customers
 
 
 def accept(container, payload):
@@ -113,23 +113,16 @@ def test_replay_dry_run_changes_nothing_and_unknown_or_ignored_events_are_skippe
     assert "not in the inbox" in unknown["skipped"]["evt_unknown"]
 
 
-def summaries(count, now):
-    return [summary_event(f"cus_{n:03d}", [], created=now - 60 * n) for n in range(count)]
-
-
-def test_recover_pages_through_stripe_stores_what_the_inbox_lacks_and_processes_it(
-    cli, container, worker, ops_stripe, fake_stripe
-):
-    now = int(time.time())
-    missed = summaries(230, now)
-    for n in range(230):
-        fake_stripe.set_entitlements(f"cus_{n:03d}", [("feat_api", "api_access")])
-    ops_stripe.events = [*missed, event("invoice.paid", {"customer": "cus_x"}, created=now)]
-    for payload in missed[:40]:  # delivered before we went down
+def test_recover_pages_through_stripe_stores_what_the_inbox_lacks_and_processes_it(cli, container, worker, fake_stripe):
+    stripes_events = subscribe_customers(fake_stripe, 115)  # 230 events: each customer subscribed and granted
+    fake_stripe.events.record(event("invoice.paid", {"customer": "cus_x"}, created=int(time.time())))
+    for payload in stripes_events[:40]:  # delivered before we went down
         accept(container, payload)
     settle(container)
 
+    before = int(time.time())
     dry = cli.json("events", "recover", "--since", "1d", "--dry-run")
+    after = int(time.time())
     assert (dry["seen"], dry["already_in_inbox"], dry["stored"]) == (230, 40, 190)
     assert count_events(container) == 40
 
@@ -142,30 +135,29 @@ def test_recover_pages_through_stripe_stores_what_the_inbox_lacks_and_processes_
     )
     settle(container)
     assert count_events(container) == 230
-    recovered = stored_event(container, missed[229]["id"])
-    assert (recovered.status, recovered.payload) == (
-        EventStatus.PROCESSED,
-        missed[229],
-    )  # stored as Stripe sent it
-    assert container.reader.has_access("cus_229", "api_access")
+    last = stripes_events[-1]["id"]
+    recovered = stored_event(container, last)
+    listed = {payload["id"]: payload for payload in fake_stripe.events.search()}
+    assert (recovered.status, recovered.payload) == (EventStatus.PROCESSED, listed[last])  # as Stripe sent it
+    assert container.reader.has_access("cus_0114", "api_access")
 
-    listings = [seen for seen in ops_stripe.seen if seen.path == "/v1/events"]
+    listings = fake_stripe.calls_to("/v1/events")
     assert len(listings) == 6  # three pages of 100, 100 and 30, twice
     types = sorted(values[0] for key, values in listings[0].query.items() if key.startswith("types["))
     assert types == sorted(HANDLED_TYPES)
-    assert abs(int(listings[0].query["created[gte]"][0]) - (now - 86_400)) <= 5
+    assert before - 86_400 <= int(listings[0].query["created[gte]"][0]) <= after - 86_400
 
 
-def test_recover_undelivered_asks_stripe_for_failed_deliveries_only(cli, container, ops_stripe):
-    now = int(time.time())
-    ops_stripe.events = summaries(5, now)
-    ops_stripe.undelivered = {ops_stripe.events[1]["id"]}
+def test_recover_undelivered_asks_stripe_for_failed_deliveries_only(cli, container, fake_stripe):
+    stripes_events = subscribe_customers(fake_stripe, 3)
+    for payload in stripes_events[1:]:
+        fake_stripe.events.mark_delivered(payload["id"])
     report = cli.json("events", "recover", "--since", "2h", "--undelivered")
-    assert (report["seen"], report["stored"]) == (1, 1)
-    assert ops_stripe.seen[0].query["delivery_success"] == ["false"]
+    assert (report["seen"], report["stored"], report["stored_ids"]) == (1, 1, [stripes_events[0]["id"]])
+    assert fake_stripe.calls_to("/v1/events")[0].query["delivery_success"] == ["false"]
 
 
-def test_recover_past_thirty_days_warns_and_points_to_a_reconcile(cli, container, ops_stripe):
+def test_recover_past_thirty_days_warns_and_points_to_a_reconcile(cli, container):
     result = cli("events", "recover", "--since", "40d")
     assert result.exit_code == 0
     assert "30 days" in result.stderr and "sync all" in result.stderr
@@ -184,12 +176,13 @@ def test_an_ignored_event_is_replayed_only_once_it_would_now_be_accepted(cli, co
     live_key.close()
 
 
-def test_recover_retries_a_5xx_and_exits_1_with_one_line_when_stripe_refuses(cli, container, ops_stripe):
-    ops_stripe.events = summaries(3, int(time.time()))
-    ops_stripe.failures = [503]
-    assert cli.json("events", "recover", "--since", "1h")["stored"] == 3
+def test_recover_retries_a_5xx_and_exits_1_with_one_line_when_stripe_refuses(cli, container, fake_stripe, virtual_time):
+    subscribe_customers(fake_stripe, 2)
+    fake_stripe.fail_next(503)
+    assert cli.json("events", "recover", "--since", "1h")["stored"] == 4
+    assert virtual_time.slept == [0.5]
 
-    ops_stripe.failures = [401]
+    fake_stripe.fail_next(401)
     refused = cli("events", "recover", "--since", "1h")
     assert refused.exit_code == 1
     assert "error: StripeRejected" in refused.stderr and "Traceback" not in refused.stderr

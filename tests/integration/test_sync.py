@@ -19,9 +19,7 @@ from entitlement_sync.sweep import Sweeper
 from entitlement_sync.sync import Syncer
 from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
 from tests.conftest import post_webhook, settle, stored_event
-from tests.fakes import GatedSource
-
-ACTIVE_ENTITLEMENTS = "/v1/entitlements/active_entitlements"
+from tests.fakes import ACTIVE_ENTITLEMENTS, GatedSource, busiest_second, entitlement_calls_per_customer
 
 
 def rows(container, customer):
@@ -251,17 +249,23 @@ def test_an_event_of_an_unhandled_type_put_back_in_the_queue_is_ignored_not_sync
 
 
 def test_concurrent_syncs_pace_their_calls_to_stripe_below_the_configured_rate(
-    settings, broker, fake_stripe, ops_stripe, request
+    container, settings, broker, fake_stripe, virtual_time, request
 ):
-    paced = bootstrap(replace(settings, stripe_requests_per_second=20), broker=broker)
+    """Eight threads, as a worker's, share one pacer. Each request is stamped on its thread's (virtual)
+    timeline, so the count per second is exact: unpaced, all 50 calls would land in the same instant."""
+    paced = bootstrap(
+        replace(settings, redis_url="", stripe_requests_per_second=20),
+        broker=broker,
+        sleep=virtual_time.sleep,
+        monotonic=virtual_time.now,
+    )
     request.addfinalizer(paced.close)
+    fake_stripe.clock = virtual_time.now
     customers = [f"cus_{n:02d}" for n in range(50)]
-    with ThreadPoolExecutor(max_workers=8) as pool:  # as a worker's threads would
+    with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(paced.syncer.sync_customer, customers))
-    assert ops_stripe.entitlement_calls_per_customer() == {customer: 1 for customer in customers}
-    # Slots are exactly 1/rate apart; up to ~100 ms of scheduling delay on arrival can squeeze two more into a
-    # sliding second. What matters is staying clear of Stripe's 25/s: unpaced, these 50 calls land in one second.
-    assert ops_stripe.max_requests_in_any_second() <= 22
+    assert entitlement_calls_per_customer(fake_stripe) == {customer: 1 for customer in customers}
+    assert busiest_second(call.at for call in fake_stripe.calls) <= 20
 
 
 class DatabaseGoneMidAttempt:

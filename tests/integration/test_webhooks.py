@@ -6,9 +6,11 @@ import time
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from entitlement_sync.bootstrap import bootstrap
+from entitlement_sync.errors import QueueUnavailable
 from entitlement_sync.models import EventStatus, utcnow
 from entitlement_sync.ports import StuckRule
 from entitlement_sync.sweep import Sweeper
@@ -16,6 +18,7 @@ from entitlement_sync.tasks import build_redis_broker
 from entitlement_sync.testing import active_entitlement, sign, summary_event
 from entitlement_sync.web import create_app
 from tests.conftest import WEBHOOK_SECRET, count_events, post_webhook, settle, stored_event
+from tests.fakes import BrokerDown
 
 
 def a_summary(customer="cus_1", **fields):
@@ -141,13 +144,21 @@ def test_health_and_readiness(client):
     assert ready.json["checks"] == {"database": "ok", "broker": "ok"}
 
 
-def test_readiness_fails_with_the_reason_when_the_broker_is_unreachable(settings, container):
-    unreachable = replace(settings, redis_url="redis://127.0.0.1:1/0")
-    down = bootstrap(unreachable, broker=build_redis_broker(unreachable))
+def test_readiness_is_a_503_that_says_the_broker_does_not_answer(container):
+    down = replace(container, queue=BrokerDown("ConnectionError: Connection refused"))
     response = create_app(down).test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.json["checks"]["database"] == "ok"
-    assert "Connection" in response.json["checks"]["broker"]
+    assert response.json == {
+        "status": "not ready",
+        "checks": {"database": "ok", "broker": "ConnectionError: Connection refused"},
+    }
+
+
+def test_a_redis_broker_refusing_connections_is_reported_as_unavailable(settings):
+    unreachable = replace(settings, redis_url="redis://127.0.0.1:1/0")
+    down = bootstrap(unreachable, broker=build_redis_broker(unreachable))
+    with pytest.raises(QueueUnavailable, match="Connection"):  # what /readyz then reports
+        down.queue.ping()
     down.close()
 
 

@@ -1,9 +1,5 @@
-"""The pacer, the retry, `--since` parsing and the 30-day warning, on fakes: no database, no Stripe."""
+"""The pacer, the retry, `--since` parsing and the 30-day warning, on fakes and virtual time: no I/O."""
 
-import os
-import threading
-import time as real_time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import click
@@ -13,45 +9,61 @@ import redis
 from entitlement_sync.backfill import retention_warning
 from entitlement_sync.cli._common import parse_since
 from entitlement_sync.errors import StripeRejected, StripeUnavailable
-from entitlement_sync.pacing import HEADROOM, LocalPacer, RedisPacer, build_pacer, with_retries
+from entitlement_sync.pacing import HEADROOM, LocalPacer, RedisPacer, with_retries
+from tests.fakes import VirtualTime, busiest_second, paced_moments
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
+class ScriptedRedis:
+    """A Redis client whose slot-reserving script answers from a list: a wait in seconds, or an error to raise."""
 
-    def clock(self) -> float:
-        return self.now
+    def __init__(self, answers: list[str | Exception]) -> None:
+        self.answers = answers
 
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+    def register_script(self, script: str):
+        def run(keys: list[str], args: list[str]) -> str:
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return run
 
 
 def test_the_local_pacer_spaces_requests_one_slot_apart_below_the_rate():
-    time = FakeTime()
-    pacer = LocalPacer(10, clock=time.clock, sleep=time.sleep)
-    moments = []
-    for _ in range(25):
-        pacer()
-        moments.append(time.now)
+    time = VirtualTime()
+    moments = paced_moments(LocalPacer(10, clock=time.now, sleep=time.sleep), time, 25)
     gaps = {round(b - a, 6) for a, b in zip(moments, moments[1:], strict=False)}
     assert gaps == {round(1 / (10 * HEADROOM), 6)}
-    assert sum(1 for moment in moments if moments[0] <= moment < moments[0] + 1) <= 10
+    assert busiest_second(moments) == 10  # the whole budget, never more
 
 
 def test_the_local_pacer_lets_a_request_through_at_once_after_a_quiet_spell():
-    time = FakeTime()
-    pacer = LocalPacer(10, clock=time.clock, sleep=time.sleep)
+    time = VirtualTime()
+    pacer = LocalPacer(10, clock=time.now, sleep=time.sleep)
     pacer()
-    time.now += 5
+    time.advance(5)
     pacer()
     assert time.slept == []
 
 
+def test_the_redis_pacer_waits_for_the_slot_redis_reserved():
+    time = VirtualTime()
+    pacer = RedisPacer(ScriptedRedis(["0.000000", "0.250000"]), "pacer", 10, clock=time.now, sleep=time.sleep)
+    pacer()
+    pacer()
+    assert time.slept == [0.25]
+
+
+def test_when_redis_goes_away_the_redis_pacer_keeps_pacing_this_process_alone():
+    time = VirtualTime()
+    gone = ScriptedRedis(["0.000000", *[redis.ConnectionError("Connection refused")] * 25])
+    moments = paced_moments(RedisPacer(gone, "pacer", 10, clock=time.now, sleep=time.sleep), time, 26)
+    assert busiest_second(moments) <= 10
+    assert time.slept == [pytest.approx(1 / (10 * HEADROOM))] * 25  # the first one too: Redis's slot was just used
+
+
 def test_retries_stripe_unavailable_with_doubling_pauses_then_gives_up():
-    time, calls = FakeTime(), []
+    time, calls = VirtualTime(), []
 
     def flaky():
         calls.append(1)
@@ -92,31 +104,3 @@ def test_recovery_warns_only_past_stripes_thirty_days():
     now = datetime(2026, 11, 24, tzinfo=UTC)
     assert retention_warning(now - timedelta(days=29), now) is None
     assert "sync all" in retention_warning(now - timedelta(days=31), now)
-
-
-def test_two_redis_pacers_on_one_key_share_one_budget():
-    client = redis.Redis.from_url(os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    try:
-        client.ping()
-    except redis.RedisError:
-        pytest.skip("no Redis to share a budget through")
-    key = f"entitlement-sync-test-{uuid.uuid4().hex[:8]}:stripe-pacer"
-    pacers = [RedisPacer(client, key, rate=20), RedisPacer(client, key, rate=20)]
-    moments, lock = [], threading.Lock()
-
-    def run(pacer):
-        for _ in range(15):
-            pacer()
-            with lock:
-                moments.append(real_time.monotonic())
-
-    threads = [threading.Thread(target=run, args=(pacer,)) for pacer in pacers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    moments.sort()
-    busiest = max(sum(1 for m in moments if start <= m < start + 1) for start in moments)
-    assert busiest <= 20
-    assert build_pacer("redis://127.0.0.1:1/0", key, 5).shared is False  # unreachable: this process only
-    client.delete(key)

@@ -80,6 +80,8 @@ def _database_url(settings: Settings) -> Finding:
 
 
 def _redis_url(settings: Settings) -> Finding:
+    if not settings.redis_url:  # only `dev` and the tests build settings without it: an in-memory broker
+        return Finding("REDIS_URL", Level.OK, "not used: an in-memory broker in this process")
     try:
         url = urlsplit(settings.redis_url)
         url.port  # noqa: B018 (raises ValueError on a port that is not a number)

@@ -78,6 +78,15 @@ class BillingModel:
                 product.feature_ids.append(feature_id)
                 product.attachment_ids[feature_id] = shapes.new_id("prodft")
 
+    def delete_product(self, product_id: str) -> None:
+        """Delete a product no subscription uses (Stripe refuses to delete a product with prices in use);
+        the API then answers 404 `resource_missing` for it."""
+        with self.lock:
+            self._product(product_id)
+            if any(product_id in s.product_ids for s in self.subscriptions.values()):
+                raise SimulationError(f"product {product_id} is used by a subscription and cannot be deleted")
+            del self.products[product_id]
+
     def detach_feature(self, product_id: str, feature_id: str) -> None:
         with self.lock:
             product = self._product(product_id)

@@ -28,23 +28,26 @@ from .model import BillingModel
 
 Query = dict[str, list[str]]
 Answer = tuple[int, dict[str, str], dict[str, Any]]
+RequestHook = Callable[[str, str, Query], None]
 
 
 @dataclass(frozen=True)
 class Call:
-    """One API request as the simulator answered it."""
+    """One API request as the simulator answered it; `at` is the simulator's clock when it arrived."""
 
     method: str
     path: str
     query: Query
     status: int
+    at: float
 
 
 class FakeStripe(BillingModel):
     """A simulated Stripe account: the model (see `BillingModel`), its API (`handle`), faults and a call log.
 
     - `faults`: an `ApiFaults` (shares of 429/5xx, slow answers, timeouts, a rate limit), seeded by `seed`;
-    - `calls` / `calls_to(path)`: every API request with the status it got;
+    - `calls` / `calls_to(path)`: every API request with the status it got and when it arrived (`clock`);
+    - `add_request_hook(hook)`: `hook(method, path, query)` runs as each request arrives, before it is answered;
     - `events`: the event log, which `GET /v1/events` serves and a `WebhookSender` delivers.
 
     Customers never created and never deleted are answered as existing with nothing granted.
@@ -57,6 +60,7 @@ class FakeStripe(BillingModel):
         self.api_key = api_key
         self.faults = ApiFaults(seed)
         self.calls: list[Call] = []
+        self._hooks: list[RequestHook] = []
         self._calls_lock = threading.Lock()
         self._other_accounts: dict[str, BillingModel] = {}
 
@@ -83,11 +87,27 @@ class FakeStripe(BillingModel):
         with self._calls_lock:
             return [call for call in self.calls if call.path == path]
 
+    def add_request_hook(self, hook: RequestHook) -> None:
+        """Run `hook(method, path, query)` as each request arrives, in the thread that handles it: over
+        `responses` that is the caller's own thread, so a hook may stage a race or raise KeyboardInterrupt
+        as Ctrl-C would. What it raises propagates instead of an answer, and the request is not logged."""
+        with self._calls_lock:
+            self._hooks.append(hook)
+
+    def remove_request_hook(self, hook: RequestHook) -> None:
+        with self._calls_lock:
+            self._hooks.remove(hook)
+
     def handle(self, method: str, path: str, query: Query, headers: dict[str, str]) -> Answer:
         """Answer one API request: (HTTP status, headers, JSON body). Both transports call only this."""
+        arrived = self.clock()
+        with self._calls_lock:
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook(method, path, query)
         status, answer_headers, body = self._answer(method, path, query, headers)
         with self._calls_lock:
-            self.calls.append(Call(method, path, query, status))
+            self.calls.append(Call(method, path, query, status, arrived))
         return status, {"Request-Id": shapes.new_id("req"), **answer_headers}, body
 
     def _answer(self, method: str, path: str, query: Query, headers: dict[str, str]) -> Answer:
