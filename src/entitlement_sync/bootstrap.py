@@ -17,21 +17,30 @@ from sqlalchemy import Engine
 
 from .access import AccessReader
 from .backfill import Backfiller
+from .breaker import CircuitBreaker
 from .catalog import Catalog
-from .db import SessionFactory, create_db_engine, schema_revisions, session_factory
+from .db import PoolOptions, SessionFactory, create_db_engine, schema_revisions, session_factory
 from .doctor import Doctor
 from .history import AccessHistory
 from .inbox import Inbox
 from .models import utcnow
 from .pacing import LazyPacer, build_pacer, with_retries
-from .ports import Clock, EntitlementSource, Pacer, StuckRule
+from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry
 from .receive import Receiver
 from .reconcile import Reconciler
 from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
-from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event, ping_broker
+from .tasks import (
+    DramatiqQueue,
+    SweepMiddleware,
+    build_redis_broker,
+    declare_process_event,
+    ping_broker,
+    worker_metrics_middleware,
+)
+from .telemetry import PrometheusTelemetry, multiprocess_mode
 
 
 @dataclass
@@ -52,12 +61,24 @@ class Container:
     backfiller: Backfiller
     reconciler: Reconciler
     catalog: Catalog
+    telemetry: Telemetry
 
     def enable_sweep(self) -> None:
         """Make every worker of this broker sweep unfinished events at start-up and periodically."""
         self.broker.add_middleware(
             SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds)
         )
+
+    def enable_worker_metrics(self) -> bool:
+        """Expose the worker processes' metrics through Dramatiq's Prometheus middleware (its own port).
+
+        Only when this process writes metrics to files (`entitlement-sync worker` prepares that): otherwise
+        the exposition server would serve an empty directory, so say so instead.
+        """
+        if not multiprocess_mode():
+            return False
+        self.broker.add_middleware(worker_metrics_middleware())
+        return True
 
     def close(self) -> None:
         self.engine.dispose()
@@ -71,15 +92,28 @@ def bootstrap(
     clock: Clock = utcnow,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    threads: int = 2,
+    telemetry: Telemetry | None = None,
 ) -> Container:
+    """`threads`: how many threads of this process use the database at once (its pool holds as many)."""
     settings = settings or Settings.from_env()
-    engine = create_db_engine(settings.database_url)
+    telemetry = telemetry or PrometheusTelemetry()
+    engine = create_db_engine(settings.database_url, pool_options(settings, threads))
     new_session = session_factory(engine)
-    gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+    gateway = StripeGateway(
+        settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds, telemetry=telemetry
+    )
     broker = broker or build_redis_broker(settings)
 
     def pacer_for(rate: float) -> Pacer:
-        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate, monotonic, sleep)
+        return build_pacer(
+            settings.redis_url,
+            f"{settings.redis_namespace}:stripe-pacer",
+            rate,
+            monotonic,
+            sleep,
+            settings.redis_timeout_seconds,
+        )
 
     retry = partial(with_retries, sleep=sleep)  # the ops use cases retry Stripe's 429/5xx in-process
 
@@ -88,10 +122,19 @@ def bootstrap(
         # under Stripe's limit instead of burning their retries on 429s.
         rate = settings.stripe_requests_per_second
         stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
-    syncer = Syncer(new_session, stripe, clock)
+    syncer = Syncer(new_session, stripe, clock, telemetry)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
-    receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
+    receiver = Receiver(
+        new_session,
+        verifier,
+        queue,
+        clock,
+        settings.livemode,
+        breaker=CircuitBreaker(settings.broker_breaker_seconds, on_change=telemetry.breaker_changed),
+        database_breaker=CircuitBreaker(settings.database_breaker_seconds),
+        telemetry=telemetry,
+    )
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),
@@ -105,7 +148,7 @@ def bootstrap(
         queue=queue,
         receiver=receiver,
         syncer=syncer,
-        sweeper=Sweeper(new_session, queue, clock, stuck),
+        sweeper=Sweeper(new_session, queue, clock, stuck, telemetry),
         reader=AccessReader(engine),
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
@@ -113,6 +156,15 @@ def bootstrap(
         backfiller=Backfiller(new_session, gateway, receiver, clock, retry),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
         catalog=Catalog(new_session, gateway, clock, retry),
+        telemetry=telemetry,
+    )
+
+
+def pool_options(settings: Settings, threads: int) -> PoolOptions:
+    return PoolOptions(
+        threads=threads,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
     )
 
 

@@ -10,14 +10,16 @@ from typing import Any, TypeVar
 
 import stripe
 
-from .errors import (
-    CustomerNotFound,
-    InvalidWebhook,
-    StripeAccountUnreadable,
-    StripeRejected,
-    StripeUnavailable,
+from .errors import CustomerNotFound, InvalidWebhook, StripeAccountUnreadable, StripeRejected, StripeUnavailable
+from .ports import (
+    ActiveEntitlement,
+    CatalogFeature,
+    CustomerState,
+    NoTelemetry,
+    ProductFeatureLink,
+    StripeAccount,
+    Telemetry,
 )
-from .ports import ActiveEntitlement, CatalogFeature, CustomerState, ProductFeatureLink, StripeAccount
 
 T = TypeVar("T")
 
@@ -25,7 +27,8 @@ T = TypeVar("T")
 class StripeGateway:
     """Reads from Stripe's API. Retries nothing itself: the job queue (or the ops use case) owns retries.
 
-    `before_call` runs before every HTTP request: the ops reconcile hands in its rate pacer there.
+    `before_call` runs before every HTTP request: the ops reconcile hands in its rate pacer there. Every
+    request is told to `telemetry` with a short endpoint name, its status, and the pacer's wait.
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class StripeGateway:
         api_base: str,
         timeout_seconds: float,
         before_call: Callable[[], None] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._client = stripe.StripeClient(
             api_key or "sk_test_missing",
@@ -41,12 +45,13 @@ class StripeGateway:
             http_client=stripe.RequestsClient(timeout=timeout_seconds),
             max_network_retries=0,
         )
-        self._before_call = before_call or (lambda: None)
+        self._before_call = before_call
+        self._telemetry = telemetry or NoTelemetry()
 
     def paced(self, before_call: Callable[[], None]) -> StripeGateway:
         """The same client, calling `before_call` (a rate pacer) before each request."""
         twin = object.__new__(StripeGateway)
-        twin._client, twin._before_call = self._client, before_call
+        twin._client, twin._before_call, twin._telemetry = self._client, before_call, self._telemetry
         return twin
 
     def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
@@ -57,10 +62,10 @@ class StripeGateway:
         """
         pages = self._client.v1.entitlements.active_entitlements.list
         try:
-            items = list(self._each(pages, {"customer": customer_id}))
+            items = list(self._each(pages, {"customer": customer_id}, "active_entitlements"))
         except StripeRejected as error:
             cause = error.__cause__
-            if isinstance(cause, stripe.InvalidRequestError) and _is_missing(cause, "customer"):
+            if isinstance(cause, stripe.InvalidRequestError) and _missing(cause, "customer"):
                 raise CustomerNotFound(str(error)) from cause
             raise
         return [_active_entitlement(item) for item in items]
@@ -68,16 +73,10 @@ class StripeGateway:
     def customer_state(self, customer_id: str) -> CustomerState:
         """`GET /v1/customers/{id}`: a deleted customer is still answered (`deleted: true`); a 404 is unknown."""
 
-        def retrieve() -> Any:
-            self._before_call()
-            try:
-                return self._client.v1.customers.retrieve(customer_id)
-            except stripe.InvalidRequestError as error:
-                if _is_missing(error, "id", "customer"):
-                    return None
-                raise
+        def retrieve(_: Any) -> Any:
+            return self._client.v1.customers.retrieve(customer_id)
 
-        customer = _translating_errors(retrieve)
+        customer = _translating_errors(partial(self._page, retrieve, {}, "customers", "id"))
         if customer is None:
             return CustomerState.UNKNOWN
         return CustomerState.DELETED if getattr(customer, "deleted", False) else CustomerState.EXISTS
@@ -85,23 +84,25 @@ class StripeGateway:
     def retrieve_account(self) -> StripeAccount:
         """`GET /v1/account`: whose key this is. Restricted keys may never ask: StripeAccountUnreadable."""
 
-        def retrieve() -> Any:
-            self._before_call()
-            try:
-                return self._client.v1.accounts.retrieve_current()
-            except stripe.PermissionError as error:
-                raise StripeAccountUnreadable(_describe(error)) from error
+        def retrieve(_: Any) -> Any:
+            return self._client.v1.accounts.retrieve_current()
 
-        account = _translating_errors(retrieve)
-        profile = getattr(account, "business_profile", None)
+        try:
+            account = _translating_errors(partial(self._page, retrieve, {}, "account", None))
+        except StripeRejected as error:
+            if isinstance(error.__cause__, stripe.PermissionError):
+                raise StripeAccountUnreadable(str(error)) from error.__cause__
+            raise
         settings = getattr(account, "settings", None)
         dashboard = getattr(settings, "dashboard", None) if settings else None
+        profile = getattr(account, "business_profile", None)
         name = getattr(dashboard, "display_name", None) or (getattr(profile, "name", None) if profile else None)
         return StripeAccount(id=account.id, name=name)
 
     def list_one_customer(self) -> str | None:
         """The id of the newest customer of the account, or None: a cheap proof that the key reads customers."""
-        page = _translating_errors(partial(self._page, self._client.v1.customers.list, {"limit": 1}, None))
+        listing = self._client.v1.customers.list
+        page = _translating_errors(partial(self._page, listing, {"limit": 1}, "customers", None))
         return page.data[0].id if page is not None and page.data else None
 
     def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]:
@@ -109,18 +110,19 @@ class StripeGateway:
         params: dict[str, Any] = {"types": sorted(types), "created": {"gte": created_gte}}
         if undelivered:
             params["delivery_success"] = False
-        for item in self._each(self._client.v1.events.list, params):
+        for item in self._each(self._client.v1.events.list, params, "events"):
             yield _as_sent(item)
 
     def list_subscription_customers(self) -> Iterator[str]:
         """The customer of every subscription, in any status (a canceled one may still hold a grant here)."""
-        for item in self._each(self._client.v1.subscriptions.list, {"status": "all"}):
+        for item in self._each(self._client.v1.subscriptions.list, {"status": "all"}, "subscriptions"):
             yield item.customer if isinstance(item.customer, str) else item.customer.id
 
     def list_features(self) -> list[CatalogFeature]:
         """The whole catalog: active and archived features (archived ones still grant access)."""
         listing = self._client.v1.entitlements.features.list
-        return [_feature(item) for archived in (False, True) for item in self._each(listing, {"archived": archived})]
+        pages = (self._each(listing, {"archived": archived}, "features") for archived in (False, True))
+        return [_feature(item) for page in pages for item in page]
 
     def list_product_features(self, product_id: str) -> list[ProductFeatureLink]:
         """The features attached to a product; none for a product Stripe no longer has."""
@@ -128,16 +130,21 @@ class StripeGateway:
         def listing(params: Any) -> Any:
             return self._client.v1.products.features.list(product_id, params)
 
-        items = self._each(listing, {}, missing_param="id")
+        items = self._each(listing, {}, "product_features", missing_param="id")
         return [ProductFeatureLink(item.id, product_id, _feature(item.entitlement_feature)) for item in items]
 
     def _each(
-        self, listing: Callable[..., Any], params: dict[str, Any], *, missing_param: str | None = None
+        self,
+        listing: Callable[..., Any],
+        params: dict[str, Any],
+        endpoint: str,
+        *,
+        missing_param: str | None = None,
     ) -> Iterator[Any]:
         """Every item of a paginated list, one page per request, so each request is paced and translated."""
         query: dict[str, Any] = {**params, "limit": 100}
         while True:
-            page = _translating_errors(partial(self._page, listing, query, missing_param))
+            page = _translating_errors(partial(self._page, listing, query, endpoint, missing_param))
             if page is None:
                 return
             yield from page.data
@@ -145,19 +152,37 @@ class StripeGateway:
                 return
             query = {**params, "limit": 100, "starting_after": page.data[-1].id}
 
-    def _page(self, listing: Callable[..., Any], query: dict[str, Any], missing_param: str | None) -> Any:
-        self._before_call()
+    def _page(
+        self, listing: Callable[..., Any], query: dict[str, Any], endpoint: str, missing_param: str | None
+    ) -> Any:
+        if self._before_call is not None:
+            waiting = time.perf_counter()
+            self._before_call()
+            self._telemetry.pacer_waited(time.perf_counter() - waiting)
+        started = time.perf_counter()
         try:
-            return listing(query)
-        except stripe.InvalidRequestError as error:
+            page = listing(query)
+        except stripe.StripeError as error:
+            status = str(error.http_status) if error.http_status else "error"
+            reason = _header(error.headers, "Stripe-Rate-Limited-Reason")
+            self._telemetry.stripe_called(endpoint, status, time.perf_counter() - started, reason)
             # A deleted product has nothing; Stripe says so with a 404. (Customers: see list_active_entitlements.)
-            if missing_param and _is_missing(error, missing_param):
+            if isinstance(error, stripe.InvalidRequestError) and _missing(error, missing_param):
                 return None
             raise
+        self._telemetry.stripe_called(endpoint, "200", time.perf_counter() - started, None)
+        return page
 
 
-def _is_missing(error: stripe.InvalidRequestError, *params: str) -> bool:
-    return error.code == "resource_missing" and (error.param is None or error.param in params)
+def _missing(error: stripe.InvalidRequestError, param: str | None) -> bool:
+    return bool(param) and error.code == "resource_missing" and error.param in (None, param)
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in dict(headers or {}).items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
 
 
 def _as_sent(item: Any) -> dict[str, Any]:
@@ -179,8 +204,6 @@ def _feature(item: Any) -> CatalogFeature:
 def _translating_errors(call: Callable[[], T]) -> T:
     try:
         return call()
-    except StripeAccountUnreadable:
-        raise
     except (stripe.RateLimitError, stripe.APIConnectionError) as error:
         raise StripeUnavailable(_describe(error)) from error
     except stripe.StripeError as error:

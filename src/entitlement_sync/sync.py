@@ -6,6 +6,7 @@ started later has been applied meanwhile. That makes any order, duplication and 
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import suppress
@@ -15,9 +16,9 @@ from . import store
 from .db import SessionFactory, transaction
 from .errors import CustomerNotFound, StorageUnavailable, StripeRejected, StripeUnavailable, WrongStripeAccount
 from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, connect_reason, event_from_payload, subscription_snapshot
-from .logs import get_logger
+from .logs import bound, get_logger
 from .models import EventStatus, StripeEvent
-from .ports import ActiveEntitlement, Clock, CustomerState, EntitlementSource
+from .ports import ActiveEntitlement, Clock, CustomerState, EntitlementSource, NoTelemetry, Telemetry
 
 log = get_logger(__name__)
 
@@ -38,6 +39,7 @@ class Fetched:
     customer_id: str
     ticket: int
     entitlements: list[ActiveEntitlement]
+    started: float  # time.perf_counter() when the fetch began, for telemetry
 
 
 def fetch_entitlements(source: EntitlementSource, customer_id: str) -> list[ActiveEntitlement]:
@@ -72,10 +74,17 @@ class Outcome:
 
 
 class Syncer:
-    def __init__(self, new_session: SessionFactory, stripe: EntitlementSource, clock: Clock) -> None:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        stripe: EntitlementSource,
+        clock: Clock,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._new_session = new_session
         self._stripe = stripe
         self._clock = clock
+        self._telemetry = telemetry or NoTelemetry()
         self._handlers: dict[str, Callable[[StripeEvent], SyncResult]] = {
             SUMMARY_UPDATED: self._on_summary_event,
             **{event_type: self._on_subscription_event for event_type in SUBSCRIPTION_TYPES},
@@ -91,6 +100,7 @@ class Syncer:
         """
         with transaction(self._new_session) as session:
             if seen_at_seq is not None and store.access.applied_seq(session, customer_id) > seen_at_seq:
+                self._telemetry.event_coalesced()
                 return SyncResult(customer_id, fetched=False, applied=False)
         return self.apply(self.fetch(customer_id), cause=cause)
 
@@ -103,17 +113,24 @@ class Syncer:
         if take_ticket:
             with transaction(self._new_session) as session:
                 ticket = store.access.advance_customer_seq(session, customer_id)
-        return Fetched(customer_id, ticket, fetch_entitlements(self._stripe, customer_id))
+        started = time.perf_counter()
+        return Fetched(customer_id, ticket, fetch_entitlements(self._stripe, customer_id), started)
 
     def apply(self, fetched: Fetched, *, cause: str | None = None) -> SyncResult:
-        """Replace the customer's rows with a fetch, unless a fetch that started later was applied meanwhile."""
-        customer_id, ticket = fetched.customer_id, fetched.ticket
+        """Replace the customer's rows with a fetch, unless a fetch that started later was applied meanwhile.
+
+        (`sync all` may hold a fetch a while before applying it: its telemetry duration includes the wait.)
+        """
+        customer_id, ticket, started = fetched.customer_id, fetched.ticket, fetched.started
         with transaction(self._new_session) as session:
             if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
                 log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
+                self._telemetry.customer_synced("dropped", time.perf_counter() - started)
                 return SyncResult(customer_id, fetched=True, applied=False)
             diff = store.access.replace_entitlements(session, customer_id, fetched.entitlements, cause, self._clock())
         revoked = [row.lookup_key for row in diff.revoked]
+        self._telemetry.customer_synced("applied", time.perf_counter() - started)
+        self._telemetry.access_changed(len(diff.granted), len(revoked))
         if diff.changed:
             log.info(
                 "access.changed",
@@ -137,41 +154,54 @@ class Syncer:
 
         A failure is written to the event's row before anything is raised, so SQL always tells the story.
         """
-        with transaction(self._new_session) as session:
-            claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
-        if claimed is None:
-            return Outcome(event_id, None)
-        event, attempt_id = claimed
+        with bound(event_id=event_id):
+            with transaction(self._new_session) as session:
+                claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
+            if claimed is None:
+                return Outcome(event_id, None)
+            event, attempt_id = claimed
+            with bound(type=event.type, customer=event.customer_id):
+                return self._process(event, attempt_id, final_attempt)
+
+    def _process(self, event: StripeEvent, attempt_id: int, final_attempt: bool) -> Outcome:
+        event_id = event.id
         handler = self._handlers.get(event.type)
         reason = _reason_to_skip(event, handler is not None)
         if handler is None or reason:
-            self._finish(event_id, attempt_id, EventStatus.IGNORED, reason)
-            return Outcome(event_id, EventStatus.IGNORED, reason or "")
+            self._finish(event, attempt_id, EventStatus.IGNORED, reason)
+            return Outcome(event_id, EventStatus.IGNORED, reason)
         try:
             result = handler(event)
         except StripeUnavailable as error:
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
-            self._finish(event_id, attempt_id, status, str(error))
+            self._finish(event, attempt_id, status, str(error))
             if final_attempt:
                 return Outcome(event_id, status, str(error))
             raise
         except StripeRejected as error:
-            self._finish(event_id, attempt_id, EventStatus.FAILED, str(error))
+            self._finish(event, attempt_id, EventStatus.FAILED, str(error))
             return Outcome(event_id, EventStatus.FAILED, str(error))
         except StorageUnavailable as error:
             # The database, not the event: never `failed` for it, however many tries it took. Left unfinished,
             # the event goes back to a worker through the sweep once the database is back.
             with suppress(StorageUnavailable):
-                self._finish(event_id, attempt_id, EventStatus.QUEUED, f"StorageUnavailable: {error}")
+                self._finish(event, attempt_id, EventStatus.QUEUED, f"StorageUnavailable: {error}")
             raise
         except Exception as error:
             # A bug: keep the traceback on the row, and let the queue retry it.
             detail = "".join(traceback.format_exception_only(error)).strip()
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
-            self._finish(event_id, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
+            self._finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
             raise
-        self._finish(event_id, attempt_id, EventStatus.PROCESSED, None)
+        self._finish(event, attempt_id, EventStatus.PROCESSED, None)
+        self._applied(event)
         return Outcome(event_id, EventStatus.PROCESSED, sync=result)
+
+    def _applied(self, event: StripeEvent) -> None:
+        # The table now holds a state at least as new as the event, whether this job fetched it or an
+        # earlier fetch covered it (coalesced): that is when the event's change counts as applied.
+        now = self._clock()
+        self._telemetry.change_applied(now.timestamp() - event.created, (now - event.received_at).total_seconds())
 
     def _on_summary_event(self, event: StripeEvent) -> SyncResult:
         assert event.customer_id is not None  # checked before dispatch
@@ -186,10 +216,13 @@ class Syncer:
             store.subscriptions.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock())
         return self._on_summary_event(event)
 
-    def _finish(self, event_id: str, attempt_id: int, status: EventStatus, error: str | None) -> None:
+    def _finish(self, event: StripeEvent, attempt_id: int, status: EventStatus, error: str | None) -> None:
         with transaction(self._new_session) as session:
-            store.inbox.finish_attempt(session, event_id, attempt_id, status, error, self._clock())
-        log.info("event.finished", event_id=event_id, status=status, error=(error or "").split("\n")[0] or None)
+            store.inbox.finish_attempt(session, event.id, attempt_id, status, error, self._clock())
+        outcome = "retrying" if status == EventStatus.QUEUED else str(status)
+        self._telemetry.event_finished(event.type, outcome)
+        first_line = (error or "").split("\n")[0] or None
+        log.info("event.finished", event_id=event.id, status=status, outcome=outcome, error=first_line)
 
 
 def _reason_to_skip(event: StripeEvent, handled: bool) -> str | None:

@@ -1,4 +1,4 @@
-"""Scenario 8 (issue 8): the service is redeployed with the key of another Stripe account. Stripe then answers
+"""Scenario 11 (issue 8): the service is redeployed with the key of another Stripe account. Stripe then answers
 404 for every customer, exactly as it does for deleted ones. No row may be revoked; every event fails at once
 with a reason that names STRIPE_API_KEY; `doctor` names the problem; once the key is fixed, replaying the
 failed events converges to Stripe's truth. Real gunicorn and dramatiq processes, PostgreSQL, Redis.
@@ -182,4 +182,4 @@ def test_a_key_of_another_account_revokes_nobody_and_says_why(launch, services, 
     finally:
         inspector.close()
         tables.close()
-    record("8. STRIPE_API_KEY of another account, then fixed and replayed", figures)
+    record("11. STRIPE_API_KEY of another account, then fixed and replayed", figures)

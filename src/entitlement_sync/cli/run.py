@@ -33,7 +33,12 @@ def db_upgrade(revision: str) -> None:
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 def serve(host: str, port: int, workers: int) -> None:
     """Run the webhook receiver and read API under gunicorn."""
-    _settings_for("serve")
+    from ..telemetry import prepare_metrics_dir
+
+    settings = _settings_for("serve")
+
+    # Before gunicorn starts: prometheus_client picks multiprocess mode when it is imported.
+    os.environ.update(prepare_metrics_dir(settings.metrics_dir, "web"))
     _exec(
         "gunicorn",
         [
@@ -45,6 +50,8 @@ def serve(host: str, port: int, workers: int) -> None:
             "-",
             "--graceful-timeout",
             "20",
+            "--config",
+            "python:entitlement_sync.gunicorn_hooks",
             "entitlement_sync.web:create_app()",
         ],
     )
@@ -54,8 +61,17 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--processes", default=2, show_default=True, type=int)
 @click.option("--threads", default=4, show_default=True, type=int)
 def worker(processes: int, threads: int) -> None:
-    """Run the Dramatiq workers that sync events into the access table."""
-    queue = _settings_for("worker").queue_name
+    """Run the Dramatiq workers that sync events into the access table (metrics on WORKER_METRICS_PORT)."""
+    from ..tasks import worker_metrics_environment
+    from ..telemetry import prepare_metrics_dir
+
+    settings = _settings_for("worker")
+    metrics = prepare_metrics_dir(settings.metrics_dir, "worker")
+    os.environ.update(metrics)
+    directory = metrics["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ.update(worker_metrics_environment(directory, settings.worker_metrics_host, settings.worker_metrics_port))
+    queue = settings.queue_name
+    os.environ["WORKER_THREADS"] = str(threads)  # each worker process sizes its database pool from it
     _exec(
         "dramatiq",
         [
