@@ -12,6 +12,7 @@ import click
 from ..errors import EntitlementSyncError
 from .access import access
 from .demo import demo
+from .doctor import doctor
 from .events import events
 from .features import features
 from .run import db, dev, serve, worker
@@ -34,5 +35,5 @@ def main() -> None:
     """Keep a local feature-access table in step with Stripe Billing Entitlements."""
 
 
-for command in (db, serve, worker, dev, demo, events, sync, features, access):
+for command in (db, serve, worker, dev, demo, doctor, events, sync, features, access):
     main.add_command(command)
