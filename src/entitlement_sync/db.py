@@ -104,15 +104,6 @@ def ping(engine: Engine) -> None:
         connection.exec_driver_sql("SELECT 1")
 
 
-def schema_revision(engine: Engine) -> tuple[str | None, str]:
-    """(the database's Alembic revision, None when unmigrated; the latest revision this code ships)."""
-    from alembic.migration import MigrationContext
-
-    with outages_reported(), engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    return current, latest_revision()
-
-
 @cache
 def latest_revision() -> str:
     from alembic.script import ScriptDirectory
@@ -120,6 +111,15 @@ def latest_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
     assert head is not None, "the package ships no migrations"
     return head
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """(the revision the database is at, None without a schema; the latest migration's revision)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with outages_reported(), engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, latest_revision()
 
 
 def upgrade(url: str, revision: str = "head") -> None:

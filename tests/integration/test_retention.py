@@ -35,6 +35,10 @@ ENVELOPE_KEYS = {"id", "object", "type", "created", "livemode", "account", "enve
     [
         pytest.param({**event("payment_intent.succeeded", payment_intent()), "account": "acct_1"}, id="type"),
         pytest.param(summary_event("cus_1", [active_entitlement("feat_api", "api_access")], livemode=True), id="mode"),
+        pytest.param(
+            {**summary_event("cus_1", [active_entitlement("feat_api", "api_access")]), "account": "acct_1"},
+            id="account",
+        ),
     ],
 )
 def test_an_ignored_event_is_stored_as_its_envelope_only(client, container, payload):

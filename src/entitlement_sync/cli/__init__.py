@@ -12,6 +12,7 @@ import click
 from ..errors import EntitlementSyncError
 from .access import access
 from .demo import demo
+from .doctor import doctor
 from .events import events
 from .features import features
 from .retention import prune_events
@@ -35,6 +36,6 @@ def main() -> None:
     """Keep a local feature-access table in step with Stripe Billing Entitlements."""
 
 
-for command in (db, serve, worker, dev, demo, events, sync, features, access):
+for command in (db, serve, worker, dev, demo, doctor, events, sync, features, access):
     main.add_command(command)
 events.add_command(prune_events)

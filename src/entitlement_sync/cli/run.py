@@ -23,7 +23,7 @@ def db_upgrade(revision: str) -> None:
     """Apply the migrations to DATABASE_URL."""
     from ..db import upgrade
 
-    settings = Settings.from_env()
+    settings = _settings_for("db upgrade")
     upgrade(settings.database_url, revision)
     click.echo(f"database at revision {revision}: {_without_password(settings.database_url)}")
 
@@ -53,9 +53,10 @@ def serve(host: str, port: int, internal_port: int, workers: int, threads: int, 
         raise click.UsageError("--port and --internal-port must differ: the internal one is never public")
     from ..telemetry import prepare_metrics_dir
 
+    settings = _settings_for("serve")
     os.environ["WEB_THREADS"] = str(threads)  # each web process sizes its database pool from it
     # Before gunicorn starts: prometheus_client picks multiprocess mode when it is imported.
-    os.environ.update(prepare_metrics_dir(Settings.from_env().metrics_dir, "web"))
+    os.environ.update(prepare_metrics_dir(settings.metrics_dir, "web"))
     _exec("gunicorn", gunicorn_arguments(host, port, internal_port, workers, threads, body_timeout))
 
 
@@ -82,7 +83,7 @@ def worker(processes: int, threads: int) -> None:
     from ..tasks import worker_metrics_environment
     from ..telemetry import prepare_metrics_dir
 
-    settings = Settings.from_env()
+    settings = _settings_for("worker")
     metrics = prepare_metrics_dir(settings.metrics_dir, "worker")
     os.environ.update(metrics)
     directory = metrics["PROMETHEUS_MULTIPROC_DIR"]
@@ -132,6 +133,20 @@ def dev(host: str, port: int, internal_port: int | None) -> None:
     threading.Thread(target=internal.serve_forever, name="internal-http", daemon=True).start()
     click.echo(f"internal (read API, /metrics, /readyz): http://{host}:{internal_port}")
     create_app(container, "public").run(host=host, port=port, threaded=True)
+
+
+def _settings_for(role: str) -> Settings:
+    """The settings, or exit 2 with one line naming what is missing: better than starting to fail quietly."""
+    settings = Settings.from_env()
+    missing = settings.missing_for(role)
+    if missing:
+        names = ", ".join(missing)
+        click.echo(
+            f"error: {names} {'is' if len(missing) == 1 else 'are'} not set (required by `entitlement-sync {role}`)",
+            err=True,
+        )
+        raise SystemExit(2)
+    return settings
 
 
 def _exec(module: str, arguments: list[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from ..db import ping, schema_revision
+from ..db import ping, schema_revisions
 from ..errors import QueueUnavailable, StorageUnavailable
 from ..logs import get_logger
 from ._container import container
@@ -35,7 +35,7 @@ def _database() -> str:
     engine = container().engine
     try:
         ping(engine)
-        current, latest = schema_revision(engine)
+        current, latest = schema_revisions(engine)
     except StorageUnavailable as error:
         log.warning("readyz.database_unavailable", error=str(error))
         return "unavailable"
