@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from . import store
-from .db import create_db_engine
+from .db import create_db_engine, outages_reported
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,14 @@ class AccessReader:
         return self.access_to(customer_id, lookup_key)[0]
 
     def access_to(self, customer_id: str, lookup_key: str) -> tuple[bool, datetime | None]:
-        """Whether the customer has the feature, and when their access was last synced (None: never)."""
-        with self._engine.connect() as connection:
+        """Whether the customer has the feature, and when their access was last synced (None: never).
+
+        Raises StorageUnavailable when the database cannot be reached (the HTTP API answers 503)."""
+        with outages_reported(), self._engine.connect() as connection:
             return store.access.access_to(connection, customer_id, lookup_key)
 
     def entitlements_for(self, customer_id: str) -> CustomerAccess:
-        with self._engine.connect() as connection:
+        with outages_reported(), self._engine.connect() as connection:
             rows = store.access.granted_rows(connection, customer_id)
             return CustomerAccess(
                 customer=customer_id,

@@ -15,12 +15,13 @@ from functools import partial
 import dramatiq
 from sqlalchemy import Engine
 
+from . import store
 from .access import AccessReader
 from .backfill import Backfiller
 from .breaker import CircuitBreaker
 from .catalog import Catalog
 from .customers import CustomerLookup, MirrorExplainer, NoGrants
-from .db import PoolOptions, SessionFactory, create_db_engine, schema_revisions, session_factory
+from .db import PoolOptions, SessionFactory, create_db_engine, schema_revisions, session_factory, transaction
 from .doctor import Doctor
 from .history import AccessHistory
 from .inbox import Inbox
@@ -28,6 +29,7 @@ from .models import utcnow
 from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
 from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry, WaitRule
+from .prune import Pruner
 from .receive import Receiver
 from .reconcile import Reconciler
 from .settings import Settings
@@ -37,6 +39,7 @@ from .sync import Syncer
 from .tasks import (
     DramatiqQueue,
     SweepMiddleware,
+    UpkeepMiddleware,
     build_redis_broker,
     declare_process_event,
     ping_broker,
@@ -44,8 +47,11 @@ from .tasks import (
 )
 from .telemetry import PrometheusTelemetry, multiprocess_mode
 
+# How often each worker process folds the event counts and checks whether today's prune has run.
+UPKEEP_INTERVAL_SECONDS = 300
 
-@dataclass
+
+@dataclass(repr=False)
 class Container:
     settings: Settings
     engine: Engine
@@ -66,13 +72,26 @@ class Container:
     backfiller: Backfiller
     reconciler: Reconciler
     catalog: Catalog
+    pruner: Pruner
     telemetry: Telemetry
 
+    def __repr__(self) -> str:
+        # The parts hold clients built from secrets; Settings' own repr is the redacted one.
+        return f"Container(settings={self.settings!r})"
+
     def enable_sweep(self) -> None:
-        """Make every worker of this broker sweep unfinished events at start-up and periodically."""
+        """Make every worker of this broker sweep unfinished events at start-up and periodically, and do
+        the upkeep: fold the event counts, prune the inbox once a day when INBOX_RETENTION_DAYS is set."""
         self.broker.add_middleware(
             SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds)
         )
+        self.broker.add_middleware(UpkeepMiddleware(self.upkeep, UPKEEP_INTERVAL_SECONDS, name="upkeep"))
+
+    def upkeep(self) -> None:
+        with transaction(self.new_session) as session:
+            store.counts.fold_event_counts(session)
+        if self.settings.inbox_retention_days is not None:
+            self.pruner.prune_if_due(self.settings.inbox_retention_days)
 
     def enable_worker_metrics(self) -> bool:
         """Expose the worker processes' metrics through Dramatiq's Prometheus middleware (its own port).
@@ -168,6 +187,7 @@ def bootstrap(
         backfiller=Backfiller(new_session, paced, receiver, clock, retry),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
         catalog=Catalog(new_session, gateway, clock, retry),
+        pruner=Pruner(new_session, clock),
         telemetry=telemetry,
     )
 

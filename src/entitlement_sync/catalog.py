@@ -71,9 +71,9 @@ class Catalog:
         every_feature = {feature.id: feature for feature in features}
         for product_links in links.values():
             every_feature.update({link.feature.id: link.feature for link in product_links})
-        if dry_run:  # the same writes, in a session that is closed without a commit
+        if dry_run:  # reads only: not even a write rolled back afterwards (it would still take locks)
             with self._new_session() as session:
-                self._apply(session, list(every_feature.values()), links, report)
+                self._preview(session, list(every_feature.values()), links, report)
         else:
             with transaction(self._new_session) as session:
                 self._apply(session, list(every_feature.values()), links, report)
@@ -90,6 +90,19 @@ class Catalog:
         report.new_features, report.changed_features = store.catalog.upsert_features(session, features, self._clock())
         for product, product_links in links.items():
             added, removed = store.catalog.replace_product_features(session, product, product_links, self._clock())
+            report.links_added += added
+            report.links_removed += removed
+
+    def _preview(
+        self,
+        session: Session,
+        features: list[CatalogFeature],
+        links: dict[str, list[ProductFeatureLink]],
+        report: CatalogReport,
+    ) -> None:
+        report.new_features, report.changed_features = store.catalog.feature_changes(session, features)
+        for product, product_links in links.items():
+            added, removed = store.catalog.product_feature_changes(session, product, product_links)
             report.links_added += added
             report.links_removed += removed
 

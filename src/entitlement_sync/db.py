@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -83,35 +84,42 @@ def session_factory(engine: Engine) -> SessionFactory:
 
 
 @contextmanager
-def transaction(new_session: SessionFactory) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on error, and say so when the database is down."""
+def outages_reported() -> Iterator[None]:
+    """Turn the driver's "cannot reach the database" errors into StorageUnavailable (a 503, a retry later)."""
     try:
-        with new_session() as session, session.begin():
-            yield session
+        yield
     except _UNAVAILABLE as error:
         raise StorageUnavailable(str(error).splitlines()[0]) from error
+
+
+@contextmanager
+def transaction(new_session: SessionFactory) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error, and say so when the database is down."""
+    with outages_reported(), new_session() as session, session.begin():
+        yield session
 
 
 def ping(engine: Engine) -> None:
-    try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
-    except _UNAVAILABLE as error:
-        raise StorageUnavailable(str(error).splitlines()[0]) from error
+    with outages_reported(), engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+
+
+@cache
+def latest_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None, "the package ships no migrations"
+    return head
 
 
 def schema_revisions(engine: Engine) -> tuple[str | None, str]:
     """(the revision the database is at, None without a schema; the latest migration's revision)."""
     from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head() or ""
-    try:
-        with engine.connect() as connection:
-            current = MigrationContext.configure(connection).get_current_revision()
-    except _UNAVAILABLE as error:
-        raise StorageUnavailable(str(error).splitlines()[0]) from error
-    return current, head
+    with outages_reported(), engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, latest_revision()
 
 
 def upgrade(url: str, revision: str = "head") -> None:

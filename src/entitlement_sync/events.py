@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,13 +44,61 @@ class InboundEvent:
         return data_object
 
 
+def envelope_only(event: InboundEvent) -> InboundEvent:
+    """The event without its payload: what is kept of an event we ignore (its type, mode or account is not
+    ours). Such payloads carry other people's data (a PaymentIntent's client_secret, addresses) that we have
+    no reason to hold."""
+    envelope = {"id": event.id, "object": "event", "type": event.type, "created": event.created}
+    envelope |= {"livemode": event.livemode, "account": event.payload.get("account"), "envelope_only": True}
+    return InboundEvent(event.id, event.type, event.created, event.livemode, None, envelope)
+
+
+# Stripe's events nest about ten levels deep; anything far deeper is not from Stripe, and would only cost
+# recursion (Python's parser, the database's) to store.
+MAX_DEPTH = 64
+# `created` must fit a BIGINT and a datetime (year 9999), or storing and showing it fails.
+MAX_CREATED = 253_402_300_799
+_IDENTIFIER = re.compile(r"[\x21-\x7e]{1,255}")  # Stripe's ids and types: printable ASCII, no NUL or spaces
+
+
 def parse_event(body: bytes | str) -> InboundEvent:
-    """The event in a verified body; InvalidWebhook when the body is not a Stripe event."""
+    """The event in a verified body; InvalidWebhook when the body is not a Stripe event or holds what the
+    database cannot store (NaN, infinities, absurd depth): a 400, never a 500."""
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError as error:
+        raise InvalidWebhook("body is nested too deeply") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidWebhook("body is not JSON") from error
+    except ValueError as error:  # NaN, an infinity, an int of more than 4,300 digits
+        raise InvalidWebhook(f"body holds a value out of range: {str(error)[:60]}") from error
+    if _depth_exceeds(payload, MAX_DEPTH):
+        raise InvalidWebhook(f"body is nested more than {MAX_DEPTH} levels deep")
     return event_from_payload(payload)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return number
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Iteratively, so that the check itself cannot overflow the stack."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def event_from_payload(payload: Any) -> InboundEvent:
@@ -56,11 +106,11 @@ def event_from_payload(payload: Any) -> InboundEvent:
         raise InvalidWebhook("body is not a Stripe event")
     event_id, event_type, created = payload.get("id"), payload.get("type"), payload.get("created")
     data = payload.get("data")
-    if not (isinstance(event_id, str) and event_id and len(event_id) <= 255):
+    if not (isinstance(event_id, str) and _IDENTIFIER.fullmatch(event_id)):
         raise InvalidWebhook("event has no valid id")
-    if not (isinstance(event_type, str) and event_type and len(event_type) <= 100):
+    if not (isinstance(event_type, str) and len(event_type) <= 100 and _IDENTIFIER.fullmatch(event_type)):
         raise InvalidWebhook("event has no valid type")
-    if not isinstance(created, int) or isinstance(created, bool):
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created <= MAX_CREATED:
         raise InvalidWebhook("event has no valid created timestamp")
     if not (isinstance(data, dict) and isinstance(data.get("object"), dict)):
         raise InvalidWebhook("event has no data.object")
@@ -90,7 +140,7 @@ def _customer_of(data_object: dict[str, Any]) -> str | None:
     customer = data_object.get("customer")
     if isinstance(customer, dict):
         customer = customer.get("id")
-    return customer if isinstance(customer, str) and customer and len(customer) <= 255 else None
+    return customer if isinstance(customer, str) and _IDENTIFIER.fullmatch(customer) else None
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from . import store
 from .db import SessionFactory, transaction
 from .errors import InvalidWebhook
-from .events import event_from_payload
+from .events import InboundEvent, event_from_payload
 from .logs import get_logger
 from .models import UNFINISHED, EventStatus
 from .ports import Clock, Sleep, StuckRule
@@ -174,6 +174,14 @@ class Inbox:
             self._reopen_and_enqueue(plain, report, REPLAYABLE)
 
     def _still_ignored(self, payload: dict[str, Any]) -> str | None:
+        if payload.get("envelope_only"):
+            # An ignored event keeps no payload (privacy): its type and mode can be checked again, but there
+            # is nothing to replay. Stripe's current state is what counts, and a sync applies it.
+            envelope = InboundEvent(
+                payload["id"], payload["type"], payload["created"], payload["livemode"], "", payload
+            )
+            reason = self._receiver.reason_to_ignore(replace(envelope, customer_id="(not kept)"))
+            return reason or "only its envelope was kept: `sync customer` or `sync all` applies Stripe's state now"
         try:
             return self._receiver.reason_to_ignore(event_from_payload(payload))
         except InvalidWebhook as error:

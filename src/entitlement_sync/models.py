@@ -232,3 +232,37 @@ class SyncCheckpoint(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+
+
+class EventStatusCount(Base):
+    """How many inbox events stand in each status, kept by database triggers as rows change, so that
+    `/metrics` never counts `stripe_events` (millions of rows) to answer.
+
+    On PostgreSQL the triggers append to `event_status_deltas` (no hot row to lock, no deadlock between two
+    transactions moving events in opposite directions) and a reader folds the deltas in here; on SQLite,
+    which has one writer at a time, the triggers update this table directly.
+    """
+
+    __tablename__ = "event_status_counts"
+
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class EventStatusDelta(Base):
+    """Changes to `event_status_counts` not yet folded in (PostgreSQL only; see EventStatusCount)."""
+
+    __tablename__ = "event_status_deltas"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    status: Mapped[str] = mapped_column(String(20))
+    delta: Mapped[int] = mapped_column(BigInteger)
+
+
+class PeriodicRun(Base):
+    """When a periodic job (the daily inbox prune) last started, so that one process runs it, not each."""
+
+    __tablename__ = "periodic_runs"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    last_started_at: Mapped[datetime]

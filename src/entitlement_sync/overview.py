@@ -101,7 +101,8 @@ class Overview:
             minutes = self._minutes(session, since)
             return OverviewReport(
                 now=now,
-                by_status=store.inbox.count_by_status(session),
+                # The trigger-kept counts (store.counts): never a count over the whole inbox.
+                by_status={status: n for status, n in store.counts.event_counts(session).items() if n},
                 stuck=store.inbox.count_stuck(session, now, self._stuck),
                 oldest_unfinished_age=None if oldest is None else max(0.0, (now - oldest).total_seconds()),
                 failed_in_window=store.inbox_activity.failed_since(session, since),

@@ -11,7 +11,7 @@ from . import store
 from .breaker import CircuitBreaker
 from .db import SessionFactory, transaction
 from .errors import InvalidWebhook, QueueUnavailable, StorageUnavailable
-from .events import HANDLED_TYPES, InboundEvent, connect_reason, parse_event
+from .events import HANDLED_TYPES, InboundEvent, connect_reason, envelope_only, parse_event
 from .logs import bound, get_logger
 from .models import EventStatus
 from .ports import Clock, JobQueue, NoTelemetry, Telemetry, WebhookVerifier
@@ -98,7 +98,8 @@ class Receiver:
         now = self._clock()
         with transaction(self._new_session) as session:
             status = EventStatus.IGNORED if reason else EventStatus.RECEIVED
-            stored = store.inbox.insert_event_if_new(session, event, status, reason, now)
+            kept = envelope_only(event) if reason else event
+            stored = store.inbox.insert_event_if_new(session, kept, status, reason, now)
             if stored and not reason and event.customer_id:
                 store.inbox.set_customer_seq(
                     session, event.id, store.access.advance_customer_seq(session, event.customer_id)

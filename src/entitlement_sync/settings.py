@@ -5,21 +5,29 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+# Shown as "<redacted>" (keys keep their prefix, URLs all but the password) by repr() and str().
+_SECRETS = ("stripe_api_key", "webhook_secrets", "access_api_tokens")
+_URLS = ("database_url", "redis_url")
+_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_")
 
 
 def _split(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     stripe_api_key: str = ""
     webhook_secrets: tuple[str, ...] = ()
     stripe_api_base: str = "https://api.stripe.com"
     database_url: str = "sqlite:///entitlement-sync.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    access_api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    access_api_tokens: tuple[str, ...] = ()
     # Stripe's own default is 80 s; a sync that hangs that long blocks a worker thread for nothing.
     stripe_timeout_seconds: float = 5.0
     # Stripe allows about 25 requests/s per endpoint; the workers share this budget through Redis. 0: unpaced.
@@ -66,6 +74,12 @@ class Settings:
     worker_metrics_port: int = 9191
     # False when DATABASE_URL was not set and `database_url` is the local SQLite default (fine for dev only).
     database_url_given: bool = True
+    # Workers delete finished events older than this many days, once a day (None: keep everything).
+    inbox_retention_days: int | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{item.name}={_redacted(item.name, getattr(self, item.name))!r}" for item in fields(self))
+        return f"Settings({shown})"
 
     def missing_for(self, role: str) -> list[str]:
         """The required variables that are not set for `role` (`serve`, `worker`, `db upgrade`), in the order named.
@@ -139,4 +153,42 @@ class Settings:
             metrics_dir=env.get("METRICS_DIR") or defaults.metrics_dir,
             worker_metrics_host=env.get("WORKER_METRICS_HOST") or defaults.worker_metrics_host,
             worker_metrics_port=int(number("WORKER_METRICS_PORT", defaults.worker_metrics_port)),
+            inbox_retention_days=_retention_days(env.get("INBOX_RETENTION_DAYS")),
         )
+
+
+def _retention_days(raw: str | None) -> int | None:
+    if not raw:
+        return None
+    from .prune import check_window  # the one rule for the window, shared with `events prune`
+
+    days = int(raw)
+    try:
+        check_window(timedelta(days=days))
+    except ValueError as error:
+        raise ValueError(f"INBOX_RETENTION_DAYS={raw}: {error}") from None
+    return days
+
+
+def _redacted(name: str, value: Any) -> Any:
+    if name in _URLS:
+        return without_password(value)
+    if name not in _SECRETS:
+        return value
+    if isinstance(value, tuple):
+        return tuple(_redacted(name, item) for item in value)
+    if not value:
+        return value
+    prefix = next((known for known in _KEY_PREFIXES if value.startswith(known)), "")
+    return f"{prefix}<redacted>"
+
+
+def without_password(url: str) -> str:
+    """The URL with its password (in the authority or a `password=` query parameter) replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        user_info, _, host = netloc.rpartition("@")
+        netloc = f"{user_info.partition(':')[0]}:***@{host}"
+    query = [(key, "***" if "password" in key.lower() else value) for key, value in parse_qsl(parts.query, True)]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))

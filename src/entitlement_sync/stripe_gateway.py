@@ -242,7 +242,7 @@ class WebhookVerifier:
         reasons = [self._reason_to_refuse(text, header, secret) for secret in self._secrets]
         if None not in reasons:
             raise InvalidWebhook(_most_telling(reasons))
-        timestamp = _timestamp(header)
+        timestamp = signed_timestamp(header)
         if timestamp > (now or time.time()) + self._tolerance:
             # Stripe's library lets these through; a signed request from the future is a replay setup or a bad clock.
             raise InvalidWebhook("signature timestamp is in the future")
@@ -267,9 +267,9 @@ def _most_telling(reasons: list[str | None]) -> str:
     return "malformed Stripe-Signature header"
 
 
-def _timestamp(header: str) -> int:
-    for part in header.split(","):
-        key, _, value = part.partition("=")
-        if key.strip() == "t":
-            return int(value)
-    return 0
+def signed_timestamp(header: str) -> int:
+    """The `t` of a Stripe-Signature header, read exactly as stripe-python's WebhookSignature reads it (the
+    first item whose key is exactly `t`; its value up to any further `=`), so that the time we check is the
+    time Stripe's check signed. Call it only on a header that verified."""
+    items = [item.split("=", 2) for item in header.split(",")]
+    return int([item[1] for item in items if item[0] == "t"][0])

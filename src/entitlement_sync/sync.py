@@ -236,11 +236,21 @@ class Syncer:
     def _on_subscription_event(self, event: StripeEvent) -> SyncResult:
         # The summary event does not fire for every change (a trial ending into `paused`), so subscription
         # events trigger a sync as well as keeping the mirror.
+        try:
+            self._mirror_subscription(event)
+        except StorageUnavailable:
+            raise  # the database is down: the sync could not write either; the event waits for it
+        except Exception:
+            # The mirror is context for ops, the access table is the contract: an odd payload (a field of a
+            # shape we did not foresee) or a row the mirror cannot write must never hold access back.
+            log.exception("subscription.mirror_failed", event_id=event.id, customer=event.customer_id)
+        return self._on_summary_event(event)
+
+    def _mirror_subscription(self, event: StripeEvent) -> None:
         inbound = event_from_payload(event.payload)
         snapshot = subscription_snapshot(inbound.data_object, event.customer_id or "")
         with transaction(self._new_session) as session:
             store.subscriptions.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock())
-        return self._on_summary_event(event)
 
     def _finish(
         self,

@@ -115,15 +115,17 @@ def ping_broker(broker: dramatiq.Broker) -> None:
 
 
 class SweepMiddleware(Middleware):
-    """Runs the sweep on worker start-up and then every `interval` seconds, in a daemon thread."""
+    """Runs the sweep (or another periodic job) on worker start-up and then every `interval` seconds, in a
+    daemon thread."""
 
-    def __init__(self, sweep: Callable[[], Any], interval_seconds: float) -> None:
+    def __init__(self, sweep: Callable[[], Any], interval_seconds: float, *, name: str = "sweep") -> None:
         self._sweep = sweep
         self._interval = interval_seconds
+        self._name = name
         self._stopped = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        threading.Thread(target=self._run, name="entitlement-sync-sweep", daemon=True).start()
+        threading.Thread(target=self._run, name=f"entitlement-sync-{self._name}", daemon=True).start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stopped.set()
@@ -133,9 +135,14 @@ class SweepMiddleware(Middleware):
             try:
                 self._sweep()
             except Exception:  # the database may be down; the next round tries again
-                log.exception("sweep.failed")
+                log.exception(f"{self._name}.failed")
             if self._stopped.wait(self._interval):
                 return
+
+
+class UpkeepMiddleware(SweepMiddleware):
+    """The workers' upkeep (folding the event counts, the daily prune), on a thread of its own. A type of its
+    own too: Dramatiq warns about two middlewares of one type."""
 
 
 def start_in_process_worker(broker: dramatiq.Broker, threads: int = 2) -> dramatiq.Worker:

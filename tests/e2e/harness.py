@@ -123,7 +123,9 @@ class Service:
         self.environment = environment
         self.log_dir = log_dir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://127.0.0.1:{self.port}"  # public: webhooks and /healthz only
+        self.internal_port = free_port()
+        self.internal_url = f"http://127.0.0.1:{self.internal_port}"  # the read API, /metrics, /readyz
         self.web: ManagedProcess | None = None
         self.workers: list[ManagedProcess] = []
         self.http = requests.Session()
@@ -136,13 +138,15 @@ class Service:
             capture_output=True,
         )
 
-    def start_web(self, workers: int = 2) -> None:
-        """`entitlement-sync serve`, as the Procfile runs it (it execs gunicorn)."""
-        arguments = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
+    def start_web(self, workers: int = 2, *options: str) -> None:
+        """`entitlement-sync serve`, as the Procfile runs it (it execs gunicorn), on both ports."""
+        arguments = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        arguments += ["--internal-port", str(self.internal_port), "--workers", str(workers), *options]
         self.web = ManagedProcess(
             "web", ["entitlement_sync.cli", *arguments], self.environment.variables(), self.log_dir
         )
-        wait_until(lambda: self.http.get(f"{self.url}/healthz", timeout=1).ok, 30, "the web process to answer")
+        for url in (self.url, self.internal_url):
+            wait_until(lambda url=url: self.http.get(f"{url}/healthz", timeout=1).ok, 30, "the web to answer")
 
     def web_worker_pids(self) -> list[int]:
         """gunicorn's worker processes: the children of the master, which `serve` exec'd in its own process."""
@@ -175,7 +179,7 @@ class Service:
 
     def entitlements(self, customer: str) -> dict:
         response = self.http.get(
-            f"{self.url}/v1/customers/{customer}/entitlements",
+            f"{self.internal_url}/v1/customers/{customer}/entitlements",
             headers={"Authorization": f"Bearer {READ_TOKEN}"},
             timeout=5,
         )

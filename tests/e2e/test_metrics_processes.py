@@ -47,7 +47,7 @@ def test_each_webhook_and_event_is_counted_once_across_processes(service, simula
 
     wait_until(worker_counted_all, 60, "the workers' metrics to count every event")
     assert service.entitlements(customers[0])["entitlements"]
-    web, worker = scrape(f"{service.url}/metrics"), scrape(worker_metrics)
+    web, worker = scrape(f"{service.internal_url}/metrics"), scrape(worker_metrics)
 
     assert total(web, "entitlement_sync_webhooks_total", outcome="accepted") == len(customers)
     assert total(web, "entitlement_sync_webhooks_total", outcome="duplicate") == 1

@@ -44,7 +44,7 @@ class Reader:
     """Reads a customer's entitlements through the read API in a loop, as an internal service would."""
 
     def __init__(self, service: Service, customer: str) -> None:
-        self._url = f"{service.url}/v1/customers/{customer}/entitlements"
+        self._url = f"{service.internal_url}/v1/customers/{customer}/entitlements"  # the internal port
         self.statuses: Counter[int] = Counter()
         self.slowest = 0.0
         self._stop = threading.Event()

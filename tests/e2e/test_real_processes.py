@@ -45,7 +45,7 @@ def test_webhooks_flow_through_real_processes_into_the_read_api(service, simulat
     assert [event["type"] for event in stripe.events.all()[before:]] == paused
     wait_until(lambda: granted(service, customers[0]) == set(), 60, "the paused trial to revoke access")
     assert service.entitlements(customers[0])["synced_at"] is not None
-    assert service.http.get(f"{service.url}/readyz", timeout=5).json()["checks"] == {
+    assert service.http.get(f"{service.internal_url}/readyz", timeout=5).json()["checks"] == {
         "database": "ok",
         "broker": "ok",
     }

@@ -165,15 +165,17 @@ def test_recover_past_thirty_days_warns_and_points_to_a_reconcile(cli, container
     assert "seen 0" in result.stdout
 
 
-def test_an_ignored_event_is_replayed_only_once_it_would_now_be_accepted(cli, container, settings, broker):
+def test_an_ignored_event_keeps_only_its_envelope_so_a_replay_points_to_a_sync(cli, container, settings, broker):
     live_event = accept(container, summary_event("cus_1", [], livemode=True))  # our key is a test-mode key
     assert stored_event(container, live_event).status == EventStatus.IGNORED
     assert "live-mode event" in cli.json("events", "replay", live_event)["skipped"][live_event]
 
     live_key = bootstrap(replace(settings, stripe_api_key="sk_live_rotated"), broker=broker)
     replayed = Cli(live_key).json("events", "replay", live_event)
-    assert (replayed["queued"], replayed["skipped"]) == (1, {})
-    assert stored_event(container, live_event).status == EventStatus.QUEUED
+    assert replayed["queued"] == 0
+    assert "only its envelope was kept" in replayed["skipped"][live_event]
+    assert "sync all" in replayed["skipped"][live_event]
+    assert stored_event(container, live_event).status == EventStatus.IGNORED
     live_key.close()
 
 

@@ -148,10 +148,8 @@ def test_readiness_is_a_503_that_says_the_broker_does_not_answer(container):
     down = replace(container, queue=BrokerDown("ConnectionError: Connection refused"))
     response = create_app(down).test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.json == {
-        "status": "not ready",
-        "checks": {"database": "ok", "broker": "ConnectionError: Connection refused"},
-    }
+    # Which dependency, never what it said: error texts can carry hosts and users.
+    assert response.json == {"status": "not ready", "checks": {"database": "ok", "broker": "unavailable"}}
 
 
 def test_a_redis_broker_refusing_connections_is_reported_as_unavailable(settings):

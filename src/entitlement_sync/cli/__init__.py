@@ -15,6 +15,7 @@ from .demo import demo
 from .doctor import doctor
 from .events import events
 from .features import features
+from .retention import prune_events
 from .run import db, dev, serve, worker
 from .sync import sync
 
@@ -37,3 +38,4 @@ def main() -> None:
 
 for command in (db, serve, worker, dev, demo, doctor, events, sync, features, access):
     main.add_command(command)
+events.add_command(prune_events)

@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..bootstrap import Container
 
@@ -104,11 +105,12 @@ def note(message: str) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    grid = Table(title=title, show_lines=False)
+    # Cells are Text, never markup: an error message or a Stripe string that contains "[red]" prints as is.
+    grid = Table(title=None if title is None else Text(title), show_lines=False)
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        grid.add_column(Text(column), overflow="fold")
     for row in rows:
-        grid.add_row(*("" if cell is None else str(cell) for cell in row))
+        grid.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
     stdout().print(grid)
 
 

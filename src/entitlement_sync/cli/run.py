@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import threading
 
 import click
 
@@ -28,33 +29,50 @@ def db_upgrade(revision: str) -> None:
 
 
 @click.command()
-@click.option("--host", default="0.0.0.0", show_default=True)
-@click.option("--port", default=int(os.environ.get("PORT", 8000)), show_default=True, type=int)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address of both ports.")
+@click.option(
+    "--port",
+    default=int(os.environ.get("PORT", 8000)),
+    show_default=True,
+    type=int,
+    help="Public port: POST /webhooks/stripe and /healthz only. The one to expose to Stripe.",
+)
+@click.option(
+    "--internal-port",
+    default=8001,
+    show_default=True,
+    type=int,
+    help="Internal port: the read API, /metrics, /readyz, /healthz. Never expose it.",
+)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
-def serve(host: str, port: int, workers: int) -> None:
-    """Run the webhook receiver and read API under gunicorn."""
+@click.option("--threads", default=8, show_default=True, type=int, help="threads per worker process")
+@click.option("--body-timeout", default=10.0, show_default=True, type=float, help="seconds to receive a body")
+def serve(host: str, port: int, internal_port: int, workers: int, threads: int, body_timeout: float) -> None:
+    """Run the webhook receiver (public port) and the read API (internal port) under gunicorn."""
+    if port == internal_port:
+        raise click.UsageError("--port and --internal-port must differ: the internal one is never public")
     from ..telemetry import prepare_metrics_dir
 
     settings = _settings_for("serve")
-
+    os.environ["WEB_THREADS"] = str(threads)  # each web process sizes its database pool from it
     # Before gunicorn starts: prometheus_client picks multiprocess mode when it is imported.
     os.environ.update(prepare_metrics_dir(settings.metrics_dir, "web"))
-    _exec(
-        "gunicorn",
-        [
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            str(workers),
-            "--access-logfile",
-            "-",
-            "--graceful-timeout",
-            "20",
-            "--config",
-            "python:entitlement_sync.gunicorn_hooks",
-            "entitlement_sync.web:create_app()",
-        ],
-    )
+    _exec("gunicorn", gunicorn_arguments(host, port, internal_port, workers, threads, body_timeout))
+
+
+def gunicorn_arguments(
+    host: str, port: int, internal_port: int, workers: int, threads: int, body_timeout: float = 10.0
+) -> list[str]:
+    # Threaded workers: a client that sends slowly holds one thread, not a whole process (see
+    # docs/runbook.md for the measurements); the app bounds body reads (web/serving.py).
+    return [
+        *("--bind", f"{host}:{port}", "--bind", f"{host}:{internal_port}"),
+        *("--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads)),
+        *("--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5"),
+        *("--limit-request-line", "4094", "--limit-request-fields", "50"),
+        *("--access-logfile", "-", "--config", "python:entitlement_sync.gunicorn_hooks"),
+        f"entitlement_sync.web.serving:serve_app(internal_port={internal_port}, body_read_seconds={body_timeout})",
+    ]
 
 
 @click.command()
@@ -89,7 +107,8 @@ def worker(processes: int, threads: int) -> None:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def dev(host: str, port: int) -> None:
+@click.option("--internal-port", type=int, help="Serve the read API, /metrics and /readyz here instead of --port.")
+def dev(host: str, port: int, internal_port: int | None) -> None:
     """Everything in one process on embedded parts: SQLite, an in-memory broker and worker. No Redis needed."""
     from ..bootstrap import bootstrap
     from ..db import upgrade
@@ -105,7 +124,15 @@ def dev(host: str, port: int) -> None:
     container.enable_sweep()
     start_in_process_worker(container.broker)
     click.echo(f"entitlement-sync dev: http://{host}:{port}  database: {_without_password(settings.database_url)}")
-    create_app(container).run(host=host, port=port, threaded=True)
+    if internal_port is None:
+        create_app(container).run(host=host, port=port, threaded=True)
+        return
+    from werkzeug.serving import make_server
+
+    internal = make_server(host, internal_port, create_app(container, "internal"), threaded=True)
+    threading.Thread(target=internal.serve_forever, name="internal-http", daemon=True).start()
+    click.echo(f"internal (read API, /metrics, /readyz): http://{host}:{internal_port}")
+    create_app(container, "public").run(host=host, port=port, threaded=True)
 
 
 def _settings_for(role: str) -> Settings:

@@ -4,6 +4,16 @@ owns the transaction.
 Callers read as sentences: `store.inbox.claim_for_processing(session, …)`, `store.access.claim_apply(…)`.
 """
 
-from . import access, catalog, checkpoints, inbox, inbox_activity, locks, subscriptions
+from . import access, catalog, checkpoints, counts, inbox, inbox_activity, locks, retention, subscriptions
 
-__all__ = ["access", "catalog", "checkpoints", "inbox", "inbox_activity", "locks", "subscriptions"]
+__all__ = [
+    "access",
+    "catalog",
+    "checkpoints",
+    "counts",
+    "inbox",
+    "inbox_activity",
+    "locks",
+    "retention",
+    "subscriptions",
+]

@@ -21,6 +21,14 @@ def feature_names(session: Session, feature_ids: Iterable[str]) -> dict[str, str
     return {feature_id: name for feature_id, name in rows}
 
 
+def feature_changes(session: Session, features: Sequence[CatalogFeature]) -> tuple[int, int]:
+    """(new, changed) counts that `upsert_features` would report, read only: the dry run's answer."""
+    existing = {row.id: row for row in session.scalars(select(Feature))}
+    new = sum(item.id not in existing for item in features)
+    changed = sum(item.id in existing and _differs(existing[item.id], item) for item in features)
+    return new, changed
+
+
 def upsert_features(session: Session, features: Sequence[CatalogFeature], now: datetime) -> tuple[int, int]:
     """Write the catalog; returns (new, changed) counts."""
     existing = {row.id: row for row in session.scalars(select(Feature))}
@@ -31,10 +39,14 @@ def upsert_features(session: Session, features: Sequence[CatalogFeature], now: d
             row = Feature(id=item.id, livemode=item.livemode)
             session.add(row)
             new += 1
-        elif (row.lookup_key, row.name, row.active) != (item.lookup_key, item.name, item.active):
+        elif _differs(row, item):
             changed += 1
         row.lookup_key, row.name, row.active, row.synced_at = item.lookup_key, item.name, item.active, now
     return new, changed
+
+
+def _differs(row: Feature, item: CatalogFeature) -> bool:
+    return (row.lookup_key, row.name, row.active) != (item.lookup_key, item.name, item.active)
 
 
 def linked_product_ids(session: Session) -> set[str]:
@@ -42,11 +54,22 @@ def linked_product_ids(session: Session) -> set[str]:
     return set(session.scalars(select(ProductFeature.product_id)))
 
 
+def product_feature_changes(session: Session, product_id: str, links: Sequence[ProductFeatureLink]) -> tuple[int, int]:
+    """(added, removed) counts that `replace_product_features` would report, read only."""
+    current = _linked_feature_ids(session, product_id)
+    wanted = {link.feature.id for link in links}
+    return len(wanted - current), len(current - wanted)
+
+
+def _linked_feature_ids(session: Session, product_id: str) -> set[str]:
+    return set(session.scalars(select(ProductFeature.feature_id).where(ProductFeature.product_id == product_id)))
+
+
 def replace_product_features(
     session: Session, product_id: str, links: Sequence[ProductFeatureLink], now: datetime
 ) -> tuple[int, int]:
     """Make the product's links exactly these; returns (added, removed)."""
-    current = set(session.scalars(select(ProductFeature.feature_id).where(ProductFeature.product_id == product_id)))
+    current = _linked_feature_ids(session, product_id)
     wanted = {link.feature.id: link for link in links}
     removed = current - wanted.keys()
     if removed:

@@ -274,10 +274,5 @@ def events_by_id(session: Session, event_ids: Sequence[str]) -> dict[str, Stripe
     return found
 
 
-def count_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status))
-    return {status: int(count) for status, count in rows}
-
-
 def oldest_unfinished_received_at(session: Session) -> datetime | None:
     return session.scalar(select(func.min(StripeEvent.received_at)).where(StripeEvent.status.in_(UNFINISHED)))

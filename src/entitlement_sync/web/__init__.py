@@ -1,8 +1,15 @@
-"""The HTTP face: `create_app()` is the only place Flask is imported, one blueprint per concern."""
+"""The HTTP face: `create_app()` is the only place Flask is imported, one blueprint per concern.
+
+Two surfaces: the public one faces the internet for Stripe (`POST /webhooks/stripe`, `/healthz`, nothing
+else); the internal one serves the read API, `/metrics` and `/readyz` to the services beside it. `serve`
+binds each to its own port (see `serving.py`); `dev` and the tests may put both on one ("all").
+"""
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from typing import Literal
+
+from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -12,14 +19,20 @@ from ..logs import configure_logging, get_logger
 from ..settings import Settings
 from . import console
 from .access import access
-from .health import health
+from .health import health, readiness
 from .metrics import metrics
 from .webhooks import MAX_BODY_BYTES, webhooks
 
+Surface = Literal["public", "internal", "all"]
 log = get_logger(__name__)
+SURFACES: dict[str, tuple[Blueprint, ...]] = {
+    "public": (webhooks, health),
+    "internal": (access, metrics, readiness, health),
+    "all": (webhooks, access, metrics, readiness, health),
+}
 
 
-def create_app(container: Container | None = None) -> Flask:
+def create_app(container: Container | None = None, surface: Surface = "all") -> Flask:
     if container is None:  # the production path (gunicorn): this process is ours to configure
         configure_logging()
         settings = Settings.from_env()
@@ -27,10 +40,8 @@ def create_app(container: Container | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["entitlement_sync"] = container
-    app.register_blueprint(webhooks)
-    app.register_blueprint(access)
-    app.register_blueprint(health)
-    app.register_blueprint(metrics)
+    for blueprint in SURFACES[surface]:
+        app.register_blueprint(blueprint)
 
     @app.errorhandler(StorageUnavailable)
     def database_down(error: StorageUnavailable) -> ResponseReturnValue:

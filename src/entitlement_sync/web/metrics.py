@@ -1,5 +1,9 @@
 """GET /metrics in Prometheus' text format: the inbox as SQL sees it, so every web process reports the same
-truth (per-process counters would need gunicorn's multiprocess mode and still miss the workers)."""
+truth (per-process counters would need gunicorn's multiprocess mode and still miss the workers).
+
+A scrape never counts `stripe_events`: the counts are kept by triggers as events change (store.counts), and
+the oldest unfinished event is found through the (status, …) index among the few unfinished ones.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import store
+from ..db import transaction
 from ..models import EventStatus, utcnow
 from ..telemetry import ReconcileCollector, ServiceCollector, expose_process_metrics
 from ._container import container
@@ -20,13 +25,14 @@ metrics = Blueprint("metrics", __name__)
 
 class InboxCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        with container().new_session() as session:
-            counts = store.inbox.count_by_status(session)
+        with transaction(container().new_session) as session:
+            store.counts.fold_event_counts(session)
+            counts = store.counts.event_counts(session)
             oldest = store.inbox.oldest_unfinished_received_at(session)
         events = GaugeMetricFamily(
             "entitlement_sync_events", "Stored Stripe events by processing status", labels=["status"]
         )
-        for status in EventStatus:
+        for status in dict.fromkeys([*EventStatus, *sorted(counts)]):
             events.add_metric([status], counts.get(status, 0))
         yield events
         age = 0.0

@@ -1,0 +1,123 @@
+"""A total deadline on reading a request body, so that a client trickling its body a byte at a time holds
+a worker thread for `seconds` at most, then hears 408.
+
+A socket timeout alone would not do: it bounds each recv, and gunicorn's body reader loops over recvs
+until it has what it asked for, so one byte every few seconds would keep a read alive for ever. Instead one
+watchdog thread per process shuts the reading side of a connection whose deadline has passed: the blocked
+recv returns at once, and the read fails with BodyTooSlow.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import RequestTimeout
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+
+class BodyTooSlow(RequestTimeout):
+    description = "request body not received in time"
+
+
+class Watch:
+    __slots__ = ("connection", "expired", "released")
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.connection = connection
+        self.expired = False
+        self.released = False
+
+
+class Watchdog:
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._due: list[tuple[float, int, Watch]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, connection: socket.socket, deadline: float) -> Watch:
+        watch = Watch(connection)
+        with self._condition:
+            heapq.heappush(self._due, (deadline, next(self._order), watch))
+            if self._thread is None:  # started lazily: in the gunicorn worker, after the fork
+                self._thread = threading.Thread(target=self._run, name="body-deadline", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        return watch
+
+    def release(self, watch: Watch) -> None:
+        """The request is done with its body: the connection is not ours to cut any more."""
+        with self._condition:
+            watch.released = True
+
+    def _run(self) -> None:
+        with self._condition:
+            while True:
+                if not self._due:
+                    self._condition.wait()
+                    continue
+                deadline, _, watch = self._due[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._condition.wait(left)
+                    continue
+                heapq.heappop(self._due)
+                if not watch.released:
+                    watch.expired = True
+                    with suppress(OSError):  # the client may have gone already
+                        watch.connection.shutdown(socket.SHUT_RD)
+
+
+class BodyDeadline:
+    """WSGI middleware: under gunicorn (which hands the app its socket), every body read ends by the deadline."""
+
+    def __init__(self, app: WSGIApplication, seconds: float, watchdog: Watchdog | None = None) -> None:
+        self._app = app
+        self._seconds = seconds
+        self._watchdog = watchdog or Watchdog()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        connection = environ.get("gunicorn.socket")
+        if connection is None or "wsgi.input" not in environ:
+            return self._app(environ, start_response)
+        watch = self._watchdog.watch(connection, time.monotonic() + self._seconds)
+        environ["wsgi.input"] = _WatchedInput(environ["wsgi.input"], watch)
+        try:
+            # Flask reads the body inside the view, so it is read (or refused) by the time this returns.
+            return self._app(environ, start_response)
+        finally:
+            self._watchdog.release(watch)
+
+
+class _WatchedInput:
+    def __init__(self, stream: Any, watch: Watch) -> None:
+        self._stream = stream
+        self._watch = watch
+
+    def read(self, size: int = -1) -> bytes:
+        return self._checked(self._stream.read, size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._checked(self._stream.readline, size)
+
+    def _checked(self, read: Any, size: int) -> bytes:
+        if self._watch.expired:
+            raise BodyTooSlow()
+        try:
+            data: bytes = read(size)
+        except Exception:
+            if self._watch.expired:  # the cut-off made the reader fail (a chunked body ends mid-chunk)
+                raise BodyTooSlow() from None
+            raise
+        if self._watch.expired:  # the cut-off ended the read early: what came is not the whole body
+            raise BodyTooSlow()
+        return data
