@@ -9,7 +9,7 @@ from entitlement_sync.models import Base
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.e2e.harness import API_KEY, Service, ServiceEnvironment
-from tests.e2e.invariants import RESULTS
+from tests.e2e.invariants import RESULTS, Inspector
 
 
 def empty_tables(database_url: str) -> None:
@@ -18,6 +18,15 @@ def empty_tables(database_url: str) -> None:
         for table in reversed(Base.metadata.sorted_tables):
             connection.execute(delete(table))
     engine.dispose()
+
+
+@pytest.fixture
+def inspector() -> Iterator[Inspector]:
+    """Reads the service's database: statuses, rows, attempts."""
+    assert TEST_DATABASE_URL
+    inspector = Inspector(TEST_DATABASE_URL)
+    yield inspector
+    inspector.close()
 
 
 @pytest.fixture

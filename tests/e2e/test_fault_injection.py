@@ -21,7 +21,6 @@ import pytest
 
 from entitlement_sync.models import EventStatus
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer, WebhookSender
-from tests.conftest import TEST_DATABASE_URL
 from tests.e2e.harness import API_KEY, WEBHOOK_SECRET, Service, wait_until
 from tests.e2e.invariants import Inspector, Snapshot, assert_invariants, delivered, delivery_figures, record
 from tests.e2e.servers import PrivatePostgres, PrivateRedis
@@ -92,14 +91,6 @@ def scenario(
         reordering = {"reorder_window": 50, "hold_back_share": 0.3, "duplicate_share": 0.10}
         with WebhookSender(stripe, url, WEBHOOK_SECRET, seed=seed, **knobs, **reordering) as sender:
             yield Run(stripe, simulator, workload, sender, time.monotonic())
-
-
-@pytest.fixture
-def inspector() -> Iterator[Inspector]:
-    assert TEST_DATABASE_URL
-    inspector = Inspector(TEST_DATABASE_URL)
-    yield inspector
-    inspector.close()
 
 
 def start(launch: Callable[..., Service], **extra: str) -> Callable[[str], str]:

@@ -12,13 +12,12 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
 
 from entitlement_sync.models import EventStatus
-from tests.conftest import TEST_DATABASE_URL
 from tests.e2e.harness import READ_TOKEN, Service, wait_until
 from tests.e2e.invariants import Inspector, record
 from tests.e2e.servers import PrivatePostgres, PrivateRedis
@@ -30,14 +29,6 @@ pytestmark = pytest.mark.e2e
 SETTINGS = {**QUICK_RECOVERY, "RECEIVED_GRACE_SECONDS": "3"}
 STRIPE_WEBHOOK_TIMEOUT = 10.0  # Stripe counts a slower answer as a failed delivery
 FROZEN_SECONDS = 8.0
-
-
-@pytest.fixture
-def inspector() -> Iterator[Inspector]:
-    assert TEST_DATABASE_URL
-    inspector = Inspector(TEST_DATABASE_URL)
-    yield inspector
-    inspector.close()
 
 
 class Reader:

@@ -18,7 +18,7 @@ from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
 from tests.conftest import TEST_DATABASE_URL
 from tests.e2e.harness import API_KEY, Service, wait_until
 from tests.e2e.invariants import assert_invariants, record
-from tests.e2e.test_fault_injection import inspector, scenario, start  # noqa: F401 (a fixture)
+from tests.e2e.test_fault_injection import scenario, start  # noqa: F401 (a fixture)
 from tests.real_shapes import subscription_event
 
 pytestmark = pytest.mark.e2e
