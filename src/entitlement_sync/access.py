@@ -3,17 +3,23 @@
 from entitlement_sync import AccessReader
 reader = AccessReader.connect(os.environ["DATABASE_URL"])
 if reader.has_access("cus_123", "api_access"): ...
+reader.check("cus_123", "api_access")   # the same answer as a value: granted, reason, sources, stale
+
+`has_access` and `check` read effective access (the policy over Stripe's entitlements, see policy.py);
+`entitlements_for` reads Stripe's mirror as it is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from . import store
 from .db import create_db_engine
+from .models import utcnow
+from .policy import reason_without_decision
 
 
 @dataclass(frozen=True)
@@ -35,24 +41,71 @@ class CustomerAccess:
         return {granted.lookup_key for granted in self.entitlements}
 
 
+@dataclass(frozen=True)
+class AccessDecision:
+    """May the customer use the lookup key, and why (a value: compare it, log it, return it as JSON)."""
+
+    customer: str
+    lookup_key: str
+    granted: bool
+    reason: str  # stripe_entitlement | manual_grant | catalog | withheld:<status> | manual_denial | ...
+    sources: list[dict[str, str]] = field(default_factory=list)  # {kind, id, detail}: what the reason rests on
+    since: datetime | None = None  # when this decision began (None: no row, nothing ever decided)
+    synced_at: datetime | None = None
+    stale: bool = False  # last sync older than STALE_AFTER_SECONDS, or an event of theirs not yet seen
+
+
 class AccessReader:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, stale_after: timedelta | None = None) -> None:
         # Each read is one statement: autocommit spares PostgreSQL the BEGIN and ROLLBACK round trips.
         # (SQLite has no round trips to save, and switching its isolation level per checkout costs more.)
         is_postgres = engine.dialect.name == "postgresql"
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT") if is_postgres else engine
+        self._stale_after = stale_after
 
     @classmethod
-    def connect(cls, database_url: str) -> AccessReader:
-        return cls(create_db_engine(database_url))
+    def connect(cls, database_url: str, stale_after: timedelta | None = None) -> AccessReader:
+        return cls(create_db_engine(database_url), stale_after)
 
     def has_access(self, customer_id: str, lookup_key: str) -> bool:
-        return self.access_to(customer_id, lookup_key)[0]
+        """Effective access, yes or no: one primary-key lookup."""
+        with self._engine.connect() as connection:
+            return store.effective.is_granted(connection, customer_id, lookup_key)
+
+    def check(self, customer_id: str, lookup_key: str, now: datetime | None = None) -> AccessDecision:
+        """The decision behind `has_access`, with its reason, sources and freshness."""
+        with self._engine.connect() as connection:
+            row = store.effective.decision_row(connection, customer_id, lookup_key)
+            synced_at, unseen = store.effective.sync_state(connection, customer_id)
+        stale = self._is_stale(synced_at, unseen, now)
+        if row is None:
+            reason = reason_without_decision(synced_at is not None)
+            return AccessDecision(customer_id, lookup_key, False, reason, synced_at=synced_at, stale=stale)
+        granted, reason, sources, since = row
+        return AccessDecision(customer_id, lookup_key, bool(granted), reason, list(sources), since, synced_at, stale)
+
+    def effective_for(self, customer_id: str, now: datetime | None = None) -> list[AccessDecision]:
+        """Every decision the customer has a row for (granted, withheld or denied), by lookup key."""
+        with self._engine.connect() as connection:
+            rows = store.effective.decision_rows(connection, customer_id)
+            synced_at, unseen = store.effective.sync_state(connection, customer_id)
+        stale = self._is_stale(synced_at, unseen, now)
+        return [
+            AccessDecision(customer_id, key, bool(granted), reason, list(sources), since, synced_at, stale)
+            for key, granted, reason, sources, since in rows
+        ]
 
     def access_to(self, customer_id: str, lookup_key: str) -> tuple[bool, datetime | None]:
-        """Whether the customer has the feature, and when their access was last synced (None: never)."""
-        with self._engine.connect() as connection:
-            return store.access.access_to(connection, customer_id, lookup_key)
+        """Whether the customer has the feature (effective access), and when they were last synced (None: never)."""
+        decision = self.check(customer_id, lookup_key)
+        return decision.granted, decision.synced_at
+
+    def _is_stale(self, synced_at: datetime | None, unseen_event: bool, now: datetime | None) -> bool:
+        if unseen_event:
+            return True
+        if self._stale_after is None or synced_at is None:
+            return False
+        return (now or utcnow()) - synced_at > self._stale_after
 
     def entitlements_for(self, customer_id: str) -> CustomerAccess:
         with self._engine.connect() as connection:

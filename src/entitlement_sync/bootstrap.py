@@ -19,9 +19,14 @@ from .access import AccessReader
 from .backfill import Backfiller
 from .catalog import Catalog
 from .db import SessionFactory, create_db_engine, session_factory
+from .drift import CatalogDrift
+from .effective import AccessPolicy
+from .explain import Explainer
 from .history import AccessHistory
 from .inbox import Inbox
+from .logs import get_logger
 from .models import utcnow
+from .overrides import Overrides
 from .pacing import LazyPacer, build_pacer, with_retries
 from .ports import Clock, EntitlementSource, Pacer, StuckRule
 from .receive import Receiver
@@ -31,6 +36,8 @@ from .stripe_gateway import StripeGateway, WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
 from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -51,12 +58,23 @@ class Container:
     backfiller: Backfiller
     reconciler: Reconciler
     catalog: Catalog
+    # Effective access: the policy, the operator's grants and denials, and the answers that say why.
+    access_policy: AccessPolicy
+    overrides: Overrides
+    explainer: Explainer
+    drift: CatalogDrift
 
     def enable_sweep(self) -> None:
-        """Make every worker of this broker sweep unfinished events at start-up and periodically."""
-        self.broker.add_middleware(
-            SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds)
-        )
+        """Make every worker of this broker sweep unfinished events at start-up and periodically, and let the
+        same thread apply what the clock changes in effective access (expired grants, ended graces)."""
+        self.broker.add_middleware(SweepMiddleware(self.sweep_once, self.settings.sweep_interval_seconds))
+
+    def sweep_once(self) -> None:
+        self.sweeper.requeue_unfinished()
+        try:
+            self.access_policy.review_due()
+        except Exception:  # the next round tries again; the requeue above must not wait on this
+            log.exception("sweep.access_review_failed")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -87,10 +105,12 @@ def bootstrap(
         # under Stripe's limit instead of burning their retries on 429s.
         rate = settings.stripe_requests_per_second
         stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
-    syncer = Syncer(new_session, stripe, clock)
+    access_policy = AccessPolicy(new_session, settings.policy_rules, clock)
+    syncer = Syncer(new_session, stripe, clock, access_policy)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
+    reader = AccessReader(engine, settings.stale_after)
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),
@@ -105,11 +125,15 @@ def bootstrap(
         receiver=receiver,
         syncer=syncer,
         sweeper=Sweeper(new_session, queue, clock, stuck),
-        reader=AccessReader(engine),
+        reader=reader,
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
         backfiller=Backfiller(new_session, gateway, receiver, clock, retry),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
-        catalog=Catalog(new_session, gateway, clock, retry),
+        catalog=Catalog(new_session, gateway, clock, retry, access_policy),
+        access_policy=access_policy,
+        overrides=Overrides(new_session, access_policy, clock),
+        explainer=Explainer(new_session, reader, settings.policy_rules, clock),
+        drift=CatalogDrift(new_session),
     )

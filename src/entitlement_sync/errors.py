@@ -23,3 +23,7 @@ class InvalidWebhook(EntitlementSyncError):
 
 class QueueUnavailable(EntitlementSyncError):
     """The broker cannot take a job right now; the event stays stored and a sweep enqueues it later."""
+
+
+class InvalidOverride(EntitlementSyncError):
+    """A grant or denial that cannot be recorded as asked (an expiry in the past, an unknown or revoked id)."""

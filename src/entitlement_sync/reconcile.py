@@ -89,7 +89,7 @@ class Reconciler:
         after = self._open_checkpoint(resume, dry_run, report)
         customers = [customer for customer in self._all_customers(gateway) if after is None or customer > after]
         report.customers = len(customers)
-        syncer = Syncer(self._new_session, gateway, self._clock)
+        syncer = self._syncer.reading_from(gateway)
         for done, customer_id in enumerate(customers, start=1):
             change = self._check(syncer, customer_id, dry_run, cause="ops:sync-all")
             report.count(change)

@@ -5,10 +5,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+from .policy import SUBSCRIPTION_STATUSES, PolicyRules
 
 
 def _split(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _flag(raw: str | None) -> bool:
+    value = (raw or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,30 @@ class Settings:
     sweep_interval_seconds: int = 30
     queue_name: str = "entitlement-sync"
     redis_namespace: str = "entitlement-sync"
+    # The access policy (policy.py). Defaults change nothing: effective access is Stripe's entitlements.
+    access_withhold_statuses: frozenset[str] = frozenset()
+    past_due_grace_days: float | None = None  # None: past_due keeps access for ever
+    access_catalog_grants: bool = False
+    stale_after_seconds: int | None = None  # None: a quiet customer is never stale for age alone
+
+    def __post_init__(self) -> None:
+        unknown = self.access_withhold_statuses - SUBSCRIPTION_STATUSES
+        if unknown:
+            raise ValueError(
+                f"ACCESS_WITHHOLD_STATUSES: unknown subscription status(es) {', '.join(sorted(unknown))}; "
+                f"Stripe's are {', '.join(sorted(SUBSCRIPTION_STATUSES))}"
+            )
+        if self.past_due_grace_days is not None and self.past_due_grace_days < 0:
+            raise ValueError("PAST_DUE_GRACE_DAYS must be 0 or more (unset: past_due keeps access for ever)")
+
+    @property
+    def policy_rules(self) -> PolicyRules:
+        grace = None if self.past_due_grace_days is None else timedelta(days=self.past_due_grace_days)
+        return PolicyRules(self.access_withhold_statuses, grace, self.access_catalog_grants)
+
+    @property
+    def stale_after(self) -> timedelta | None:
+        return None if not self.stale_after_seconds else timedelta(seconds=self.stale_after_seconds)
 
     @property
     def livemode(self) -> bool | None:
@@ -69,4 +105,8 @@ class Settings:
             received_grace_seconds=int(number("RECEIVED_GRACE_SECONDS", defaults.received_grace_seconds)),
             sweep_interval_seconds=int(number("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)),
             redis_namespace=env.get("REDIS_NAMESPACE") or defaults.redis_namespace,
+            access_withhold_statuses=frozenset(_split(env.get("ACCESS_WITHHOLD_STATUSES"))),
+            past_due_grace_days=number("PAST_DUE_GRACE_DAYS", -1) if env.get("PAST_DUE_GRACE_DAYS") else None,
+            access_catalog_grants=_flag(env.get("ACCESS_CATALOG_GRANTS")),
+            stale_after_seconds=int(number("STALE_AFTER_SECONDS", 0)) or None,
         )

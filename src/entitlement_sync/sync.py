@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 from . import store
 from .db import SessionFactory, transaction
+from .effective import AccessPolicy
 from .errors import StorageUnavailable, StripeRejected, StripeUnavailable
 from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, subscription_snapshot
 from .logs import get_logger
 from .models import EventStatus, StripeEvent
+from .policy import PolicyRules
 from .ports import ActiveEntitlement, Clock, EntitlementSource
 
 log = get_logger(__name__)
@@ -40,14 +42,26 @@ class Outcome:
 
 
 class Syncer:
-    def __init__(self, new_session: SessionFactory, stripe: EntitlementSource, clock: Clock) -> None:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        stripe: EntitlementSource,
+        clock: Clock,
+        access_policy: AccessPolicy | None = None,
+    ) -> None:
         self._new_session = new_session
         self._stripe = stripe
         self._clock = clock
+        # Effective access is recomputed in the transaction of every input change, so it never lags them.
+        self._policy = access_policy or AccessPolicy(new_session, PolicyRules(), clock)
         self._handlers: dict[str, Callable[[StripeEvent], SyncResult]] = {
             SUMMARY_UPDATED: self._on_summary_event,
             **{event_type: self._on_subscription_event for event_type in SUBSCRIPTION_TYPES},
         }
+
+    def reading_from(self, stripe: EntitlementSource) -> Syncer:
+        """The same use case over another source (`sync all`'s paced gateway), with the same access policy."""
+        return Syncer(self._new_session, stripe, self._clock, self._policy)
 
     def sync_customer(
         self, customer_id: str, *, cause: str | None = None, seen_at_seq: int | None = None
@@ -66,7 +80,9 @@ class Syncer:
             if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
                 log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
                 return SyncResult(customer_id, fetched=True, applied=False)
-            diff = store.access.replace_entitlements(session, customer_id, fetched, cause, self._clock())
+            now = self._clock()
+            diff = store.access.replace_entitlements(session, customer_id, fetched, cause, now)
+            self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:
             log.info(
@@ -137,7 +153,8 @@ class Syncer:
         inbound = event_from_payload(event.payload)
         snapshot = subscription_snapshot(inbound.data_object, event.customer_id or "")
         with transaction(self._new_session) as session:
-            store.subscriptions.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock())
+            if store.subscriptions.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock()):
+                self._policy.recompute(session, snapshot.customer_id, inbound.id)
         return self._on_summary_event(event)
 
     def _finish(self, event_id: str, attempt_id: int, status: EventStatus, error: str | None) -> None:
