@@ -55,6 +55,18 @@ class AccessDecision:
     stale: bool = False  # last sync older than STALE_AFTER_SECONDS, or an event of theirs not yet seen
 
 
+@dataclass(frozen=True)
+class EffectiveListing:
+    customer: str
+    decisions: list[AccessDecision]
+    synced_at: datetime | None
+    stale: bool
+
+    @property
+    def granted_keys(self) -> set[str]:
+        return {decision.lookup_key for decision in self.decisions if decision.granted}
+
+
 class AccessReader:
     def __init__(self, engine: Engine, stale_after: timedelta | None = None) -> None:
         # Each read is one statement: autocommit spares PostgreSQL the BEGIN and ROLLBACK round trips.
@@ -84,16 +96,17 @@ class AccessReader:
         granted, reason, sources, since = row
         return AccessDecision(customer_id, lookup_key, bool(granted), reason, list(sources), since, synced_at, stale)
 
-    def effective_for(self, customer_id: str, now: datetime | None = None) -> list[AccessDecision]:
+    def effective_for(self, customer_id: str, now: datetime | None = None) -> EffectiveListing:
         """Every decision the customer has a row for (granted, withheld or denied), by lookup key."""
         with self._engine.connect() as connection:
             rows = store.effective.decision_rows(connection, customer_id)
             synced_at, unseen = store.effective.sync_state(connection, customer_id)
         stale = self._is_stale(synced_at, unseen, now)
-        return [
+        decisions = [
             AccessDecision(customer_id, key, bool(granted), reason, list(sources), since, synced_at, stale)
             for key, granted, reason, sources, since in rows
         ]
+        return EffectiveListing(customer_id, decisions, synced_at, stale)
 
     def access_to(self, customer_id: str, lookup_key: str) -> tuple[bool, datetime | None]:
         """Whether the customer has the feature (effective access), and when they were last synced (None: never)."""

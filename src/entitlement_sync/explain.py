@@ -15,6 +15,16 @@ from .ports import ActiveEntitlement, Clock
 
 
 @dataclass(frozen=True)
+class KeyChange:
+    id: int
+    changed_at: datetime
+    change: str
+    reason: str
+    previous_reason: str | None
+    cause: str
+
+
+@dataclass(frozen=True)
 class Explanation:
     customer: str
     lookup_key: str
@@ -34,7 +44,7 @@ class Explanation:
     subscriptions: list[SubscriptionState]
     catalog: list[CatalogLink]
     overrides: list[Override]
-    history: list[dict[str, object]]
+    history: list[KeyChange]
 
 
 class Explainer:
@@ -81,12 +91,5 @@ def _days(rules: PolicyRules) -> float | None:
     return None if rules.past_due_grace is None else rules.past_due_grace.total_seconds() / 86400
 
 
-def _change(row: EffectiveAccessChange) -> dict[str, object]:
-    return {
-        "id": row.id,
-        "changed_at": row.changed_at,
-        "change": row.change,
-        "reason": row.reason,
-        "previous_reason": row.previous_reason,
-        "cause": row.cause,
-    }
+def _change(row: EffectiveAccessChange) -> KeyChange:
+    return KeyChange(row.id, row.changed_at, row.change, row.reason, row.previous_reason, row.cause)
