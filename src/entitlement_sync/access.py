@@ -20,6 +20,7 @@ from . import store
 from .db import create_db_engine
 from .models import utcnow
 from .policy import reason_without_decision
+from .ports import Clock
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,13 @@ class EffectiveListing:
 
 
 class AccessReader:
-    def __init__(self, engine: Engine, stale_after: timedelta | None = None) -> None:
+    def __init__(self, engine: Engine, stale_after: timedelta | None = None, clock: Clock = utcnow) -> None:
         # Each read is one statement: autocommit spares PostgreSQL the BEGIN and ROLLBACK round trips.
         # (SQLite has no round trips to save, and switching its isolation level per checkout costs more.)
         is_postgres = engine.dialect.name == "postgresql"
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT") if is_postgres else engine
         self._stale_after = stale_after
+        self._clock = clock
 
     @classmethod
     def connect(cls, database_url: str, stale_after: timedelta | None = None) -> AccessReader:
@@ -84,24 +86,24 @@ class AccessReader:
         with self._engine.connect() as connection:
             return store.effective.is_granted(connection, customer_id, lookup_key)
 
-    def check(self, customer_id: str, lookup_key: str, now: datetime | None = None) -> AccessDecision:
+    def check(self, customer_id: str, lookup_key: str) -> AccessDecision:
         """The decision behind `has_access`, with its reason, sources and freshness."""
         with self._engine.connect() as connection:
             row = store.effective.decision_row(connection, customer_id, lookup_key)
             synced_at, unseen = store.effective.sync_state(connection, customer_id)
-        stale = self._is_stale(synced_at, unseen, now)
+        stale = self._is_stale(synced_at, unseen)
         if row is None:
             reason = reason_without_decision(synced_at is not None)
             return AccessDecision(customer_id, lookup_key, False, reason, synced_at=synced_at, stale=stale)
         granted, reason, sources, since = row
         return AccessDecision(customer_id, lookup_key, bool(granted), reason, list(sources), since, synced_at, stale)
 
-    def effective_for(self, customer_id: str, now: datetime | None = None) -> EffectiveListing:
+    def effective_for(self, customer_id: str) -> EffectiveListing:
         """Every decision the customer has a row for (granted, withheld or denied), by lookup key."""
         with self._engine.connect() as connection:
             rows = store.effective.decision_rows(connection, customer_id)
             synced_at, unseen = store.effective.sync_state(connection, customer_id)
-        stale = self._is_stale(synced_at, unseen, now)
+        stale = self._is_stale(synced_at, unseen)
         decisions = [
             AccessDecision(customer_id, key, bool(granted), reason, list(sources), since, synced_at, stale)
             for key, granted, reason, sources, since in rows
@@ -113,12 +115,12 @@ class AccessReader:
         decision = self.check(customer_id, lookup_key)
         return decision.granted, decision.synced_at
 
-    def _is_stale(self, synced_at: datetime | None, unseen_event: bool, now: datetime | None) -> bool:
+    def _is_stale(self, synced_at: datetime | None, unseen_event: bool) -> bool:
         if unseen_event:
             return True
         if self._stale_after is None or synced_at is None:
             return False
-        return (now or utcnow()) - synced_at > self._stale_after
+        return self._clock() - synced_at > self._stale_after
 
     def entitlements_for(self, customer_id: str) -> CustomerAccess:
         with self._engine.connect() as connection:

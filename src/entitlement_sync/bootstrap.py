@@ -110,7 +110,7 @@ def bootstrap(
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
-    reader = AccessReader(engine, settings.stale_after)
+    reader = AccessReader(engine, settings.stale_after, clock)
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),

@@ -57,10 +57,10 @@ class AccessPolicy:
         for key in sorted(decisions.keys() | current.keys()):
             row, decision = current.get(key), decisions.get(key, nothing)
             before = (row.granted, row.reason) if row is not None else (False, nothing.reason)
+            why = cause or _clock_cause(key, inputs, self.rules, row, now)  # before the row moves on
             _write(session, customer_id, key, decisions.get(key), row, now)
             if before == (decision.granted, decision.reason):
                 continue
-            why = cause or _clock_cause(key, inputs, self.rules, row, now)
             changes.append(_record(session, customer_id, key, before, decision, why, now))
         if changes:
             log.info(
