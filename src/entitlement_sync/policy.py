@@ -139,7 +139,7 @@ def _stripe_layer(key: str, inputs: PolicyInputs, rules: PolicyRules, now: datet
             kept = Step("subscription", "kept", _describe(subscriptions) or "no subscription rule applies")
             return True, STRIPE_ENTITLEMENT, sources + supporting, (listed, kept)
         withheld_by.extend(subscriptions)
-    status = _withholding_status(withheld_by[0], rules, now)
+    status = _withholding_status(min(withheld_by, key=lambda s: (s.id, s.status)), rules, now)  # stable
     withheld = Step("subscription", WITHHELD + status, _describe(withheld_by) + ": every one withholds")
     return (
         False,

@@ -77,6 +77,9 @@ class Syncer:
             ticket = store.access.advance_customer_seq(session, customer_id)
         fetched = self._stripe.list_active_entitlements(customer_id)
         with transaction(self._new_session) as session:
+            # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
+            # which the receiver needs for every event it stores.
+            store.effective.lock_customer(session, customer_id)
             if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
                 log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
                 return SyncResult(customer_id, fetched=True, applied=False)

@@ -3,11 +3,12 @@ gathered from the other tables."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, exists, or_, select
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -29,8 +30,18 @@ from ._sql import upsert
 
 
 def lock_customer(session: Session, customer_id: str) -> None:
-    """Serialize recomputes of one customer: the row lock on its sync state is held until commit, so the
-    last writer reads every input committed before it (the sync path already holds it, via claim_apply)."""
+    """Serialize recomputes of one customer until commit, so that the last writer reads every input
+    committed before it.
+
+    PostgreSQL: a transaction-scoped advisory lock, not a row lock on `customer_sync_state`, which the
+    receiver takes for every stored event: a long catalog sync recomputing thousands of customers must not
+    hold up webhooks. SQLite serializes writers anyway: a no-op write takes the database's write lock up
+    front (reading first and writing later could fail on a snapshot another writer moved past).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
+        session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+        return
     statement = upsert(session, CustomerSyncState).values(customer_id=customer_id, seq=0, applied_seq=0)
     statement = statement.on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq})
     session.execute(statement)
