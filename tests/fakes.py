@@ -9,6 +9,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import responses
@@ -119,3 +120,49 @@ def busiest_second(moments: Iterable[float]) -> int:
 def entitlement_calls_per_customer(fake: FakeStripe) -> Counter[str]:
     """How many times each customer's active entitlements were fetched (pages included)."""
     return Counter(call.query["customer"][0] for call in fake.calls_to(ACTIVE_ENTITLEMENTS))
+
+
+class RecordingTelemetry:
+    """The Telemetry port, remembering every call as (method, arguments) for tests to read."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def named(self, method: str) -> list[tuple[Any, ...]]:
+        return [arguments for name, arguments in self.calls if name == method]
+
+    def _record(self, method: str, *arguments: Any) -> None:
+        self.calls.append((method, arguments))
+
+    def webhook_answered(self, event_type: str, outcome: str, reason: str, seconds: float) -> None:
+        self._record("webhook_answered", event_type, outcome, reason)
+
+    def enqueue_failed(self, source: str) -> None:
+        self._record("enqueue_failed", source)
+
+    def breaker_changed(self, state: str) -> None:
+        self._record("breaker_changed", state)
+
+    def event_finished(self, event_type: str, outcome: str) -> None:
+        self._record("event_finished", event_type, outcome)
+
+    def change_applied(self, since_created: float, since_received: float) -> None:
+        self._record("change_applied", since_created, since_received)
+
+    def customer_synced(self, result: str, seconds: float) -> None:
+        self._record("customer_synced", result)
+
+    def event_coalesced(self) -> None:
+        self._record("event_coalesced")
+
+    def access_changed(self, granted: int, revoked: int) -> None:
+        self._record("access_changed", granted, revoked)
+
+    def stripe_called(self, endpoint: str, status: str, seconds: float, rate_limited_reason: str | None) -> None:
+        self._record("stripe_called", endpoint, status, rate_limited_reason)
+
+    def pacer_waited(self, seconds: float) -> None:
+        self._record("pacer_waited")
+
+    def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
+        self._record("read_answered", endpoint, status)

@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 
 from .access import AccessReader
 from .backfill import Backfiller
+from .breaker import CircuitBreaker
 from .catalog import Catalog
-from .db import SessionFactory, create_db_engine, session_factory
+from .db import PoolOptions, SessionFactory, create_db_engine, session_factory
 from .drift import CatalogDrift
 from .effective import AccessPolicy
 from .explain import Explainer
@@ -28,14 +29,15 @@ from .logs import get_logger
 from .models import utcnow
 from .overrides import Overrides
 from .pacing import LazyPacer, build_pacer, with_retries
-from .ports import Clock, EntitlementSource, Pacer, StuckRule
+from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry
 from .receive import Receiver
 from .reconcile import Reconciler
 from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
-from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event
+from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event, worker_metrics_middleware
+from .telemetry import PrometheusTelemetry, multiprocess_mode
 
 log = get_logger(__name__)
 
@@ -63,6 +65,7 @@ class Container:
     overrides: Overrides
     explainer: Explainer
     drift: CatalogDrift
+    telemetry: Telemetry
 
     def enable_sweep(self) -> None:
         """Make every worker of this broker sweep unfinished events at start-up and periodically, and let the
@@ -76,6 +79,17 @@ class Container:
         except Exception:  # the next round tries again; the requeue above must not wait on this
             log.exception("sweep.access_review_failed")
 
+    def enable_worker_metrics(self) -> bool:
+        """Expose the worker processes' metrics through Dramatiq's Prometheus middleware (its own port).
+
+        Only when this process writes metrics to files (`entitlement-sync worker` prepares that): otherwise
+        the exposition server would serve an empty directory, so say so instead.
+        """
+        if not multiprocess_mode():
+            return False
+        self.broker.add_middleware(worker_metrics_middleware())
+        return True
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -88,15 +102,28 @@ def bootstrap(
     clock: Clock = utcnow,
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
+    threads: int = 2,
+    telemetry: Telemetry | None = None,
 ) -> Container:
+    """`threads`: how many threads of this process use the database at once (its pool holds as many)."""
     settings = settings or Settings.from_env()
-    engine = create_db_engine(settings.database_url)
+    telemetry = telemetry or PrometheusTelemetry()
+    engine = create_db_engine(settings.database_url, pool_options(settings, threads))
     new_session = session_factory(engine)
-    gateway = StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+    gateway = StripeGateway(
+        settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds, telemetry=telemetry
+    )
     broker = broker or build_redis_broker(settings)
 
     def pacer_for(rate: float) -> Pacer:
-        return build_pacer(settings.redis_url, f"{settings.redis_namespace}:stripe-pacer", rate, monotonic, sleep)
+        return build_pacer(
+            settings.redis_url,
+            f"{settings.redis_namespace}:stripe-pacer",
+            rate,
+            monotonic,
+            sleep,
+            settings.redis_timeout_seconds,
+        )
 
     retry = partial(with_retries, sleep=sleep)  # the ops use cases retry Stripe's 429/5xx in-process
 
@@ -106,10 +133,19 @@ def bootstrap(
         rate = settings.stripe_requests_per_second
         stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
     access_policy = AccessPolicy(new_session, settings.policy_rules, clock)
-    syncer = Syncer(new_session, stripe, clock, access_policy)
+    syncer = Syncer(new_session, stripe, clock, telemetry, access_policy)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
-    receiver = Receiver(new_session, verifier, queue, clock, settings.livemode)
+    receiver = Receiver(
+        new_session,
+        verifier,
+        queue,
+        clock,
+        settings.livemode,
+        breaker=CircuitBreaker(settings.broker_breaker_seconds, on_change=telemetry.breaker_changed),
+        database_breaker=CircuitBreaker(settings.database_breaker_seconds),
+        telemetry=telemetry,
+    )
     reader = AccessReader(engine, settings.stale_after, clock)
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
@@ -124,7 +160,7 @@ def bootstrap(
         queue=queue,
         receiver=receiver,
         syncer=syncer,
-        sweeper=Sweeper(new_session, queue, clock, stuck),
+        sweeper=Sweeper(new_session, queue, clock, stuck, telemetry),
         reader=reader,
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
@@ -136,4 +172,13 @@ def bootstrap(
         overrides=Overrides(new_session, access_policy, clock),
         explainer=Explainer(new_session, reader, settings.policy_rules, clock),
         drift=CatalogDrift(new_session),
+        telemetry=telemetry,
+    )
+
+
+def pool_options(settings: Settings, threads: int) -> PoolOptions:
+    return PoolOptions(
+        threads=threads,
+        statement_timeout_seconds=settings.database_statement_timeout_seconds,
+        connect_timeout_seconds=settings.database_connect_timeout_seconds,
     )

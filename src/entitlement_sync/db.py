@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import StorageUnavailable
+from .statement_deadline import StatementDeadline
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -18,20 +20,50 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
 
 
-def create_db_engine(url: str) -> Engine:
+@dataclass(frozen=True)
+class PoolOptions:
+    threads: int = 1  # threads of this process that use the database at once: one connection each
+    statement_timeout_seconds: float = 3.0
+    connect_timeout_seconds: int = 3
+
+    @property
+    def overflow(self) -> int:
+        # A few more for the odd extra user (a readiness probe, the sweep's lock), never a second pool's worth.
+        return 2
+
+
+# The server cancels a statement at statement_timeout; the client gives a frozen server this much longer.
+CLIENT_GRACE_SECONDS = 0.5
+# Keepalives find a peer that vanished (a failover, a dropped NAT entry) within about a minute of silence.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+def create_db_engine(url: str, options: PoolOptions | None = None) -> Engine:
+    options = options or PoolOptions()
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    # A short connect timeout turns "database down" into a quick 503 instead of a hung webhook.
-    return create_engine(
+    timeout_ms = int(options.statement_timeout_seconds * 1000)
+    engine = create_engine(
         url,
-        pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=5,
-        pool_timeout=5,
-        connect_args={"connect_timeout": 3},
+        pool_size=options.threads,
+        max_overflow=options.overflow,
+        # Waiting for a pooled connection costs no more than opening one.
+        pool_timeout=options.connect_timeout_seconds,
+        # No pre-ping (a round trip per checkout): a connection the server dropped fails its first statement,
+        # SQLAlchemy then discards the whole pool's older connections, and the caller retries (Stripe on a
+        # 503, the worker's retry or the sweep). Recycling bounds how stale an idle connection can get.
+        pool_recycle=1800,
+        connect_args={
+            # A short connect timeout turns "database down" into a quick 503 instead of a hung webhook.
+            "connect_timeout": options.connect_timeout_seconds,
+            "options": f"-c statement_timeout={timeout_ms}",
+            **KEEPALIVES,
+        },
     )
+    StatementDeadline(options.statement_timeout_seconds + CLIENT_GRACE_SECONDS).attach(engine)
+    return engine
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

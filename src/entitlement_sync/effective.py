@@ -83,7 +83,16 @@ class AccessPolicy:
         return changes
 
     def review_due(self, batch: int = 500) -> int:
-        """Recompute every customer whose decision the clock may have changed; returns how many changed."""
+        """Recompute every customer whose decision the clock may have changed; returns how many changed.
+
+        One process at a time (like the sweep): the lock's transaction stays open, idle, until this is done.
+        """
+        with transaction(self._new_session) as locked:
+            if not store.locks.try_transaction_lock(locked, store.locks.ACCESS_REVIEW):
+                return 0
+            return self._review(batch)
+
+    def _review(self, batch: int) -> int:
         changed = 0
         with self._new_session() as session:
             due = store.effective.customers_due_for_review(session, self._clock(), batch)

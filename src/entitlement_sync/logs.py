@@ -1,15 +1,22 @@
-"""Structured logs (structlog): one JSON line per event, so ops can grep by event id or customer."""
+"""Structured logs (structlog): one JSON line per event in production, readable lines in `dev`.
+
+Every line written while a webhook or a job is handled carries that event's id, type and customer: the
+receiver and the worker bind them for the duration (`bound`), so a grep by event id or customer finds the
+whole story. Never log a secret or a payload: ids, types, codes and counts only.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 import structlog
 
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
+def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
     # Chatty at INFO: a line per Stripe request, per Alembic plugin. Our own events say what matters.
     for noisy in ("stripe", "alembic", "urllib3"):
@@ -24,10 +31,19 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # Not cached: module-level loggers then follow a later configure_logging (dev after tests, tests
+        # that capture lines); the cost is one small bind per line.
+        cache_logger_on_first_use=False,
     )
 
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+@contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """Add `fields` (event_id, customer, …) to every line logged in this context (thread or request)."""
+    with structlog.contextvars.bound_contextvars(**{key: value for key, value in fields.items() if value}):
+        yield

@@ -14,9 +14,11 @@ from typing import TypeVar
 
 import redis
 
+from .breaker import CircuitBreaker
 from .errors import StripeUnavailable
 from .logs import get_logger
 from .ports import Pacer
+from .redis_client import redis_client
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -76,6 +78,8 @@ class RedisPacer:
         rate: float,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.rate = rate
         self._interval = 1.0 / (rate * HEADROOM)
@@ -83,14 +87,21 @@ class RedisPacer:
         self._reserve = client.register_script(_RESERVE_SLOT)
         self._sleep = sleep
         self._fallback = LocalPacer(rate, clock, sleep)
+        # A Redis that hangs would cost every Stripe call its socket timeout: after one, skip Redis a while.
+        self._breaker = breaker or CircuitBreaker(5.0)
 
     def __call__(self) -> None:
+        if not self._breaker.allows():
+            self._fallback()
+            return
         try:
             wait = float(self._reserve(keys=[self._key], args=[f"{self._interval:.6f}"]))
         except (redis.RedisError, OSError):
             # Redis went away after start-up: keep this process under the rate on its own, and keep syncing.
+            self._breaker.failed()
             self._fallback()
             return
+        self._breaker.succeeded()
         if wait > 0:
             self._sleep(wait)
         # Should Redis go away, the fallback's first slot must not land on top of the one Redis just gave.
@@ -122,12 +133,13 @@ def build_pacer(
     rate: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    timeout_seconds: float = 2.0,
 ) -> Pacer:
     """A Redis-shared pacer when Redis answers, else one for this process only. `clock` and `sleep` serve the
     in-process pacing (Redis's own clock sets the shared slots)."""
     if redis_url:
         try:
-            client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+            client = redis_client(redis_url, socket_timeout=timeout_seconds, connect_timeout=timeout_seconds)
             client.ping()
             return RedisPacer(client, key, rate, clock, sleep)
         except (redis.RedisError, OSError) as error:

@@ -98,3 +98,81 @@ class Pacer(Protocol):
 
     def __call__(self) -> None:
         """Block until the caller may send one request."""
+
+
+class Telemetry(Protocol):
+    """What happened, told to whoever counts it (Prometheus in the service; a recording fake in tests).
+
+    Methods are named for the occurrence, take our vocabulary and low-cardinality codes only (never an id:
+    ids belong in logs), and must never raise into the use case.
+    """
+
+    def webhook_answered(self, event_type: str, outcome: str, reason: str, seconds: float) -> None:
+        """outcome: accepted | duplicate | ignored | rejected; reason: a short code ('' when accepted)."""
+
+    def enqueue_failed(self, source: str) -> None:
+        """The broker refused a job (source: receiver, for webhooks and replays | sweep); the event stays stored."""
+
+    def breaker_changed(self, state: str) -> None:
+        """The enqueue circuit breaker moved to closed | half_open | open."""
+
+    def event_finished(self, event_type: str, outcome: str) -> None:
+        """outcome: processed | failed | ignored | retrying (left queued for another attempt)."""
+
+    def change_applied(self, since_created: float, since_received: float) -> None:
+        """An event's change is in the table: seconds since Stripe created it and since we received it."""
+
+    def customer_synced(self, result: str, seconds: float) -> None:
+        """A fetch-and-apply finished: result applied | dropped (a later fetch won the race)."""
+
+    def event_coalesced(self) -> None:
+        """An event needed no call to Stripe: a fetch that started after it was stored already applied."""
+
+    def access_changed(self, granted: int, revoked: int) -> None:
+        """Rows granted and revoked by one applied sync."""
+
+    def stripe_called(self, endpoint: str, status: str, seconds: float, rate_limited_reason: str | None) -> None:
+        """One HTTP request to Stripe; status is the HTTP code or 'error' (timeout, connection)."""
+
+    def pacer_waited(self, seconds: float) -> None:
+        """A request waited this long for its slot in the shared Stripe budget."""
+
+    def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
+        """The read API answered a request."""
+
+
+class NoTelemetry:
+    """Counts nothing: for tests and tools that do not care, and the default of every use case."""
+
+    def webhook_answered(self, event_type: str, outcome: str, reason: str, seconds: float) -> None:
+        pass
+
+    def enqueue_failed(self, source: str) -> None:
+        pass
+
+    def breaker_changed(self, state: str) -> None:
+        pass
+
+    def event_finished(self, event_type: str, outcome: str) -> None:
+        pass
+
+    def change_applied(self, since_created: float, since_received: float) -> None:
+        pass
+
+    def customer_synced(self, result: str, seconds: float) -> None:
+        pass
+
+    def event_coalesced(self) -> None:
+        pass
+
+    def access_changed(self, granted: int, revoked: int) -> None:
+        pass
+
+    def stripe_called(self, endpoint: str, status: str, seconds: float, rate_limited_reason: str | None) -> None:
+        pass
+
+    def pacer_waited(self, seconds: float) -> None:
+        pass
+
+    def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
+        pass

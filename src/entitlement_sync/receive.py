@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
 from . import store
+from .breaker import CircuitBreaker
 from .db import SessionFactory, transaction
-from .errors import QueueUnavailable
+from .errors import InvalidWebhook, QueueUnavailable, StorageUnavailable
 from .events import HANDLED_TYPES, InboundEvent, parse_event
-from .logs import get_logger
+from .logs import bound, get_logger
 from .models import EventStatus
-from .ports import Clock, JobQueue, WebhookVerifier
+from .ports import Clock, JobQueue, NoTelemetry, Telemetry, WebhookVerifier
 
 log = get_logger(__name__)
 
@@ -38,19 +40,58 @@ class Receiver:
         queue: JobQueue,
         clock: Clock,
         livemode: bool | None,
+        breaker: CircuitBreaker | None = None,
+        database_breaker: CircuitBreaker | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._new_session = new_session
         self._verifier = verifier
         self._queue = queue
         self._clock = clock
         self._livemode = livemode
+        # Per process: after a broker failure, skip the broker a few seconds rather than make every webhook
+        # wait out its timeout; the events stay `received`, and the sweep enqueues them.
+        self._breaker = breaker or CircuitBreaker(0)
+        # Likewise for the database: a webhook waiting in line behind one that waits out a hung server would
+        # wait twice as long; after a failure the others are told 503 at once, and Stripe delivers again.
+        self._database_breaker = database_breaker or CircuitBreaker(0)
+        self._telemetry = telemetry or NoTelemetry()
 
     def accept_webhook(self, body: bytes, signature: str | None) -> Acceptance:
         """Raises InvalidWebhook (nothing stored) or StorageUnavailable (Stripe should retry)."""
-        self._verifier.verify(body, signature)
-        return self.accept_event(parse_event(body))
+        started = time.perf_counter()
+        try:
+            self._verifier.verify(body, signature)
+            event = parse_event(body)
+        except InvalidWebhook as error:
+            # Unverified bytes say nothing trustworthy about their type: count the reason only.
+            self._answered("unknown", "rejected", rejection_code(str(error)), started)
+            raise
+        with bound(event_id=event.id, type=event.type, customer=event.customer_id):
+            try:
+                acceptance = self.accept_event(event)
+            except StorageUnavailable:
+                self._answered(event.type, "rejected", "database_unavailable", started)
+                raise
+            self._answered(event.type, acceptance.status, ignore_code(acceptance.reason), started)
+        return acceptance
+
+    def _answered(self, event_type: str, outcome: str, reason: str, started: float) -> None:
+        self._telemetry.webhook_answered(event_type, outcome, reason, time.perf_counter() - started)
 
     def accept_event(self, event: InboundEvent) -> Acceptance:
+        """Raises StorageUnavailable when the database fails, or failed moments ago (nothing is acknowledged)."""
+        if not self._database_breaker.allows():
+            raise StorageUnavailable("the database failed moments ago; not trying again yet")
+        try:
+            acceptance = self._accept(event)
+        except StorageUnavailable:
+            self._database_breaker.failed()
+            raise
+        self._database_breaker.succeeded()
+        return acceptance
+
+    def _accept(self, event: InboundEvent) -> Acceptance:
         """Store first, commit, then enqueue: a job must never run before its event is visible."""
         reason = self.reason_to_ignore(event)
         now = self._clock()
@@ -62,22 +103,35 @@ class Receiver:
                     session, event.id, store.access.advance_customer_seq(session, event.customer_id)
                 )
         if not stored:
-            log.info("webhook.duplicate", event_id=event.id, type=event.type)
+            log.info("webhook.duplicate", event_id=event.id, type=event.type, outcome=Verdict.DUPLICATE)
             return Acceptance(Verdict.DUPLICATE, event.id)
         if reason:
-            log.info("webhook.ignored", event_id=event.id, type=event.type, reason=reason)
+            log.info("webhook.ignored", event_id=event.id, type=event.type, outcome=Verdict.IGNORED, reason=reason)
             return Acceptance(Verdict.IGNORED, event.id, reason)
         queued = self.enqueue(event.id)
-        log.info("webhook.accepted", event_id=event.id, type=event.type, customer=event.customer_id, queued=queued)
+        log.info(
+            "webhook.accepted",
+            event_id=event.id,
+            type=event.type,
+            customer=event.customer_id,
+            outcome=Verdict.ACCEPTED,
+            queued=queued,
+        )
         return Acceptance(Verdict.ACCEPTED, event.id, queued=queued)
 
     def enqueue(self, event_id: str) -> bool:
+        if not self._breaker.allows():
+            log.info("queue.skipped", event_id=event_id, reason="broker failed recently; left for the sweep")
+            return False
         try:
             self._queue.enqueue_event(event_id)
         except QueueUnavailable as error:
             # The event is committed: the worker's sweep enqueues it once the broker is back.
+            self._breaker.failed()
             log.warning("queue.unavailable", event_id=event_id, error=str(error))
+            self._telemetry.enqueue_failed("receiver")
             return False
+        self._breaker.succeeded()
         with transaction(self._new_session) as session:
             # Only from received: a fast worker may already have moved it on.
             store.inbox.set_status(
@@ -96,3 +150,26 @@ class Receiver:
         if event.customer_id is None:
             return "event names no customer"
         return None
+
+
+# Low-cardinality codes for the metrics; the full reason goes to the log line and the stored row.
+_REJECTIONS = {
+    "missing Stripe-Signature": "missing_signature",
+    "no webhook secret": "no_secret_configured",
+    "not UTF-8": "not_utf8",
+    "too old": "timestamp_too_old",
+    "in the future": "timestamp_in_future",
+    "does not match": "signature_mismatch",
+    "malformed": "malformed_signature",
+}
+_IGNORES = {"is not handled": "unhandled_type", "-mode event": "other_mode", "names no customer": "no_customer"}
+
+
+def rejection_code(message: str) -> str:
+    return next((code for text, code in _REJECTIONS.items() if text in message), "not_an_event")
+
+
+def ignore_code(reason: str | None) -> str:
+    if not reason:
+        return ""
+    return next((code for text, code in _IGNORES.items() if text in reason), "other")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,6 +48,26 @@ class Settings:
     sweep_interval_seconds: int = 30
     queue_name: str = "entitlement-sync"
     redis_namespace: str = "entitlement-sync"
+    # Every Redis call is a small write or a short script: a second means Redis hangs, and a webhook waiting on
+    # it must still be answered well inside Stripe's 10 s.
+    redis_timeout_seconds: float = 1.0
+    redis_connect_timeout_seconds: float = 1.0
+    # After a broker failure the receiver stops enqueueing this long and leaves new events to the sweep.
+    broker_breaker_seconds: float = 5.0
+    # Every statement here is a point lookup or a small write. A server that runs cancels one past this; one
+    # that does not answer (frozen, or gone behind a silent network) has its connection cut a moment later.
+    database_statement_timeout_seconds: float = 3.0
+    database_connect_timeout_seconds: int = 3
+    # After a database failure the receiver answers 503 at once this long (Stripe delivers again later).
+    database_breaker_seconds: float = 2.0
+    # The threads that use the database at once in one process: each process's pool is sized from them.
+    web_threads: int = 1  # gunicorn threads per worker process (sync workers: 1)
+    worker_threads: int = 4  # `dramatiq --threads`, set by `entitlement-sync worker`
+    # Prometheus multiprocess files: `web/` for the gunicorn processes, `worker/` for the Dramatiq ones.
+    metrics_dir: str = field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "entitlement-sync-metrics"))
+    # Dramatiq's Prometheus exposition server (the workers' /metrics); its default port.
+    worker_metrics_host: str = "0.0.0.0"
+    worker_metrics_port: int = 9191
     # The access policy (policy.py). Defaults change nothing: effective access is Stripe's entitlements.
     access_withhold_statuses: frozenset[str] = frozenset()
     past_due_grace_days: float | None = None  # None: past_due keeps access for ever
@@ -105,6 +126,23 @@ class Settings:
             received_grace_seconds=int(number("RECEIVED_GRACE_SECONDS", defaults.received_grace_seconds)),
             sweep_interval_seconds=int(number("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)),
             redis_namespace=env.get("REDIS_NAMESPACE") or defaults.redis_namespace,
+            redis_timeout_seconds=number("REDIS_TIMEOUT_SECONDS", defaults.redis_timeout_seconds),
+            redis_connect_timeout_seconds=number(
+                "REDIS_CONNECT_TIMEOUT_SECONDS", defaults.redis_connect_timeout_seconds
+            ),
+            broker_breaker_seconds=number("BROKER_BREAKER_SECONDS", defaults.broker_breaker_seconds),
+            database_statement_timeout_seconds=number(
+                "DATABASE_STATEMENT_TIMEOUT_SECONDS", defaults.database_statement_timeout_seconds
+            ),
+            database_connect_timeout_seconds=int(
+                number("DATABASE_CONNECT_TIMEOUT_SECONDS", defaults.database_connect_timeout_seconds)
+            ),
+            database_breaker_seconds=number("DATABASE_BREAKER_SECONDS", defaults.database_breaker_seconds),
+            web_threads=int(number("WEB_THREADS", defaults.web_threads)),
+            worker_threads=int(number("WORKER_THREADS", defaults.worker_threads)),
+            metrics_dir=env.get("METRICS_DIR") or defaults.metrics_dir,
+            worker_metrics_host=env.get("WORKER_METRICS_HOST") or defaults.worker_metrics_host,
+            worker_metrics_port=int(number("WORKER_METRICS_PORT", defaults.worker_metrics_port)),
             access_withhold_statuses=frozenset(_split(env.get("ACCESS_WITHHOLD_STATUSES"))),
             past_due_grace_days=number("PAST_DUE_GRACE_DAYS", -1) if env.get("PAST_DUE_GRACE_DAYS") else None,
             access_catalog_grants=_flag(env.get("ACCESS_CATALOG_GRANTS")),

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import stripe
 
 from .errors import InvalidWebhook, StripeRejected, StripeUnavailable
-from .ports import ActiveEntitlement, CatalogFeature, ProductFeatureLink
+from .ports import ActiveEntitlement, CatalogFeature, NoTelemetry, ProductFeatureLink, Telemetry
 
 T = TypeVar("T")
 
@@ -19,7 +19,8 @@ T = TypeVar("T")
 class StripeGateway:
     """Reads from Stripe's API. Retries nothing itself: the job queue (or the ops use case) owns retries.
 
-    `before_call` runs before every HTTP request: the ops reconcile hands in its rate pacer there.
+    `before_call` runs before every HTTP request: the ops reconcile hands in its rate pacer there. Every
+    request is told to `telemetry` with a short endpoint name, its status, and the pacer's wait.
     """
 
     def __init__(
@@ -28,6 +29,7 @@ class StripeGateway:
         api_base: str,
         timeout_seconds: float,
         before_call: Callable[[], None] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._client = stripe.StripeClient(
             api_key or "sk_test_missing",
@@ -35,18 +37,19 @@ class StripeGateway:
             http_client=stripe.RequestsClient(timeout=timeout_seconds),
             max_network_retries=0,
         )
-        self._before_call = before_call or (lambda: None)
+        self._before_call = before_call
+        self._telemetry = telemetry or NoTelemetry()
 
     def paced(self, before_call: Callable[[], None]) -> StripeGateway:
         """The same client, calling `before_call` (a rate pacer) before each request."""
         twin = object.__new__(StripeGateway)
-        twin._client, twin._before_call = self._client, before_call
+        twin._client, twin._before_call, twin._telemetry = self._client, before_call, self._telemetry
         return twin
 
     def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
         """Every active entitlement of the customer; none for a customer Stripe no longer has."""
         pages = self._client.v1.entitlements.active_entitlements.list
-        items = self._each(pages, {"customer": customer_id}, missing_param="customer")
+        items = self._each(pages, {"customer": customer_id}, "active_entitlements", missing_param="customer")
         return [_active_entitlement(item) for item in items]
 
     def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]:
@@ -54,18 +57,19 @@ class StripeGateway:
         params: dict[str, Any] = {"types": sorted(types), "created": {"gte": created_gte}}
         if undelivered:
             params["delivery_success"] = False
-        for item in self._each(self._client.v1.events.list, params):
+        for item in self._each(self._client.v1.events.list, params, "events"):
             yield _as_sent(item)
 
     def list_subscription_customers(self) -> Iterator[str]:
         """The customer of every subscription, in any status (a canceled one may still hold a grant here)."""
-        for item in self._each(self._client.v1.subscriptions.list, {"status": "all"}):
+        for item in self._each(self._client.v1.subscriptions.list, {"status": "all"}, "subscriptions"):
             yield item.customer if isinstance(item.customer, str) else item.customer.id
 
     def list_features(self) -> list[CatalogFeature]:
         """The whole catalog: active and archived features (archived ones still grant access)."""
         listing = self._client.v1.entitlements.features.list
-        return [_feature(item) for archived in (False, True) for item in self._each(listing, {"archived": archived})]
+        pages = (self._each(listing, {"archived": archived}, "features") for archived in (False, True))
+        return [_feature(item) for page in pages for item in page]
 
     def list_product_features(self, product_id: str) -> list[ProductFeatureLink]:
         """The features attached to a product; none for a product Stripe no longer has."""
@@ -73,16 +77,21 @@ class StripeGateway:
         def listing(params: Any) -> Any:
             return self._client.v1.products.features.list(product_id, params)
 
-        items = self._each(listing, {}, missing_param="id")
+        items = self._each(listing, {}, "product_features", missing_param="id")
         return [ProductFeatureLink(item.id, product_id, _feature(item.entitlement_feature)) for item in items]
 
     def _each(
-        self, listing: Callable[..., Any], params: dict[str, Any], *, missing_param: str | None = None
+        self,
+        listing: Callable[..., Any],
+        params: dict[str, Any],
+        endpoint: str,
+        *,
+        missing_param: str | None = None,
     ) -> Iterator[Any]:
         """Every item of a paginated list, one page per request, so each request is paced and translated."""
         query: dict[str, Any] = {**params, "limit": 100}
         while True:
-            page = _translating_errors(partial(self._page, listing, query, missing_param))
+            page = _translating_errors(partial(self._page, listing, query, endpoint, missing_param))
             if page is None:
                 return
             yield from page.data
@@ -90,15 +99,37 @@ class StripeGateway:
                 return
             query = {**params, "limit": 100, "starting_after": page.data[-1].id}
 
-    def _page(self, listing: Callable[..., Any], query: dict[str, Any], missing_param: str | None) -> Any:
-        self._before_call()
+    def _page(
+        self, listing: Callable[..., Any], query: dict[str, Any], endpoint: str, missing_param: str | None
+    ) -> Any:
+        if self._before_call is not None:
+            waiting = time.perf_counter()
+            self._before_call()
+            self._telemetry.pacer_waited(time.perf_counter() - waiting)
+        started = time.perf_counter()
         try:
-            return listing(query)
-        except stripe.InvalidRequestError as error:
+            page = listing(query)
+        except stripe.StripeError as error:
+            status = str(error.http_status) if error.http_status else "error"
+            reason = _header(error.headers, "Stripe-Rate-Limited-Reason")
+            self._telemetry.stripe_called(endpoint, status, time.perf_counter() - started, reason)
             # A deleted customer or product has nothing; Stripe says so with a 404.
-            if missing_param and error.code == "resource_missing" and error.param in (None, missing_param):
+            if isinstance(error, stripe.InvalidRequestError) and _missing(error, missing_param):
                 return None
             raise
+        self._telemetry.stripe_called(endpoint, "200", time.perf_counter() - started, None)
+        return page
+
+
+def _missing(error: stripe.InvalidRequestError, param: str | None) -> bool:
+    return bool(param) and error.code == "resource_missing" and error.param in (None, param)
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in dict(headers or {}).items():
+        if key.lower() == name.lower():
+            return str(value)
+    return None
 
 
 def _as_sent(item: Any) -> dict[str, Any]:

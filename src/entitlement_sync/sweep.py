@@ -1,8 +1,9 @@
 """Use case: hand unfinished events to a worker again. Nothing stored is ever left behind.
 
-Covers an event stored while the broker was down, a job lost with Redis (it keeps nothing on disk), and a
-worker killed mid-job. Running it twice, or in several processes at once, only costs a duplicate job,
-which processing absorbs.
+Covers an event stored while the broker was down (or while the receiver's breaker was open), a job lost
+with Redis (it keeps nothing on disk), and a worker killed mid-job. One sweep runs at a time across every
+worker process and host (a PostgreSQL advisory lock); a duplicate job would still be absorbed by processing,
+but a thousand of them per process per round is load for nothing.
 """
 
 from __future__ import annotations
@@ -12,20 +13,36 @@ from .db import SessionFactory, transaction
 from .errors import QueueUnavailable
 from .logs import get_logger
 from .models import UNFINISHED, EventStatus
-from .ports import Clock, JobQueue, StuckRule
+from .ports import Clock, JobQueue, NoTelemetry, StuckRule, Telemetry
 
 log = get_logger(__name__)
 
 
 class Sweeper:
-    def __init__(self, new_session: SessionFactory, queue: JobQueue, clock: Clock, stuck: StuckRule) -> None:
+    def __init__(
+        self,
+        new_session: SessionFactory,
+        queue: JobQueue,
+        clock: Clock,
+        stuck: StuckRule,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._new_session = new_session
+        self._telemetry = telemetry or NoTelemetry()
         self._queue = queue
         self._clock = clock
         self._stuck = stuck
 
     def requeue_unfinished(self) -> int:
-        """Enqueue every event never enqueued or stuck; returns how many went back on the queue."""
+        """Enqueue every event never enqueued or stuck; returns how many went back on the queue (0 when another
+        process is sweeping: the lock's transaction stays open, idle, until this sweep is done)."""
+        with transaction(self._new_session) as locked:
+            if not store.locks.try_transaction_lock(locked, store.locks.SWEEP):
+                log.debug("sweep.skipped", reason="another process is sweeping")
+                return 0
+            return self._requeue()
+
+    def _requeue(self) -> int:
         with transaction(self._new_session) as session:
             event_ids = store.inbox.stuck_event_ids(session, self._clock(), self._stuck)
         requeued = 0
@@ -34,6 +51,7 @@ class Sweeper:
                 self._queue.enqueue_event(event_id)
             except QueueUnavailable as error:
                 log.warning("sweep.queue_unavailable", pending=len(event_ids) - requeued, error=str(error))
+                self._telemetry.enqueue_failed("sweep")
                 break
             with transaction(self._new_session) as session:
                 store.inbox.set_status(session, event_id, EventStatus.QUEUED, self._clock(), only_from=UNFINISHED)

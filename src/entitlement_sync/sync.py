@@ -6,6 +6,7 @@ started later has been applied meanwhile. That makes any order, duplication and 
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable
 from contextlib import suppress
@@ -16,10 +17,10 @@ from .db import SessionFactory, transaction
 from .effective import AccessPolicy
 from .errors import StorageUnavailable, StripeRejected, StripeUnavailable
 from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, subscription_snapshot
-from .logs import get_logger
+from .logs import bound, get_logger
 from .models import EventStatus, StripeEvent
 from .policy import PolicyRules
-from .ports import ActiveEntitlement, Clock, EntitlementSource
+from .ports import ActiveEntitlement, Clock, EntitlementSource, NoTelemetry, Telemetry
 
 log = get_logger(__name__)
 
@@ -47,11 +48,13 @@ class Syncer:
         new_session: SessionFactory,
         stripe: EntitlementSource,
         clock: Clock,
+        telemetry: Telemetry | None = None,
         access_policy: AccessPolicy | None = None,
     ) -> None:
         self._new_session = new_session
         self._stripe = stripe
         self._clock = clock
+        self._telemetry = telemetry or NoTelemetry()
         # Effective access is recomputed in the transaction of every input change, so it never lags them.
         self._policy = access_policy or AccessPolicy(new_session, PolicyRules(), clock)
         self._handlers: dict[str, Callable[[StripeEvent], SyncResult]] = {
@@ -61,7 +64,7 @@ class Syncer:
 
     def reading_from(self, stripe: EntitlementSource) -> Syncer:
         """The same use case over another source (`sync all`'s paced gateway), with the same access policy."""
-        return Syncer(self._new_session, stripe, self._clock, self._policy)
+        return Syncer(self._new_session, stripe, self._clock, self._telemetry, self._policy)
 
     def sync_customer(
         self, customer_id: str, *, cause: str | None = None, seen_at_seq: int | None = None
@@ -73,8 +76,10 @@ class Syncer:
         """
         with transaction(self._new_session) as session:
             if seen_at_seq is not None and store.access.applied_seq(session, customer_id) > seen_at_seq:
+                self._telemetry.event_coalesced()
                 return SyncResult(customer_id, fetched=False, applied=False)
             ticket = store.access.advance_customer_seq(session, customer_id)
+        started = time.perf_counter()
         fetched = self._stripe.list_active_entitlements(customer_id)
         with transaction(self._new_session) as session:
             # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
@@ -82,11 +87,14 @@ class Syncer:
             store.effective.lock_customer(session, customer_id)
             if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
                 log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
+                self._telemetry.customer_synced("dropped", time.perf_counter() - started)
                 return SyncResult(customer_id, fetched=True, applied=False)
             now = self._clock()
             diff = store.access.replace_entitlements(session, customer_id, fetched, cause, now)
             self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
+        self._telemetry.customer_synced("applied", time.perf_counter() - started)
+        self._telemetry.access_changed(len(diff.granted), len(revoked))
         if diff.changed:
             log.info(
                 "access.changed",
@@ -110,41 +118,54 @@ class Syncer:
 
         A failure is written to the event's row before anything is raised, so SQL always tells the story.
         """
-        with transaction(self._new_session) as session:
-            claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
-        if claimed is None:
-            return Outcome(event_id, None)
-        event, attempt_id = claimed
+        with bound(event_id=event_id):
+            with transaction(self._new_session) as session:
+                claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
+            if claimed is None:
+                return Outcome(event_id, None)
+            event, attempt_id = claimed
+            with bound(type=event.type, customer=event.customer_id):
+                return self._process(event, attempt_id, final_attempt)
+
+    def _process(self, event: StripeEvent, attempt_id: int, final_attempt: bool) -> Outcome:
+        event_id = event.id
         handler = self._handlers.get(event.type)
         if handler is None or event.customer_id is None:
             reason = f"event type {event.type} is not handled" if handler is None else "event names no customer"
-            self._finish(event_id, attempt_id, EventStatus.IGNORED, reason)
+            self._finish(event, attempt_id, EventStatus.IGNORED, reason)
             return Outcome(event_id, EventStatus.IGNORED, reason)
         try:
             result = handler(event)
         except StripeUnavailable as error:
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
-            self._finish(event_id, attempt_id, status, str(error))
+            self._finish(event, attempt_id, status, str(error))
             if final_attempt:
                 return Outcome(event_id, status, str(error))
             raise
         except StripeRejected as error:
-            self._finish(event_id, attempt_id, EventStatus.FAILED, str(error))
+            self._finish(event, attempt_id, EventStatus.FAILED, str(error))
             return Outcome(event_id, EventStatus.FAILED, str(error))
         except StorageUnavailable as error:
             # The database, not the event: never `failed` for it, however many tries it took. Left unfinished,
             # the event goes back to a worker through the sweep once the database is back.
             with suppress(StorageUnavailable):
-                self._finish(event_id, attempt_id, EventStatus.QUEUED, f"StorageUnavailable: {error}")
+                self._finish(event, attempt_id, EventStatus.QUEUED, f"StorageUnavailable: {error}")
             raise
         except Exception as error:
             # A bug: keep the traceback on the row, and let the queue retry it.
             detail = "".join(traceback.format_exception_only(error)).strip()
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
-            self._finish(event_id, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
+            self._finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
             raise
-        self._finish(event_id, attempt_id, EventStatus.PROCESSED, None)
+        self._finish(event, attempt_id, EventStatus.PROCESSED, None)
+        self._applied(event)
         return Outcome(event_id, EventStatus.PROCESSED, sync=result)
+
+    def _applied(self, event: StripeEvent) -> None:
+        # The table now holds a state at least as new as the event, whether this job fetched it or an
+        # earlier fetch covered it (coalesced): that is when the event's change counts as applied.
+        now = self._clock()
+        self._telemetry.change_applied(now.timestamp() - event.created, (now - event.received_at).total_seconds())
 
     def _on_summary_event(self, event: StripeEvent) -> SyncResult:
         assert event.customer_id is not None  # checked before dispatch
@@ -160,7 +181,10 @@ class Syncer:
                 self._policy.recompute(session, snapshot.customer_id, inbound.id)
         return self._on_summary_event(event)
 
-    def _finish(self, event_id: str, attempt_id: int, status: EventStatus, error: str | None) -> None:
+    def _finish(self, event: StripeEvent, attempt_id: int, status: EventStatus, error: str | None) -> None:
         with transaction(self._new_session) as session:
-            store.inbox.finish_attempt(session, event_id, attempt_id, status, error, self._clock())
-        log.info("event.finished", event_id=event_id, status=status, error=(error or "").split("\n")[0] or None)
+            store.inbox.finish_attempt(session, event.id, attempt_id, status, error, self._clock())
+        outcome = "retrying" if status == EventStatus.QUEUED else str(status)
+        self._telemetry.event_finished(event.type, outcome)
+        first_line = (error or "").split("\n")[0] or None
+        log.info("event.finished", event_id=event.id, status=status, outcome=outcome, error=first_line)

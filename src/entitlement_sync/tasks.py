@@ -14,6 +14,7 @@ from dramatiq.middleware import CurrentMessage, Middleware
 
 from .errors import QueueUnavailable
 from .logs import get_logger
+from .redis_client import redis_client
 from .settings import Settings
 from .sync import Syncer
 
@@ -23,13 +24,16 @@ PROCESS_EVENT = "process_event"
 
 
 def build_redis_broker(settings: Settings) -> dramatiq.Broker:
+    # The client, not the URL: only a pool built with the timeouts applies them (see redis_client.py).
+    client = redis_client(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        connect_timeout=settings.redis_connect_timeout_seconds,
+    )
     return RedisBroker(  # type: ignore[no-untyped-call]  # dramatiq's broker constructors are unannotated
-        url=settings.redis_url,
+        client=client,
         namespace=settings.redis_namespace,
         middleware=_middleware(),
-        # Fail fast when Redis is down: the webhook must still answer well inside Stripe's 10 s.
-        socket_timeout=5,
-        socket_connect_timeout=2,
     )
 
 
@@ -42,6 +46,20 @@ def _middleware() -> list[Middleware]:
     from dramatiq.middleware import default_middleware
 
     return [factory() for factory in default_middleware] + [CurrentMessage()]
+
+
+def worker_metrics_middleware() -> Middleware:
+    """Dramatiq's own Prometheus middleware: message counts and durations, and (forked by the `dramatiq` main
+    process) an exposition server for every metric in the workers' multiprocess directory, ours included.
+    Imported here, late: the module creates its directory and reads its port when imported."""
+    from dramatiq.middleware.prometheus import Prometheus
+
+    return Prometheus()
+
+
+def worker_metrics_environment(directory: str, host: str, port: int) -> dict[str, str]:
+    """The variables Dramatiq's Prometheus middleware reads when imported (in every process `dramatiq` starts)."""
+    return {"dramatiq_prom_db": directory, "dramatiq_prom_host": host, "dramatiq_prom_port": str(port)}
 
 
 def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Settings) -> dramatiq.Actor[[str], None]:

@@ -4,9 +4,18 @@ Dramatiq imports this module in each worker process it forks, so every process b
 """
 
 from .bootstrap import bootstrap
-from .logs import configure_logging
+from .logs import configure_logging, get_logger
+from .settings import Settings
+
+# The sweep's thread holds two connections while it runs: its lock's transaction and its own work.
+SWEEP_CONNECTIONS = 2
 
 configure_logging()
-container = bootstrap()
+settings = Settings.from_env()
+container = bootstrap(settings, threads=settings.worker_threads + SWEEP_CONNECTIONS)
 container.enable_sweep()
+if not container.enable_worker_metrics():
+    get_logger(__name__).warning(
+        "metrics.not_exported", hint="start workers with `entitlement-sync worker` (it prepares METRICS_DIR)"
+    )
 broker = container.broker

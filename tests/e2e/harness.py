@@ -7,10 +7,12 @@ and is stopped (or killed) by the test. Nothing here touches the machine's own P
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -52,6 +54,12 @@ class ServiceEnvironment:
     stripe_api_base: str
     extra: dict[str, str] = field(default_factory=dict)
     namespace: str = field(default_factory=lambda: f"es-e2e-{uuid.uuid4().hex[:8]}")
+    # Each service its own metrics files and worker metrics port: services of parallel runs never meet.
+    worker_metrics_port: int = field(default_factory=lambda: free_port())
+
+    @property
+    def metrics_dir(self) -> str:
+        return os.path.join(tempfile.gettempdir(), f"{self.namespace}-metrics")
 
     def variables(self) -> dict[str, str]:
         return {
@@ -70,6 +78,9 @@ class ServiceEnvironment:
             "STUCK_AFTER_SECONDS": "20",
             # The simulated Stripe has no rate limit unless a scenario sets one; that scenario paces the workers.
             "STRIPE_MAX_REQUESTS_PER_SECOND": "0",
+            "METRICS_DIR": self.metrics_dir,
+            "WORKER_METRICS_HOST": "127.0.0.1",
+            "WORKER_METRICS_PORT": str(self.worker_metrics_port),
             **self.extra,
         }
 
@@ -133,6 +144,12 @@ class Service:
         )
         wait_until(lambda: self.http.get(f"{self.url}/healthz", timeout=1).ok, 30, "the web process to answer")
 
+    def web_worker_pids(self) -> list[int]:
+        """gunicorn's worker processes: the children of the master, which `serve` exec'd in its own process."""
+        assert self.web is not None
+        master = self.web.process.pid
+        return [int(pid) for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+
     def start_worker(self, processes: int = 2, threads: int = 4) -> ManagedProcess:
         """`entitlement-sync worker`, as the Procfile runs it (it execs dramatiq)."""
         arguments = ["worker", "--processes", str(processes), "--threads", str(threads)]
@@ -145,6 +162,7 @@ class Service:
     def stop(self) -> None:
         for process in [*self.workers, *([self.web] if self.web else [])]:
             process.stop()
+        shutil.rmtree(self.environment.metrics_dir, ignore_errors=True)
 
     def logs(self) -> str:
         return "\n\n".join(f"--- {p.name} ---\n{p.tail()}" for p in [*self.workers, *([self.web] if self.web else [])])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -74,6 +75,15 @@ class PrivateRedis:
             self._process.kill()
             self._process.wait(5)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its port and its connections but answers nothing, as a hung Redis does."""
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGCONT)
+
 
 def _answers(client: redis.Redis) -> bool:
     try:
@@ -115,6 +125,20 @@ class PrivatePostgres:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "-t", "30", "stop", check=False)
 
+    def freeze(self) -> None:
+        """SIGSTOP to the postmaster, then to every backend: connections stay open, nothing answers."""
+        postmaster = self._postmaster()
+        for pid in [postmaster, *_children(postmaster)]:
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        postmaster = self._postmaster()
+        for pid in [*_children(postmaster), postmaster]:
+            os.kill(pid, signal.SIGCONT)
+
+    def _postmaster(self) -> int:
+        return int((self._data / "postmaster.pid").read_text().split()[0])
+
     def remove(self) -> None:
         if (self._data / "postmaster.pid").exists():
             self.stop("immediate")
@@ -133,3 +157,7 @@ class PrivatePostgres:
         if check and result.returncode:
             elapsed = time.monotonic() - started
             raise RuntimeError(f"{binary} failed after {elapsed:.1f} s: {result.stderr.decode(errors='replace')}")
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]

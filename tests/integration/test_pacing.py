@@ -30,6 +30,8 @@ def test_two_redis_pacers_on_one_key_hand_out_one_budget_one_slot_after_another(
 
 def test_a_redis_that_does_not_answer_at_start_up_leaves_pacing_to_this_process():
     time = VirtualTime()
-    pacer = build_pacer("redis://127.0.0.1:1/0", "stripe-pacer", 5, clock=time.now, sleep=time.sleep)
+    pacer = build_pacer(
+        "redis://127.0.0.1:1/0", "stripe-pacer", 5, clock=time.now, sleep=time.sleep, timeout_seconds=0.2
+    )
     assert pacer.shared is False
     assert busiest_second(paced_moments(pacer, time, 12)) <= 5

@@ -33,6 +33,10 @@ def db_upgrade(revision: str) -> None:
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
 def serve(host: str, port: int, workers: int) -> None:
     """Run the webhook receiver and read API under gunicorn."""
+    from ..telemetry import prepare_metrics_dir
+
+    # Before gunicorn starts: prometheus_client picks multiprocess mode when it is imported.
+    os.environ.update(prepare_metrics_dir(Settings.from_env().metrics_dir, "web"))
     _exec(
         "gunicorn",
         [
@@ -44,6 +48,8 @@ def serve(host: str, port: int, workers: int) -> None:
             "-",
             "--graceful-timeout",
             "20",
+            "--config",
+            "python:entitlement_sync.gunicorn_hooks",
             "entitlement_sync.web:create_app()",
         ],
     )
@@ -53,8 +59,17 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--processes", default=2, show_default=True, type=int)
 @click.option("--threads", default=4, show_default=True, type=int)
 def worker(processes: int, threads: int) -> None:
-    """Run the Dramatiq workers that sync events into the access table."""
-    queue = Settings.from_env().queue_name
+    """Run the Dramatiq workers that sync events into the access table (metrics on WORKER_METRICS_PORT)."""
+    from ..tasks import worker_metrics_environment
+    from ..telemetry import prepare_metrics_dir
+
+    settings = Settings.from_env()
+    metrics = prepare_metrics_dir(settings.metrics_dir, "worker")
+    os.environ.update(metrics)
+    directory = metrics["PROMETHEUS_MULTIPROC_DIR"]
+    os.environ.update(worker_metrics_environment(directory, settings.worker_metrics_host, settings.worker_metrics_port))
+    queue = settings.queue_name
+    os.environ["WORKER_THREADS"] = str(threads)  # each worker process sizes its database pool from it
     _exec(
         "dramatiq",
         [

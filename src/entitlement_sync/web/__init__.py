@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 from ..bootstrap import Container, bootstrap
 from ..errors import StorageUnavailable
 from ..logs import configure_logging, get_logger
+from ..settings import Settings
 from .access import access
 from .health import health
 from .metrics import metrics
@@ -20,7 +21,8 @@ log = get_logger(__name__)
 def create_app(container: Container | None = None) -> Flask:
     if container is None:  # the production path (gunicorn): this process is ours to configure
         configure_logging()
-        container = bootstrap()
+        settings = Settings.from_env()
+        container = bootstrap(settings, threads=settings.web_threads)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["entitlement_sync"] = container

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import hmac
+import time
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ..access import AccessDecision
 from ._container import container
 
 access = Blueprint("access", __name__, url_prefix="/v1/customers")
+
+
+@access.before_request
+def start_timer() -> None:
+    g.read_started = time.perf_counter()
+
+
+@access.after_request
+def count_answer(response: Response) -> Response:
+    seconds = time.perf_counter() - g.get("read_started", time.perf_counter())
+    container().telemetry.read_answered(request.endpoint or "unknown", response.status_code, seconds)
+    return response
 
 
 @access.before_request

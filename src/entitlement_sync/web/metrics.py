@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from .. import store
 from ..models import EventStatus, utcnow
+from ..telemetry import ReconcileCollector, ServiceCollector, expose_process_metrics
 from ._container import container
 
 metrics = Blueprint("metrics", __name__)
@@ -42,4 +43,10 @@ class InboxCollector(Collector):
 def prometheus_metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(InboxCollector())
+    # What the processes counted (this host's web processes; the workers expose theirs on their own port),
+    # the last `sync all`'s drift from SQL, and whether the broker answers.
+    expose_process_metrics(registry)
+    registry.register(ReconcileCollector(container().new_session))
+    settings = container().settings
+    registry.register(ServiceCollector(container().queue, settings.livemode, settings.stripe_requests_per_second))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -20,6 +20,7 @@ def receive_stripe_webhook() -> ResponseReturnValue:
     body = request.get_data(cache=False)
     if request.content_length is None and len(body) >= MAX_BODY_BYTES:
         # A chunked body is cut off at the limit rather than refused: say 413, not "signature does not match".
+        container().telemetry.webhook_answered("unknown", "rejected", "too_large", 0.0)
         abort(413, description=f"body over {MAX_BODY_BYTES} bytes")
     try:
         acceptance = container().receiver.accept_webhook(body, request.headers.get("Stripe-Signature"))

@@ -1,0 +1,80 @@
+"""The bare web reference under gunicorn: Flask + HMAC check + fast JSON + one INSERT + one Dramatiq send,
+and a read handler running the same SELECTs as ours.
+
+    gunicorn --workers 2 bench.reference.bare_web:app
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+
+import orjson
+import psycopg
+from flask import Flask, Response, request
+
+from .bare_worker import DSN, bare_sync
+
+SECRET = os.environ.get("STRIPE_WEBHOOK_SECRETS", "").split(",")[0].encode()
+TOKEN = os.environ.get("ACCESS_API_TOKENS", "").split(",")[0]
+ROWS = (
+    "SELECT lookup_key, feature_id, entitlement_id, granted_at FROM entitlements"
+    " WHERE customer_id = %s ORDER BY lookup_key, feature_id"
+)
+SYNCED_AT = "SELECT synced_at FROM customer_sync_state WHERE customer_id = %s"
+
+app = Flask(__name__)
+_db: dict[str, psycopg.Connection] = {}  # one connection per process (gunicorn's sync workers fork)
+
+
+def _connection() -> psycopg.Connection:
+    if "db" not in _db:
+        _db["db"] = psycopg.connect(DSN, autocommit=True)
+    return _db["db"]
+
+
+def _verified(body: bytes, header: str) -> bool:
+    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    timestamp = parts.get("t", "0")
+    if abs(time.time() - int(timestamp)) > 300:
+        return False
+    expected = hmac.new(SECRET, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+@app.post("/webhooks/stripe")
+def webhook() -> Response:
+    body = request.get_data()
+    if not _verified(body, request.headers.get("Stripe-Signature", "")):
+        return Response(b'{"error":"bad signature"}', 400, mimetype="application/json")
+    event = orjson.loads(body)
+    customer = event["data"]["object"].get("customer")
+    _connection().execute(
+        "INSERT INTO bare_events (id, type, customer_id, payload) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (event["id"], event["type"], customer, body.decode()),
+    )
+    if customer:
+        bare_sync.send(customer)
+    return Response(b'{"status":"accepted"}', 200, mimetype="application/json")
+
+
+@app.get("/v1/customers/<customer>/entitlements")
+def entitlements(customer: str) -> Response:
+    if request.headers.get("Authorization", "") != f"Bearer {TOKEN}":
+        return Response(b'{"error":"unauthorized"}', 401, mimetype="application/json")
+    db = _connection()
+    rows = db.execute(ROWS, (customer,)).fetchall()
+    synced = db.execute(SYNCED_AT, (customer,)).fetchone()
+    document = {
+        "customer": customer,
+        "entitlements": [{"lookup_key": r[0], "feature": r[1], "entitlement": r[2]} for r in rows],
+        "synced_at": synced[0].isoformat() if synced and synced[0] else None,
+    }
+    return Response(orjson.dumps(document), 200, mimetype="application/json")
+
+
+@app.get("/healthz")
+def healthz() -> Response:
+    return Response(b'{"status":"ok"}', 200, mimetype="application/json")
