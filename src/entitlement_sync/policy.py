@@ -141,15 +141,8 @@ def _stripe_layer(key: str, inputs: PolicyInputs, rules: PolicyRules, now: datet
         withheld_by.extend(subscriptions)
     status = _withholding_status(min(withheld_by, key=lambda s: (s.id, s.status)), rules, now)  # stable
     withheld = Step("subscription", WITHHELD + status, _describe(withheld_by) + ": every one withholds")
-    return (
-        False,
-        WITHHELD + status,
-        sources + tuple(Source("subscription", s.id, s.status) for s in withheld_by),
-        (
-            listed,
-            withheld,
-        ),
-    )
+    withholding = tuple(Source("subscription", s.id, s.status) for s in withheld_by)
+    return False, WITHHELD + status, sources + withholding, (listed, withheld)
 
 
 def _subscription_verdict(
