@@ -7,7 +7,7 @@ from entitlement_sync.db import upgrade
 
 def test_the_upgrade_seeds_effective_access_from_the_mirror(tmp_path):
     url = f"sqlite:///{tmp_path / 'upgrade.db'}"
-    upgrade(url, "0002")
+    upgrade(url, "0003")
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(
