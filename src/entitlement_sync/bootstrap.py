@@ -19,6 +19,7 @@ from .access import AccessReader
 from .backfill import Backfiller
 from .breaker import CircuitBreaker
 from .catalog import Catalog
+from .customers import CustomerLookup
 from .db import PoolOptions, SessionFactory, create_db_engine, session_factory
 from .drift import CatalogDrift
 from .effective import AccessPolicy
@@ -28,8 +29,9 @@ from .inbox import Inbox
 from .logs import get_logger
 from .models import utcnow
 from .overrides import Overrides
+from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
-from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry
+from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry, WaitRule
 from .receive import Receiver
 from .reconcile import Reconciler
 from .settings import Settings
@@ -57,6 +59,9 @@ class Container:
     gateway: StripeGateway
     inbox: Inbox
     history: AccessHistory
+    # The ops console's pages (web/console).
+    overview: Overview
+    customers: CustomerLookup
     backfiller: Backfiller
     reconciler: Reconciler
     catalog: Catalog
@@ -127,13 +132,17 @@ def bootstrap(
 
     retry = partial(with_retries, sleep=sleep)  # the ops use cases retry Stripe's 429/5xx in-process
 
-    if stripe is None:
-        # The workers' calls share one budget with `sync all` (the same Redis key), so that together they stay
-        # under Stripe's limit instead of burning their retries on 429s.
-        rate = settings.stripe_requests_per_second
-        stripe = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
+    # The workers' calls share one budget with `sync all` and `events recover` (the same Redis key), so that
+    # together they stay under Stripe's limit instead of burning their retries on 429s.
+    rate = settings.stripe_requests_per_second
+    paced = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
+    stripe = stripe or paced
+    wait = WaitRule(
+        first_pause=timedelta(seconds=settings.sweep_interval_seconds),
+        give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
+    )
     access_policy = AccessPolicy(new_session, settings.policy_rules, clock)
-    syncer = Syncer(new_session, stripe, clock, telemetry, access_policy)
+    syncer = Syncer(new_session, stripe, clock, wait, telemetry, access_policy)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(
@@ -147,6 +156,8 @@ def bootstrap(
         telemetry=telemetry,
     )
     reader = AccessReader(engine, settings.stale_after, clock)
+    explainer = Explainer(new_session, reader, settings.policy_rules, clock)
+    overrides = Overrides(new_session, access_policy, clock)
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),
@@ -165,12 +176,15 @@ def bootstrap(
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
-        backfiller=Backfiller(new_session, gateway, receiver, clock, retry),
+        overview=Overview(new_session, clock, stuck, settings.stripe_requests_per_second),
+        # The console's customer page: effective access with its reasons, and the grants made here.
+        customers=CustomerLookup(new_session, clock, stuck, explainer, overrides),
+        backfiller=Backfiller(new_session, paced, receiver, clock, retry),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
         catalog=Catalog(new_session, gateway, clock, retry, access_policy),
         access_policy=access_policy,
-        overrides=Overrides(new_session, access_policy, clock),
-        explainer=Explainer(new_session, reader, settings.policy_rules, clock),
+        overrides=overrides,
+        explainer=explainer,
         drift=CatalogDrift(new_session),
         telemetry=telemetry,
     )

@@ -11,7 +11,7 @@ from .access import AccessReader
 from .db import SessionFactory
 from .models import EffectiveAccessChange
 from .policy import CatalogLink, Override, PolicyRules, Step, SubscriptionState
-from .ports import ActiveEntitlement, Clock
+from .ports import AccessLine, ActiveEntitlement, Clock
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,20 @@ class Explainer:
         self._rules = rules
         self._clock = clock
 
+    def explain_customer(self, customer_id: str) -> list[AccessLine]:
+        """The console's customer page (the AccessExplainer port): each effective decision with its reason."""
+        return [
+            AccessLine(
+                decision.lookup_key,
+                _feature_of(decision.sources),
+                decision.granted,
+                decision.reason,
+                tuple(source["id"] for source in decision.sources),
+                decision.since,
+            )
+            for decision in self._reader.effective_for(customer_id).decisions
+        ]
+
     def explain(self, customer_id: str, lookup_key: str, history: int = 20) -> Explanation:
         stored = self._reader.check(customer_id, lookup_key)
         with self._new_session() as session:
@@ -93,3 +107,8 @@ def _days(rules: PolicyRules) -> float | None:
 
 def _change(row: EffectiveAccessChange) -> KeyChange:
     return KeyChange(row.id, row.changed_at, row.change, row.reason, row.previous_reason, row.cause)
+
+
+def _feature_of(sources: list[dict[str, str]]) -> str:
+    """The feature behind a decision: the entitlement's or the catalog's; "" for a grant made here."""
+    return next((s["detail"] for s in sources if s["kind"] in ("entitlement", "product")), "")

@@ -6,7 +6,20 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -50,17 +63,26 @@ class Base(DeclarativeBase):
 
 
 class EventStatus(StrEnum):
-    """Where an inbox event stands. Unfinished: received, queued, processing; the others are final."""
+    """Where an inbox event stands.
+
+    Unfinished (in flight): received, queued, processing. `waiting`: Stripe was unavailable for longer than the
+    queue's retries; the sweep tries again at `retry_at`, with no operator. Final: processed, superseded (a
+    later fetch already applied its effect), ignored, and failed (needs a person: a 401/403, a bug).
+    """
 
     RECEIVED = "received"
     QUEUED = "queued"
     PROCESSING = "processing"
+    WAITING = "waiting"
     PROCESSED = "processed"
+    SUPERSEDED = "superseded"
     FAILED = "failed"
     IGNORED = "ignored"
 
 
 UNFINISHED = (EventStatus.RECEIVED, EventStatus.QUEUED, EventStatus.PROCESSING)
+# What an attempt may claim: in flight, or waiting for Stripe (the sweep hands those back at their time).
+CLAIMABLE = (*UNFINISHED, EventStatus.WAITING)
 
 
 class AccessChangeKind(StrEnum):
@@ -87,6 +109,13 @@ class StripeEvent(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None]
+    # The attempt that owns the event: only it may finish the event, so a duplicate job that lost the race can
+    # never move a processed event back to queued or failed.
+    claimed_by: Mapped[int | None] = mapped_column(Integer)
+    # Stripe unavailable (429, 5xx, timeouts): since when, how many sweep pauses so far, and when to try again.
+    unavailable_since: Mapped[datetime | None]
+    waits: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    retry_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_stripe_events_status_changed", "status", "status_changed_at"),)
 

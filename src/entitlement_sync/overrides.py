@@ -12,7 +12,7 @@ from .effective import AccessPolicy, EffectiveChange
 from .errors import InvalidOverride
 from .logs import get_logger
 from .models import AccessOverride, OverrideKind
-from .ports import Clock
+from .ports import Clock, ManualGrant
 
 log = get_logger(__name__)
 
@@ -59,6 +59,13 @@ class Overrides:
             record = _record(row, changes)
         log.info("access.override_revoked", id=override_id, by=by, customer=record.customer)
         return record
+
+    def grants_of(self, customer_id: str) -> list[ManualGrant] | None:
+        """The console's customer page (the GrantSource port): grants and denials in force."""
+        return [
+            ManualGrant(str(r.id), r.lookup_key, r.kind, r.expires_at, r.reason, r.created_by)
+            for r in self.list(customer_id)
+        ]
 
     def list(self, customer_id: str | None = None, *, expired: bool = False, limit: int = 100) -> list[OverrideRecord]:
         with self._new_session() as session:

@@ -135,7 +135,7 @@ def _stripe_layer(key: str, inputs: PolicyInputs, rules: PolicyRules, now: datet
     for item in held:
         verdict, subscriptions = _subscription_verdict(item.feature_id, inputs, rules, now)
         if verdict is None:  # one feature under the key survives the rules: the key is granted
-            supporting = tuple(Source("subscription", s.id, s.status) for s in subscriptions)
+            supporting = _subscription_sources(item.feature_id, subscriptions, inputs.catalog)
             kept = Step("subscription", "kept", _describe(subscriptions) or "no subscription rule applies")
             return True, STRIPE_ENTITLEMENT, sources + supporting, (listed, kept)
         withheld_by.extend(subscriptions)
@@ -240,6 +240,18 @@ def _review_at(key: str, inputs: PolicyInputs, rules: PolicyRules, now: datetime
     graces = (grace_end(s, rules) for s in inputs.subscriptions)
     moments += [moment for moment in graces if moment is not None and moment > now]
     return min(moments, default=None)
+
+
+def _subscription_sources(
+    feature_id: str, subscriptions: Iterable[SubscriptionState], catalog: Iterable[CatalogLink]
+) -> tuple[Source, ...]:
+    """Each subscription in good standing, and those of its products that carry the feature (per the catalog)."""
+    carrying = {link.product_id for link in catalog if link.feature_id == feature_id}
+    sources: list[Source] = []
+    for s in subscriptions:
+        sources.append(Source("subscription", s.id, s.status))
+        sources += [Source("product", product, feature_id) for product in s.product_ids if product in carrying]
+    return tuple(sources)
 
 
 def _describe(subscriptions: Iterable[SubscriptionState]) -> str:

@@ -47,11 +47,65 @@ class ProductFeatureLink:
 
 
 @dataclass(frozen=True)
+class EventPage:
+    """One page of Stripe's Events API: each event as the JSON Stripe returned, newest first."""
+
+    events: list[dict[str, Any]]
+    has_more: bool
+
+    @property
+    def last_id(self) -> str | None:
+        return str(self.events[-1]["id"]) if self.events else None
+
+
+@dataclass(frozen=True)
 class StuckRule:
     """When an unfinished event counts as stuck (see `store.inbox.is_stuck`)."""
 
     received_grace: timedelta  # the receiver enqueues right after its commit; give it this long
     stuck_after: timedelta  # queued or processing this long: the job was lost or its worker died
+
+
+@dataclass(frozen=True)
+class AccessLine:
+    """One feature of a customer and why they have it (or not), for people: the console's customer page."""
+
+    lookup_key: str
+    feature: str
+    granted: bool
+    reason: str  # issue 10's words: stripe_entitlement, manual_grant, catalog, withheld:<status>, manual_denial…
+    sources: tuple[str, ...]  # the ids behind it: entitlement, subscription, product, grant, event
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class ManualGrant:
+    """A grant or denial made outside Stripe (issue 10)."""
+
+    id: str
+    lookup_key: str
+    kind: str  # grant | deny
+    until: datetime | None
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class WaitRule:
+    """How long an event waits for Stripe after the queue's retries ran out, and for how long in all.
+
+    Stripe's 429s, 5xx and timeouts pass; an event is `failed` for them only once they outlast `give_up_after`
+    (Stripe's own redelivery window is 3 days).
+    """
+
+    first_pause: timedelta = timedelta(seconds=30)
+    max_pause: timedelta = timedelta(hours=1)
+    give_up_after: timedelta = timedelta(days=3)
+
+    def pause(self, waits_so_far: int) -> timedelta:
+        """The first pause, doubling with each wait, up to `max_pause`."""
+        pause: timedelta = self.first_pause * (2 ** min(waits_so_far, 30))
+        return min(pause, self.max_pause)
 
 
 # --- edges -----------------------------------------------------------------------------------------------
@@ -62,7 +116,9 @@ class EntitlementSource(Protocol):
 
 
 class EventSource(Protocol):
-    def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]: ...
+    def list_events_page(
+        self, types: list[str], created_gte: int, undelivered: bool, starting_after: str | None = None
+    ) -> EventPage: ...
 
 
 class StripeReader(EntitlementSource, EventSource, Protocol):
@@ -90,6 +146,20 @@ class JobQueue(Protocol):
 
     def ping(self) -> None:
         """Raise QueueUnavailable unless the broker answers."""
+
+
+class AccessExplainer(Protocol):
+    """Every feature of a customer with its reason: effective access (`explain.Explainer`); the Stripe mirror
+    alone is `customers.MirrorExplainer`."""
+
+    def explain_customer(self, customer_id: str) -> list[AccessLine]: ...
+
+
+class GrantSource(Protocol):
+    """Grants and denials made outside Stripe (`overrides.Overrides`; `customers.NoGrants` keeps none)."""
+
+    def grants_of(self, customer_id: str) -> list[ManualGrant] | None:
+        """The customer's grants, or None when this deployment has no grants at all."""
 
 
 class Pacer(Protocol):

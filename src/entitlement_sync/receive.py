@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -138,6 +139,28 @@ class Receiver:
                 session, event_id, EventStatus.QUEUED, self._clock(), only_from=[EventStatus.RECEIVED]
             )
         return True
+
+    def enqueue_many(self, event_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Enqueue committed events; returns (queued, pending). The first broker failure leaves the rest pending
+        for the sweep rather than waiting out a timeout per event."""
+        queued: list[str] = []
+        if not self._breaker.allows():
+            log.info("queue.skipped", pending=len(event_ids), reason="broker failed recently; left for the sweep")
+            return queued, list(event_ids)
+        for event_id in event_ids:
+            try:
+                self._queue.enqueue_event(event_id)
+            except QueueUnavailable as error:
+                self._breaker.failed()
+                log.warning("queue.unavailable", pending=len(event_ids) - len(queued), error=str(error))
+                self._telemetry.enqueue_failed("receiver")
+                break
+            queued.append(event_id)
+        if queued:
+            self._breaker.succeeded()
+            with transaction(self._new_session) as session:
+                store.inbox.mark_queued(session, queued, self._clock())
+        return queued, list(event_ids[len(queued) :])
 
     def reason_to_ignore(self, event: InboundEvent) -> str | None:
         """Why this event is not for us (type, mode, no customer); None when it is to be processed."""

@@ -37,6 +37,11 @@ class Settings:
     # Stripe allows about 25 requests/s per endpoint; the workers share this budget through Redis. 0: unpaced.
     stripe_requests_per_second: float = 20.0
     webhook_tolerance_seconds: int = 300
+    # The ops console (/console) is off unless a token is set. Its session cookie is signed with
+    # `ops_console_secret_key`, or, when that is empty, with a key derived from the token: every process then
+    # signs alike, and changing the token logs everyone out.
+    ops_console_token: str = field(default="", repr=False)
+    ops_console_secret_key: str = field(default="", repr=False)
     max_retries: int = 8
     min_backoff_ms: int = 1_000
     max_backoff_ms: int = 300_000
@@ -46,6 +51,9 @@ class Settings:
     # The receiver enqueues right after its commit; the sweep leaves a `received` event alone this long.
     received_grace_seconds: int = 10
     sweep_interval_seconds: int = 30
+    # An event whose retries ran out while Stripe was unavailable waits for the sweep (pauses from
+    # sweep_interval_seconds, doubling up to an hour) this long before it is `failed`: Stripe's own 3 days.
+    retry_unavailable_for_seconds: int = 3 * 24 * 3600
     queue_name: str = "entitlement-sync"
     redis_namespace: str = "entitlement-sync"
     # Every Redis call is a small write or a short script: a second means Redis hangs, and a webhook waiting on
@@ -119,12 +127,17 @@ class Settings:
             access_api_tokens=_split(env.get("ACCESS_API_TOKENS")),
             stripe_timeout_seconds=number("STRIPE_TIMEOUT_SECONDS", defaults.stripe_timeout_seconds),
             stripe_requests_per_second=number("STRIPE_MAX_REQUESTS_PER_SECOND", defaults.stripe_requests_per_second),
+            ops_console_token=env.get("OPS_CONSOLE_TOKEN", ""),
+            ops_console_secret_key=env.get("OPS_CONSOLE_SECRET_KEY", ""),
             max_retries=int(number("SYNC_MAX_RETRIES", defaults.max_retries)),
             min_backoff_ms=int(number("SYNC_MIN_BACKOFF_MS", defaults.min_backoff_ms)),
             max_backoff_ms=int(number("SYNC_MAX_BACKOFF_MS", defaults.max_backoff_ms)),
             stuck_after_seconds=int(number("STUCK_AFTER_SECONDS", defaults.stuck_after_seconds)),
             received_grace_seconds=int(number("RECEIVED_GRACE_SECONDS", defaults.received_grace_seconds)),
             sweep_interval_seconds=int(number("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)),
+            retry_unavailable_for_seconds=int(
+                number("RETRY_UNAVAILABLE_FOR_SECONDS", defaults.retry_unavailable_for_seconds)
+            ),
             redis_namespace=env.get("REDIS_NAMESPACE") or defaults.redis_namespace,
             redis_timeout_seconds=number("REDIS_TIMEOUT_SECONDS", defaults.redis_timeout_seconds),
             redis_connect_timeout_seconds=number(

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import stripe
 
 from .errors import InvalidWebhook, StripeRejected, StripeUnavailable
-from .ports import ActiveEntitlement, CatalogFeature, NoTelemetry, ProductFeatureLink, Telemetry
+from .ports import ActiveEntitlement, CatalogFeature, EventPage, NoTelemetry, ProductFeatureLink, Telemetry
 
 T = TypeVar("T")
 
@@ -52,13 +52,23 @@ class StripeGateway:
         items = self._each(pages, {"customer": customer_id}, "active_entitlements", missing_param="customer")
         return [_active_entitlement(item) for item in items]
 
-    def list_events(self, types: list[str], created_gte: int, undelivered: bool) -> Iterator[dict[str, Any]]:
-        """Events from the Events API (the last 30 days only), newest first, as the JSON a webhook carries."""
-        params: dict[str, Any] = {"types": sorted(types), "created": {"gte": created_gte}}
+    def list_events_page(
+        self, types: list[str], created_gte: int, undelivered: bool, starting_after: str | None = None
+    ) -> EventPage:
+        """One page (100) of the Events API (the last 30 days only), newest first: one paced request.
+
+        Each event is the JSON of Stripe's response body, exactly as the API returned it. Not the SDK's object:
+        stripe-python turns decimal strings (`unit_amount_decimal`, ...) into `Decimal`, which `to_dict()`
+        keeps and JSON cannot store; and a webhook delivers that same JSON, so both paths store one shape.
+        """
+        params: dict[str, Any] = {"types": sorted(types), "created": {"gte": created_gte}, "limit": 100}
         if undelivered:
             params["delivery_success"] = False
-        for item in self._each(self._client.v1.events.list, params, "events"):
-            yield _as_sent(item)
+        if starting_after:
+            params["starting_after"] = starting_after
+        page = _translating_errors(partial(self._page, self._client.v1.events.list, params, "events", None))
+        body = json.loads(page.last_response.body)
+        return EventPage(events=list(body["data"]), has_more=bool(body.get("has_more")))
 
     def list_subscription_customers(self) -> Iterator[str]:
         """The customer of every subscription, in any status (a canceled one may still hold a grant here)."""
@@ -130,12 +140,6 @@ def _header(headers: Any, name: str) -> str | None:
         if key.lower() == name.lower():
             return str(value)
     return None
-
-
-def _as_sent(item: Any) -> dict[str, Any]:
-    """The object's JSON as Stripe sent it. stripe-python turns decimal strings (a price's
-    `unit_amount_decimal`) into Decimal, which a JSON column cannot store: they become Stripe's strings again."""
-    return dict(json.loads(json.dumps(item.to_dict(recursive=True), default=str)))
 
 
 def _active_entitlement(item: Any) -> ActiveEntitlement:

@@ -10,7 +10,10 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 from . import store
 from .db import SessionFactory, transaction
@@ -20,7 +23,8 @@ from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, sub
 from .logs import bound, get_logger
 from .models import EventStatus, StripeEvent
 from .policy import PolicyRules
-from .ports import ActiveEntitlement, Clock, EntitlementSource, NoTelemetry, Telemetry
+from .ports import ActiveEntitlement, Clock, EntitlementSource, NoTelemetry, Telemetry, WaitRule
+from .store.inbox import Unavailability
 
 log = get_logger(__name__)
 
@@ -48,10 +52,12 @@ class Syncer:
         new_session: SessionFactory,
         stripe: EntitlementSource,
         clock: Clock,
+        wait: WaitRule | None = None,
         telemetry: Telemetry | None = None,
         access_policy: AccessPolicy | None = None,
     ) -> None:
         self._new_session = new_session
+        self._wait = wait or WaitRule()
         self._stripe = stripe
         self._clock = clock
         self._telemetry = telemetry or NoTelemetry()
@@ -64,7 +70,7 @@ class Syncer:
 
     def reading_from(self, stripe: EntitlementSource) -> Syncer:
         """The same use case over another source (`sync all`'s paced gateway), with the same access policy."""
-        return Syncer(self._new_session, stripe, self._clock, self._telemetry, self._policy)
+        return Syncer(self._new_session, stripe, self._clock, self._wait, self._telemetry, self._policy)
 
     def sync_customer(
         self, customer_id: str, *, cause: str | None = None, seen_at_seq: int | None = None
@@ -91,6 +97,7 @@ class Syncer:
                 return SyncResult(customer_id, fetched=True, applied=False)
             now = self._clock()
             diff = store.access.replace_entitlements(session, customer_id, fetched, cause, now)
+            store.inbox.supersede_synced(session, now, customer_id)
             self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
         self._telemetry.customer_synced("applied", time.perf_counter() - started)
@@ -114,7 +121,7 @@ class Syncer:
         return SyncResult(customer_id, fetched=True, applied=False, granted=diff.granted, revoked=revoked)
 
     def process_event(self, event_id: str, *, final_attempt: bool = True) -> Outcome:
-        """Apply one stored event. Raises StripeUnavailable when a later attempt may succeed.
+        """Apply one stored event. Raises StripeUnavailable when a later attempt of the queue may succeed.
 
         A failure is written to the event's row before anything is raised, so SQL always tells the story.
         """
@@ -124,27 +131,27 @@ class Syncer:
             if claimed is None:
                 return Outcome(event_id, None)
             event, attempt_id = claimed
+            # Back from waiting, an event gets one try per turn: the sweep's growing pauses space its tries now.
+            final_attempt = final_attempt or event.waits > 0
             with bound(type=event.type, customer=event.customer_id):
                 return self._process(event, attempt_id, final_attempt)
 
     def _process(self, event: StripeEvent, attempt_id: int, final_attempt: bool) -> Outcome:
-        event_id = event.id
         handler = self._handlers.get(event.type)
         if handler is None or event.customer_id is None:
             reason = f"event type {event.type} is not handled" if handler is None else "event names no customer"
-            self._finish(event, attempt_id, EventStatus.IGNORED, reason)
-            return Outcome(event_id, EventStatus.IGNORED, reason)
+            return self._finish(event, attempt_id, EventStatus.IGNORED, reason)
         try:
             result = handler(event)
         except StripeUnavailable as error:
-            status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
-            self._finish(event, attempt_id, status, str(error))
             if final_attempt:
-                return Outcome(event_id, status, str(error))
+                return self._wait_or_fail(event, attempt_id, str(error))
+            outcome = self._finish(event, attempt_id, EventStatus.QUEUED, str(error), self._unavailable(event))
+            if outcome.status is None:  # overtaken: the attempt that owns the event decides, not our retries
+                return outcome
             raise
         except StripeRejected as error:
-            self._finish(event, attempt_id, EventStatus.FAILED, str(error))
-            return Outcome(event_id, EventStatus.FAILED, str(error))
+            return self._finish(event, attempt_id, EventStatus.FAILED, str(error))
         except StorageUnavailable as error:
             # The database, not the event: never `failed` for it, however many tries it took. Left unfinished,
             # the event goes back to a worker through the sweep once the database is back.
@@ -157,9 +164,28 @@ class Syncer:
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
             self._finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
             raise
-        self._finish(event, attempt_id, EventStatus.PROCESSED, None)
-        self._applied(event)
-        return Outcome(event_id, EventStatus.PROCESSED, sync=result)
+        outcome = self._finish(event, attempt_id, EventStatus.PROCESSED, None)
+        if outcome.status is not None:
+            self._applied(event)
+        return replace(outcome, sync=result)
+
+    def _unavailable(self, event: StripeEvent, retry_at: datetime | None = None) -> Unavailability:
+        since = event.unavailable_since or self._clock()
+        return Unavailability(since, event.waits + (retry_at is not None), retry_at)
+
+    def _wait_or_fail(self, event: StripeEvent, attempt_id: int, error: str) -> Outcome:
+        """Stripe is unavailable and the queue's retries are spent: wait for the sweep, with a pause that
+        doubles each time, until Stripe has been unavailable for this event longer than the window."""
+        now = self._clock()
+        since = event.unavailable_since or now
+        if now - since >= self._wait.give_up_after:
+            error = (
+                f"{error} (Stripe unavailable since {since:%Y-%m-%d %H:%M:%S} UTC: past RETRY_UNAVAILABLE_FOR_SECONDS)"
+            )
+            return self._finish(event, attempt_id, EventStatus.FAILED, error, self._unavailable(event))
+        retry_at = now + self._wait.pause(event.waits)
+        unavailable = self._unavailable(event, retry_at)
+        return self._finish(event, attempt_id, EventStatus.WAITING, error, unavailable, now)
 
     def _applied(self, event: StripeEvent) -> None:
         # The table now holds a state at least as new as the event, whether this job fetched it or an
@@ -181,10 +207,37 @@ class Syncer:
                 self._policy.recompute(session, snapshot.customer_id, inbound.id)
         return self._on_summary_event(event)
 
-    def _finish(self, event: StripeEvent, attempt_id: int, status: EventStatus, error: str | None) -> None:
+    def _finish(
+        self,
+        event: StripeEvent,
+        attempt_id: int,
+        status: EventStatus,
+        error: str | None,
+        unavailable: Unavailability | None = None,
+        now: datetime | None = None,
+    ) -> Outcome:
+        now = now or self._clock()
         with transaction(self._new_session) as session:
-            store.inbox.finish_attempt(session, event.id, attempt_id, status, error, self._clock())
+            if status in (EventStatus.FAILED, EventStatus.WAITING) and _seen_by_applied_fetch(session, event):
+                status = EventStatus.SUPERSEDED  # a later fetch was applied while this attempt ran
+            owned = store.inbox.finish_attempt(
+                session, event.id, attempt_id, status, error, now, unavailable=unavailable
+            )
+        first_line = (error or "").split("\n")[0] or None
+        if not owned:
+            log.info("event.overtaken", event_id=event.id, status=status, error=first_line)
+            return Outcome(event.id, None, error)
         outcome = "retrying" if status == EventStatus.QUEUED else str(status)
         self._telemetry.event_finished(event.type, outcome)
-        first_line = (error or "").split("\n")[0] or None
         log.info("event.finished", event_id=event.id, status=status, outcome=outcome, error=first_line)
+        return Outcome(event.id, status, error)
+
+
+def _seen_by_applied_fetch(session: Session, event: StripeEvent) -> bool:
+    """True when a fetch that started after the event was stored has been applied: its effect is in the table.
+
+    (A fetch applied concurrently with this check is caught by the sweep's `supersede_synced` pass.)
+    """
+    if event.customer_id is None or event.customer_seq is None:
+        return False
+    return store.access.applied_seq(session, event.customer_id) > event.customer_seq

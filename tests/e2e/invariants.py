@@ -1,6 +1,7 @@
 """What every scenario ends with: the access table equals what the simulator's billing model derives (each
-customer's active entitlements, ids included), and the inbox holds every delivered event as processed or
-deliberately ignored, none failed or unfinished. Read straight from SQL.
+customer's active entitlements, ids included), and the inbox holds every delivered event as processed,
+superseded (a later fetch applied its effect) or deliberately ignored, none failed, waiting or unfinished.
+Read straight from SQL.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from sqlalchemy.pool import NullPool
 from entitlement_sync.models import UNFINISHED, EffectiveAccess, Entitlement, EventAttempt, EventStatus, StripeEvent
 from entitlement_sync.testing import BillingModel, WebhookSender
 
-FINISHED = {EventStatus.PROCESSED, EventStatus.IGNORED}
+FINISHED = {EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED}
+NOT_DONE = (*UNFINISHED, EventStatus.WAITING)  # waiting for Stripe: the sweep will try it again
 Rows = set[tuple[str, str, str]]  # (feature id, lookup key, entitlement id)
 
 
@@ -43,7 +45,7 @@ class Snapshot:
 
     @property
     def unfinished(self) -> int:
-        return sum(self.statuses[status] for status in UNFINISHED)
+        return sum(self.statuses[status] for status in NOT_DONE)
 
     @property
     def converged(self) -> bool:

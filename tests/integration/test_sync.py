@@ -163,15 +163,19 @@ def test_a_permanent_failure_is_kept_on_the_row_without_retrying(client, contain
     assert "AuthenticationError: HTTP 401" in stored.last_error
 
 
-def test_an_event_still_failing_after_the_last_retry_is_failed_with_its_error(client, container, worker, fake_stripe):
+def test_an_event_still_unavailable_after_the_last_retry_waits_for_the_sweep_not_failed(
+    client, container, worker, fake_stripe
+):
     retries = container.settings.max_retries
     fake_stripe.fail_next(503, times=retries + 1)
     payload = summary_event("cus_1", [])
     post_webhook(client, payload)
     settle(container)
     stored = stored_event(container, payload["id"])
-    assert (stored.status, stored.attempts) == (EventStatus.FAILED, retries + 1)
+    assert (stored.status, stored.attempts, stored.waits) == (EventStatus.WAITING, retries + 1, 1)
     assert "HTTP 503" in stored.last_error
+    pause = timedelta(seconds=container.settings.sweep_interval_seconds)
+    assert stored.retry_at - stored.status_changed_at == pause
 
 
 def test_subscription_events_keep_a_mirror_where_an_older_event_never_wins(client, container, worker, fake_stripe):

@@ -85,17 +85,20 @@ def test_processing_reports_outcome_freshness_sync_and_access_changes(counted, r
     assert all(since_created >= since_received >= 0 for since_created, since_received in freshness)
 
 
-def test_a_retried_and_a_failed_event_are_told_apart(counted, recorder, fake_stripe):
+def test_a_retried_a_waiting_and_a_failed_event_are_told_apart(counted, recorder, fake_stripe):
     client = create_app(counted).test_client()
-    event = a_summary()
+    event, refused = a_summary(), a_summary()
     post_webhook(client, event)
+    post_webhook(client, refused)
     fake_stripe.fail_next(429, times=2)
     with pytest.raises(StripeUnavailable, match="429"):
         counted.syncer.process_event(event["id"], final_attempt=False)
-    counted.syncer.process_event(event["id"], final_attempt=True)
-    outcomes = [outcome for _, outcome in recorder.named("event_finished")]
-    assert outcomes == ["retrying", "failed"]
+    counted.syncer.process_event(event["id"], final_attempt=True)  # Stripe unavailable: waits for the sweep
     assert recorder.named("stripe_called") == [("active_entitlements", "429", "global-rate")] * 2
+    fake_stripe.fail_next(401)
+    counted.syncer.process_event(refused["id"], final_attempt=False)  # needs a person: failed at once
+    outcomes = [outcome for _, outcome in recorder.named("event_finished")]
+    assert outcomes == ["retrying", "waiting", "failed"]
 
 
 class RefusingQueue:

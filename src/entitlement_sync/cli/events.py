@@ -124,6 +124,7 @@ def _print_event(detail: EventDetail) -> None:
 @click.option("--failed", is_flag=True, help="Replay every failed event (narrow with --since, --type).")
 @click.option("--since", type=Since(), help="With --failed: received since 2h, 3d, or an ISO date/time.")
 @click.option("--type", "event_type", help="With --failed: only this event type.")
+@click.option("--limit", type=click.IntRange(1), help="With --failed: at most this many (oldest event id first).")
 @click.option("--wait", is_flag=True, help="Wait for the outcome of each replayed event.")
 @click.option("--timeout", default=120.0, show_default=True, type=float, help="Seconds --wait waits at most.")
 @dry_run_option
@@ -135,6 +136,7 @@ def replay_events(
     failed: bool,
     since: datetime | None,
     event_type: str | None,
+    limit: int | None,
     wait: bool,
     timeout: float,
     dry_run: bool,
@@ -143,10 +145,12 @@ def replay_events(
     """Put events back through processing (a replay of a processed event is harmless)."""
     if bool(event_ids) == failed:
         raise click.UsageError("give event ids, or --failed (not both)")
-    if (since or event_type) and not failed:
-        raise click.UsageError("--since and --type go with --failed")
-    ids = list(event_ids) or container.inbox.failed_event_ids(since, event_type)
-    report = container.inbox.replay(ids, dry_run=dry_run)
+    if (since or event_type or limit) and not failed:
+        raise click.UsageError("--since, --type and --limit go with --failed")
+    if failed:
+        report = container.inbox.replay_failed(since, event_type, limit=limit, dry_run=dry_run)
+    else:
+        report = container.inbox.replay(list(event_ids), dry_run=dry_run)
     outcomes = container.inbox.wait_for(report.queued + report.pending, timeout) if wait and not dry_run else None
     document = _replay_document(report, outcomes, dry_run)
     if as_json:
@@ -154,7 +158,7 @@ def replay_events(
     else:
         _print_replay(document, outcomes)
     not_found = any(reason.startswith("not in the inbox") for reason in report.skipped.values())
-    unsuccessful = any(row.status not in (EventStatus.PROCESSED,) for row in outcomes or [])
+    unsuccessful = any(row.status not in (EventStatus.PROCESSED, EventStatus.SUPERSEDED) for row in outcomes or [])
     if not_found or unsuccessful:
         raise SystemExit(1)
 
@@ -194,20 +198,25 @@ def _print_replay(document: dict[str, Any], outcomes: list[EventSummary] | None)
 def recover_events(container: Container, since: datetime, undelivered: bool, dry_run: bool, as_json: bool) -> None:
     """Fetch the handled events the inbox lacks from Stripe's Events API; store and process them."""
     with progress_bar("events", enabled=not as_json) as advance:
-        report = container.backfiller.recover(since, undelivered=undelivered, dry_run=dry_run, progress=advance)
-    for warning in report.warnings:
-        note(f"warning: {warning}")
+        report = container.backfiller.recover(
+            since,
+            undelivered=undelivered,
+            dry_run=dry_run,
+            progress=advance,
+            warn=lambda text: note(f"warning: {text}"),
+        )
     if as_json:
         print_json(report)
         return
-    stored = "would store" if dry_run else "stored and queued"
+    stored = "would store and process" if dry_run else "stored and queued"
     click.echo(
         f"types: {len(HANDLED_TYPES)} handled types; since {when(since)} UTC"
         + (" (undelivered only)" if undelivered else "")
     )
     click.echo(
         f"seen {report.seen}, already in inbox {report.already_in_inbox}, {stored} {report.stored}, "
-        f"ignored {report.ignored}, invalid {report.invalid}"
+        f"{'would ignore' if dry_run else 'ignored'} {report.ignored}, invalid {report.invalid}, "
+        f"in {report.pages} page(s)"
     )
 
 

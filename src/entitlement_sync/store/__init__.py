@@ -4,6 +4,16 @@ owns the transaction.
 Callers read as sentences: `store.inbox.claim_for_processing(session, …)`, `store.access.claim_apply(…)`.
 """
 
-from . import access, catalog, checkpoints, effective, inbox, locks, overrides, subscriptions
+from . import access, catalog, checkpoints, effective, inbox, inbox_activity, locks, overrides, subscriptions
 
-__all__ = ["access", "catalog", "checkpoints", "effective", "inbox", "locks", "overrides", "subscriptions"]
+__all__ = [
+    "access",
+    "catalog",
+    "checkpoints",
+    "effective",
+    "inbox",
+    "inbox_activity",
+    "locks",
+    "overrides",
+    "subscriptions",
+]

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, s
 from sqlalchemy.orm import Session
 
 from ..models import (
-    UNFINISHED,
+    CLAIMABLE,
     AccessOverride,
     CustomerSyncState,
     EffectiveAccess,
@@ -163,7 +163,7 @@ _APPLIED_SEQ = (
 )
 _UNSEEN_EVENT = exists().where(
     StripeEvent.customer_id == bindparam("customer"),
-    StripeEvent.status.in_([*UNFINISHED, EventStatus.FAILED]),
+    StripeEvent.status.in_([*CLAIMABLE, EventStatus.FAILED]),  # in flight, waiting for Stripe, or failed
     or_(StripeEvent.customer_seq.is_(None), and_(StripeEvent.customer_seq >= _APPLIED_SEQ)),
 )
 _SYNC_STATE = select(_SYNCED_AT, _UNSEEN_EVENT)

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..events import InboundEvent
-from ..models import UNFINISHED, EventAttempt, EventStatus, StripeEvent
+from ..models import CLAIMABLE, UNFINISHED, CustomerSyncState, EventAttempt, EventStatus, StripeEvent
 from ..ports import StuckRule
 from ._sql import rows_changed, upsert
 
@@ -64,11 +64,15 @@ def set_status(
 
 
 def claim_for_processing(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int] | None:
-    """Mark the event processing and open an attempt; None when it is finished or unknown."""
+    """Mark the event processing and open an attempt that owns it; None when it is finished or unknown.
+
+    A later claim (the sweep's, after a worker died) takes ownership over an earlier one: the earlier attempt
+    may still run to its end, but its finish no longer changes the event.
+    """
     claimed = rows_changed(
         session,
         update(StripeEvent)
-        .where(StripeEvent.id == event_id, StripeEvent.status.in_(UNFINISHED))
+        .where(StripeEvent.id == event_id, StripeEvent.status.in_(CLAIMABLE))
         .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now),
     )
     if not claimed:
@@ -76,23 +80,73 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
     attempt = EventAttempt(event_id=event_id, started_at=now)
     session.add(attempt)
     session.flush()
+    session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(claimed_by=attempt.id))
     event = session.get(StripeEvent, event_id)
     assert event is not None
     return event, attempt.id
 
 
+@dataclass(frozen=True)
+class Unavailability:
+    """Stripe could not be reached for this event: since when, how many sweep pauses so far, the next try."""
+
+    since: datetime
+    waits: int = 0
+    retry_at: datetime | None = None  # None: the queue retries it, not the sweep
+
+
 def finish_attempt(
-    session: Session, event_id: str, attempt_id: int, status: EventStatus, error: str | None, now: datetime
-) -> None:
-    values: dict[str, Any] = {"status": status, "status_changed_at": now}
+    session: Session,
+    event_id: str,
+    attempt_id: int,
+    status: EventStatus,
+    error: str | None,
+    now: datetime,
+    *,
+    unavailable: Unavailability | None = None,
+) -> bool:
+    """Close the attempt, and set the event's outcome if this attempt still owns it; False when it did not."""
+    values: dict[str, Any] = {"status": status, "status_changed_at": now, "claimed_by": None}
     if status == EventStatus.PROCESSED:
         values["processed_at"] = now
     if error is not None or status == EventStatus.PROCESSED:
         values["last_error"] = error
-    session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(**values))
-    session.execute(
-        update(EventAttempt).where(EventAttempt.id == attempt_id).values(finished_at=now, outcome=status, error=error)
+    if unavailable is not None:
+        values.update(unavailable_since=unavailable.since, waits=unavailable.waits)
+    values["retry_at"] = unavailable.retry_at if unavailable and status == EventStatus.WAITING else None
+    if status in (EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED):
+        values.update(unavailable_since=None, waits=0)
+    owned = rows_changed(
+        session,
+        update(StripeEvent).where(StripeEvent.id == event_id, StripeEvent.claimed_by == attempt_id).values(**values),
     )
+    outcome, note = (status.value, error) if owned else ("overtaken", f"ended {status}; a later attempt owns the event")
+    if not owned and error:
+        note = f"{note}: {error}"
+    session.execute(
+        update(EventAttempt).where(EventAttempt.id == attempt_id).values(finished_at=now, outcome=outcome, error=note)
+    )
+    return owned == 1
+
+
+def supersede_synced(session: Session, now: datetime, customer_id: str | None = None) -> int:
+    """Mark `superseded` every failed or waiting event whose customer was since synced by a fetch that started
+    after the event was stored (its `customer_seq` is below the customer's `applied_seq`): its effect is in the
+    access table, so it needs no retry and no alert."""
+    applied = (
+        select(CustomerSyncState.applied_seq)
+        .where(CustomerSyncState.customer_id == StripeEvent.customer_id)
+        .scalar_subquery()
+    )
+    statement = update(StripeEvent).where(
+        StripeEvent.status.in_((EventStatus.FAILED, EventStatus.WAITING)),
+        StripeEvent.customer_seq.is_not(None),
+        StripeEvent.customer_seq < applied,
+    )
+    if customer_id is not None:
+        statement = statement.where(StripeEvent.customer_id == customer_id)
+    values = {"status": EventStatus.SUPERSEDED, "status_changed_at": now, "retry_at": None}
+    return rows_changed(session, statement.values(**values).execution_options(synchronize_session=False))
 
 
 def is_stuck(now: datetime, rule: StuckRule) -> ColumnElement[bool]:
@@ -109,9 +163,19 @@ def is_stuck(now: datetime, rule: StuckRule) -> ColumnElement[bool]:
     return or_(never_enqueued, abandoned)
 
 
-def stuck_event_ids(session: Session, now: datetime, rule: StuckRule, limit: int = 1000) -> list[str]:
-    statement = select(StripeEvent.id).where(is_stuck(now, rule))
+def is_due(now: datetime) -> ColumnElement[bool]:
+    """Waiting for Stripe, and its pause is over: the sweep hands it to a worker again. Not "stuck"."""
+    return and_(StripeEvent.status == EventStatus.WAITING, StripeEvent.retry_at <= now)
+
+
+def event_ids_to_requeue(session: Session, now: datetime, rule: StuckRule, limit: int = 1000) -> list[str]:
+    """What the sweep hands to a worker again: the stuck, and the waiting whose time has come."""
+    statement = select(StripeEvent.id).where(or_(is_stuck(now, rule), is_due(now)))
     return list(session.scalars(statement.order_by(StripeEvent.received_at).limit(limit)))
+
+
+def count_stuck(session: Session, now: datetime, rule: StuckRule) -> int:
+    return int(session.scalar(select(func.count()).select_from(StripeEvent).where(is_stuck(now, rule))) or 0)
 
 
 @dataclass(frozen=True)
@@ -152,29 +216,62 @@ def known_event_ids(session: Session, event_ids: Sequence[str]) -> set[str]:
     return found
 
 
-def failed_event_ids(session: Session, since: datetime | None, event_type: str | None) -> list[str]:
-    statement = select(StripeEvent.id).where(StripeEvent.status == EventStatus.FAILED)
+def failed_event_ids(
+    session: Session, since: datetime | None, event_type: str | None, *, after: str = "", limit: int = 1000
+) -> list[str]:
+    """One page of failed events, in id order after `after`: a keyset, so a replay of 100,000 reads them in
+    pages and never revisits an event that failed again meanwhile."""
+    statement = select(StripeEvent.id).where(StripeEvent.status == EventStatus.FAILED, StripeEvent.id > after)
     if since:
         statement = statement.where(StripeEvent.received_at >= since)
     if event_type:
         statement = statement.where(StripeEvent.type == event_type)
-    return list(session.scalars(statement.order_by(StripeEvent.received_at)))
+    return list(session.scalars(statement.order_by(StripeEvent.id).limit(limit)))
 
 
-def reopen_event(session: Session, event_id: str, now: datetime, *, was_ignored: bool = False) -> bool:
-    """Put an event back to `received`, to be enqueued; an ignored one only once the caller re-checked it."""
-    replayable = [status for status in EventStatus if status != EventStatus.IGNORED]
-    statement = update(StripeEvent).where(StripeEvent.id == event_id)
-    statement = statement.where(StripeEvent.status.in_([EventStatus.IGNORED] if was_ignored else replayable))
-    values: dict[str, Any] = {"status": EventStatus.RECEIVED, "status_changed_at": now}
-    if was_ignored:
-        values["last_error"] = None  # the reason it was ignored no longer holds
-    return rows_changed(session, statement.values(**values)) == 1
+_REOPENED = {
+    "status": EventStatus.RECEIVED,
+    "claimed_by": None,  # an attempt still running loses the event: the replay's job decides its outcome
+    "unavailable_since": None,  # a fresh start: the operator decided to try again
+    "waits": 0,
+    "retry_at": None,
+}
+
+
+def reopen_events(session: Session, event_ids: Sequence[str], now: datetime, only_from: Iterable[str]) -> set[str]:
+    """Put these events back to `received` (to be enqueued) if their status is one of `only_from`; returns the
+    ids it reopened. One statement per call: callers pass batches."""
+    statement = (
+        update(StripeEvent)
+        .where(StripeEvent.id.in_(list(event_ids)), StripeEvent.status.in_(list(only_from)))
+        .values(**_REOPENED, status_changed_at=now)
+        .returning(StripeEvent.id)
+        .execution_options(synchronize_session=False)
+    )
+    return set(session.scalars(statement))
+
+
+def reopen_ignored_event(session: Session, event_id: str, now: datetime) -> bool:
+    """Put an ignored event back to `received`, once the caller re-checked it would now be accepted."""
+    statement = update(StripeEvent).where(StripeEvent.id == event_id, StripeEvent.status == EventStatus.IGNORED)
+    # The reason it was ignored no longer holds.
+    return rows_changed(session, statement.values(**_REOPENED, status_changed_at=now, last_error=None)) == 1
+
+
+def mark_queued(session: Session, event_ids: Sequence[str], now: datetime) -> None:
+    """Only from received: a fast worker may already have moved them on."""
+    statement = update(StripeEvent).where(
+        StripeEvent.id.in_(list(event_ids)), StripeEvent.status == EventStatus.RECEIVED
+    )
+    session.execute(statement.values(status=EventStatus.QUEUED, status_changed_at=now))
 
 
 def events_by_id(session: Session, event_ids: Sequence[str]) -> dict[str, StripeEvent]:
-    rows = session.scalars(select(StripeEvent).where(StripeEvent.id.in_(list(event_ids))))
-    return {row.id: row for row in rows}
+    found: dict[str, StripeEvent] = {}
+    for start in range(0, len(event_ids), 500):  # SQLite caps the number of bound parameters
+        chunk = list(event_ids[start : start + 500])
+        found.update((row.id, row) for row in session.scalars(select(StripeEvent).where(StripeEvent.id.in_(chunk))))
+    return found
 
 
 def count_by_status(session: Session) -> dict[str, int]:

@@ -74,6 +74,12 @@ def product_ids_in_use(session: Session) -> set[str]:
     return products
 
 
+def of_customer(session: Session, customer_id: str) -> list[Subscription]:
+    """The customer's mirrored subscriptions, the most recently changed first."""
+    statement = select(Subscription).where(Subscription.customer_id == customer_id)
+    return list(session.scalars(statement.order_by(Subscription.event_created.desc(), Subscription.id)))
+
+
 def all_subscriptions(session: Session) -> list[tuple[str, str, list[str]]]:
     """Every mirrored subscription as (customer, status, product ids)."""
     statement = select(Subscription.customer_id, Subscription.status, Subscription.product_ids)

@@ -10,6 +10,7 @@ from ..bootstrap import Container, bootstrap
 from ..errors import StorageUnavailable
 from ..logs import configure_logging, get_logger
 from ..settings import Settings
+from . import console
 from .access import access
 from .health import health
 from .metrics import metrics
@@ -41,4 +42,5 @@ def create_app(container: Container | None = None) -> Flask:
     def http_error(error: HTTPException) -> ResponseReturnValue:
         return jsonify(error=error.description), error.code or 500
 
+    console.install(app)  # after the surfaces: it mounts itself only where the read API is (internal)
     return app
