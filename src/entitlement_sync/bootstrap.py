@@ -20,7 +20,8 @@ from .backfill import Backfiller
 from .breaker import CircuitBreaker
 from .catalog import Catalog
 from .customers import CustomerLookup
-from .db import PoolOptions, SessionFactory, create_db_engine, session_factory
+from .db import PoolOptions, SessionFactory, create_db_engine, schema_revisions, session_factory
+from .doctor import Doctor
 from .drift import CatalogDrift
 from .effective import AccessPolicy
 from .explain import Explainer
@@ -38,7 +39,14 @@ from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
-from .tasks import DramatiqQueue, SweepMiddleware, build_redis_broker, declare_process_event, worker_metrics_middleware
+from .tasks import (
+    DramatiqQueue,
+    SweepMiddleware,
+    build_redis_broker,
+    declare_process_event,
+    ping_broker,
+    worker_metrics_middleware,
+)
 from .telemetry import PrometheusTelemetry, multiprocess_mode
 
 log = get_logger(__name__)
@@ -196,3 +204,40 @@ def pool_options(settings: Settings, threads: int) -> PoolOptions:
         statement_timeout_seconds=settings.database_statement_timeout_seconds,
         connect_timeout_seconds=settings.database_connect_timeout_seconds,
     )
+
+
+class _DatabaseProbe:
+    """The DatabaseProbe port over an engine: `doctor`'s questions to the database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def revisions(self) -> tuple[str | None, str]:
+        return schema_revisions(self._engine)
+
+    def a_known_customer(self) -> str | None:
+        from . import store
+
+        with session_factory(self._engine)() as session:
+            return store.access.a_customer_with_access(session)
+
+
+def build_doctor(settings: Settings | None = None, container: Container | None = None) -> Doctor:
+    """The doctor, building each part only when asked: a malformed setting must be reported, not crash it.
+
+    With a container (tests, or a command that has one), its parts are examined instead.
+    """
+    settings = container.settings if container else (settings or Settings.from_env())
+
+    def gateway() -> StripeGateway:
+        if container:
+            return container.gateway
+        return StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+
+    def database() -> _DatabaseProbe:
+        return _DatabaseProbe(container.engine if container else create_db_engine(settings.database_url))
+
+    def ping() -> None:
+        ping_broker(container.broker if container else build_redis_broker(settings))
+
+    return Doctor(settings, gateway, database, ping)

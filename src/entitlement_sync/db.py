@@ -100,6 +100,20 @@ def ping(engine: Engine) -> None:
         raise StorageUnavailable(str(error).splitlines()[0]) from error
 
 
+def schema_revisions(engine: Engine) -> tuple[str | None, str]:
+    """(the revision the database is at, None without a schema; the latest migration's revision)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head() or ""
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except _UNAVAILABLE as error:
+        raise StorageUnavailable(str(error).splitlines()[0]) from error
+    return current, head
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 

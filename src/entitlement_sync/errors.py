@@ -25,5 +25,20 @@ class QueueUnavailable(EntitlementSyncError):
     """The broker cannot take a job right now; the event stays stored and a sweep enqueues it later."""
 
 
+class CustomerNotFound(StripeRejected):
+    """Stripe answered 404 for a customer: deleted, or never known to this key's account and mode."""
+
+
+class WrongStripeAccount(StripeRejected):
+    """Stripe does not know a customer this service holds: STRIPE_API_KEY is of another account or mode.
+
+    Nothing is revoked on it: the rows are kept and the event fails, so that a person fixes the key.
+    """
+
+
+class StripeAccountUnreadable(StripeRejected):
+    """The key may not read `GET /v1/account` (restricted keys never may); not a fault of the key itself."""
+
+
 class InvalidOverride(EntitlementSyncError):
     """A grant or denial that cannot be recorded as asked (an expiry in the past, an unknown or revoked id)."""

@@ -34,6 +34,7 @@ class InboundEvent:
     livemode: bool
     customer_id: str | None
     payload: dict[str, Any]
+    account: str | None = None  # a connected account's id (`acct_...`): the objects live in that account
 
     @property
     def data_object(self) -> dict[str, Any]:
@@ -70,7 +71,19 @@ def event_from_payload(payload: Any) -> InboundEvent:
         livemode=bool(payload.get("livemode", False)),
         customer_id=_customer_of(data["object"]),
         payload=payload,
+        account=payload["account"] if isinstance(payload.get("account"), str) and payload["account"] else None,
     )
+
+
+def connect_reason(account: Any) -> str | None:
+    """Why an event of a connected account is not applied; None for the platform's own events.
+
+    Its customer lives in the connected account: applying it would grant or revoke a platform customer's
+    access from another account's objects (or call Stripe without the `Stripe-Account` header it needs).
+    """
+    if not account:
+        return None
+    return f"event of connected account {account}: Stripe Connect is not supported (one account per deployment)"
 
 
 def _customer_of(data_object: dict[str, Any]) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -44,6 +45,22 @@ class ProductFeatureLink:
     id: str
     product_id: str
     feature: CatalogFeature
+
+
+class CustomerState(StrEnum):
+    """What `GET /v1/customers/{id}` says of a customer, for this key's account and mode."""
+
+    EXISTS = "exists"
+    DELETED = "deleted"  # `{"id": ..., "object": "customer", "deleted": true}`
+    UNKNOWN = "unknown"  # 404: never a customer of this account and mode
+
+
+@dataclass(frozen=True)
+class StripeAccount:
+    """`GET /v1/account`: whose key this is."""
+
+    id: str
+    name: str | None
 
 
 @dataclass(frozen=True)
@@ -112,7 +129,11 @@ class WaitRule:
 
 
 class EntitlementSource(Protocol):
-    def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]: ...
+    def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
+        """Every active entitlement; raises CustomerNotFound when Stripe answers 404 for the customer."""
+        ...
+
+    def customer_state(self, customer_id: str) -> CustomerState: ...
 
 
 class EventSource(Protocol):
@@ -132,6 +153,28 @@ class StripeReader(EntitlementSource, EventSource, Protocol):
 
     def paced(self, before_call: Callable[[], None]) -> StripeReader:
         """The same reader, calling `before_call` (a rate pacer) before each request."""
+        ...
+
+
+class StripeProbe(EntitlementSource, Protocol):
+    """What `doctor` asks Stripe."""
+
+    def retrieve_account(self) -> StripeAccount:
+        """Raises StripeAccountUnreadable when the key may not ask (restricted keys)."""
+        ...
+
+    def list_one_customer(self) -> str | None: ...
+
+
+class DatabaseProbe(Protocol):
+    """What `doctor` asks the database; each raises StorageUnavailable when it cannot be reached."""
+
+    def revisions(self) -> tuple[str | None, str]:
+        """(the schema's revision, the latest migration's)."""
+        ...
+
+    def a_known_customer(self) -> str | None:
+        """A customer this database holds access rows for (the most recently synced), or None."""
         ...
 
 

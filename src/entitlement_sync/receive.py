@@ -11,7 +11,7 @@ from . import store
 from .breaker import CircuitBreaker
 from .db import SessionFactory, transaction
 from .errors import InvalidWebhook, QueueUnavailable, StorageUnavailable
-from .events import HANDLED_TYPES, InboundEvent, parse_event
+from .events import HANDLED_TYPES, InboundEvent, connect_reason, parse_event
 from .logs import bound, get_logger
 from .models import EventStatus
 from .ports import Clock, JobQueue, NoTelemetry, Telemetry, WebhookVerifier
@@ -163,9 +163,11 @@ class Receiver:
         return queued, list(event_ids[len(queued) :])
 
     def reason_to_ignore(self, event: InboundEvent) -> str | None:
-        """Why this event is not for us (type, mode, no customer); None when it is to be processed."""
+        """Why this event is not for us (type, account, mode, no customer); None when it is to be processed."""
         if event.type not in HANDLED_TYPES:
             return f"event type {event.type} is not handled"
+        if event.account:
+            return connect_reason(event.account)
         if self._livemode is not None and event.livemode != self._livemode:
             mode = "live" if event.livemode else "test"
             key_mode = "live" if self._livemode else "test"

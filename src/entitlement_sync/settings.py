@@ -76,6 +76,22 @@ class Settings:
     # Dramatiq's Prometheus exposition server (the workers' /metrics); its default port.
     worker_metrics_host: str = "0.0.0.0"
     worker_metrics_port: int = 9191
+    # False when DATABASE_URL was not set and `database_url` is the local SQLite default (fine for dev only).
+    database_url_given: bool = True
+
+    def missing_for(self, role: str) -> list[str]:
+        """The required variables that are not set for `role` (`serve`, `worker`, `db upgrade`), in the order named.
+
+        No default stands in for them: a service that starts without a key cannot sync anyone, and one without
+        DATABASE_URL would write to a local SQLite file that no other process reads.
+        """
+        required = {
+            "STRIPE_API_KEY": bool(self.stripe_api_key),
+            "STRIPE_WEBHOOK_SECRETS": bool(self.webhook_secrets) or role != "serve",
+            "DATABASE_URL": self.database_url_given,
+        }
+        return [name for name, present in required.items() if not present]
+
     # The access policy (policy.py). Defaults change nothing: effective access is Stripe's entitlements.
     access_withhold_statuses: frozenset[str] = frozenset()
     past_due_grace_days: float | None = None  # None: past_due keeps access for ever
@@ -116,13 +132,17 @@ class Settings:
         defaults = cls()
 
         def number(name: str, default: float) -> float:
-            return float(env[name]) if env.get(name) else default
+            try:
+                return float(env[name]) if env.get(name) else default
+            except ValueError:
+                raise ValueError(f"{name} must be a number, not {env[name]!r}") from None
 
         return cls(
             stripe_api_key=env.get("STRIPE_API_KEY", ""),
             webhook_secrets=_split(env.get("STRIPE_WEBHOOK_SECRETS")),
             stripe_api_base=env.get("STRIPE_API_BASE") or defaults.stripe_api_base,
             database_url=env.get("DATABASE_URL") or defaults.database_url,
+            database_url_given=bool(env.get("DATABASE_URL")),
             redis_url=env.get("REDIS_URL") or defaults.redis_url,
             access_api_tokens=_split(env.get("ACCESS_API_TOKENS")),
             stripe_timeout_seconds=number("STRIPE_TIMEOUT_SECONDS", defaults.stripe_timeout_seconds),

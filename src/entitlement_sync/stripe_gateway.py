@@ -10,8 +10,17 @@ from typing import Any, TypeVar
 
 import stripe
 
-from .errors import InvalidWebhook, StripeRejected, StripeUnavailable
-from .ports import ActiveEntitlement, CatalogFeature, EventPage, NoTelemetry, ProductFeatureLink, Telemetry
+from .errors import CustomerNotFound, InvalidWebhook, StripeAccountUnreadable, StripeRejected, StripeUnavailable
+from .ports import (
+    ActiveEntitlement,
+    CatalogFeature,
+    CustomerState,
+    EventPage,
+    NoTelemetry,
+    ProductFeatureLink,
+    StripeAccount,
+    Telemetry,
+)
 
 T = TypeVar("T")
 
@@ -47,10 +56,55 @@ class StripeGateway:
         return twin
 
     def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
-        """Every active entitlement of the customer; none for a customer Stripe no longer has."""
+        """Every active entitlement of the customer.
+
+        Raises CustomerNotFound on a 404 for the customer: Stripe answers so for a deleted customer and
+        equally for a key of another account or mode, so the caller must ask which (`customer_state`).
+        """
         pages = self._client.v1.entitlements.active_entitlements.list
-        items = self._each(pages, {"customer": customer_id}, "active_entitlements", missing_param="customer")
+        try:
+            items = list(self._each(pages, {"customer": customer_id}, "active_entitlements"))
+        except StripeRejected as error:
+            cause = error.__cause__
+            if isinstance(cause, stripe.InvalidRequestError) and _missing(cause, "customer"):
+                raise CustomerNotFound(str(error)) from cause
+            raise
         return [_active_entitlement(item) for item in items]
+
+    def customer_state(self, customer_id: str) -> CustomerState:
+        """`GET /v1/customers/{id}`: a deleted customer is still answered (`deleted: true`); a 404 is unknown."""
+
+        def retrieve(_: Any) -> Any:
+            return self._client.v1.customers.retrieve(customer_id)
+
+        customer = _translating_errors(partial(self._page, retrieve, {}, "customers", "id"))
+        if customer is None:
+            return CustomerState.UNKNOWN
+        return CustomerState.DELETED if getattr(customer, "deleted", False) else CustomerState.EXISTS
+
+    def retrieve_account(self) -> StripeAccount:
+        """`GET /v1/account`: whose key this is. Restricted keys may never ask: StripeAccountUnreadable."""
+
+        def retrieve(_: Any) -> Any:
+            return self._client.v1.accounts.retrieve_current()
+
+        try:
+            account = _translating_errors(partial(self._page, retrieve, {}, "account", None))
+        except StripeRejected as error:
+            if isinstance(error.__cause__, stripe.PermissionError):
+                raise StripeAccountUnreadable(str(error)) from error.__cause__
+            raise
+        settings = getattr(account, "settings", None)
+        dashboard = getattr(settings, "dashboard", None) if settings else None
+        profile = getattr(account, "business_profile", None)
+        name = getattr(dashboard, "display_name", None) or (getattr(profile, "name", None) if profile else None)
+        return StripeAccount(id=account.id, name=name)
+
+    def list_one_customer(self) -> str | None:
+        """The id of the newest customer of the account, or None: a cheap proof that the key reads customers."""
+        listing = self._client.v1.customers.list
+        page = _translating_errors(partial(self._page, listing, {"limit": 1}, "customers", None))
+        return page.data[0].id if page is not None and page.data else None
 
     def list_events_page(
         self, types: list[str], created_gte: int, undelivered: bool, starting_after: str | None = None
@@ -123,7 +177,7 @@ class StripeGateway:
             status = str(error.http_status) if error.http_status else "error"
             reason = _header(error.headers, "Stripe-Rate-Limited-Reason")
             self._telemetry.stripe_called(endpoint, status, time.perf_counter() - started, reason)
-            # A deleted customer or product has nothing; Stripe says so with a 404.
+            # A deleted product has nothing; Stripe says so with a 404. (Customers: see list_active_entitlements.)
             if isinstance(error, stripe.InvalidRequestError) and _missing(error, missing_param):
                 return None
             raise

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 from . import store
 from .db import SessionFactory, transaction
 from .effective import AccessPolicy
-from .errors import StorageUnavailable, StripeRejected, StripeUnavailable
-from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, event_from_payload, subscription_snapshot
+from .errors import CustomerNotFound, StorageUnavailable, StripeRejected, StripeUnavailable, WrongStripeAccount
+from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, connect_reason, event_from_payload, subscription_snapshot
 from .logs import bound, get_logger
 from .models import EventStatus, StripeEvent
 from .policy import PolicyRules
-from .ports import ActiveEntitlement, Clock, EntitlementSource, NoTelemetry, Telemetry, WaitRule
+from .ports import ActiveEntitlement, Clock, CustomerState, EntitlementSource, NoTelemetry, Telemetry, WaitRule
 from .store.inbox import Unavailability
 
 log = get_logger(__name__)
@@ -36,6 +36,39 @@ class SyncResult:
     applied: bool  # False when a fetch that started later won the race
     granted: list[ActiveEntitlement] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)  # lookup keys
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A fetch of one customer's entitlements, taken under `ticket`, not yet applied."""
+
+    customer_id: str
+    ticket: int
+    entitlements: list[ActiveEntitlement]
+    started: float  # time.perf_counter() when the fetch began, for telemetry
+
+
+def fetch_entitlements(source: EntitlementSource, customer_id: str) -> list[ActiveEntitlement]:
+    """The customer's active entitlements; none only for a customer Stripe reports deleted.
+
+    Stripe answers 404 for a deleted customer and equally for a key of another account or mode. Reading the
+    second as "has nothing" would revoke everyone the moment a wrong key is deployed, so ask which it is.
+    """
+    try:
+        return source.list_active_entitlements(customer_id)
+    except CustomerNotFound as error:
+        state = source.customer_state(customer_id)
+        if state is CustomerState.DELETED:
+            return []
+        if state is CustomerState.UNKNOWN:
+            raise WrongStripeAccount(
+                f"Stripe has no customer {customer_id} for this STRIPE_API_KEY: the key belongs to another "
+                "account or mode (test/live) than the customer's (account/mode mismatch); nothing was revoked. "
+                "Check STRIPE_API_KEY (`entitlement-sync doctor`)."
+            ) from error
+        raise StripeRejected(
+            f"Stripe answered 404 for the entitlements of {customer_id}, who exists: {error}"
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -84,9 +117,26 @@ class Syncer:
             if seen_at_seq is not None and store.access.applied_seq(session, customer_id) > seen_at_seq:
                 self._telemetry.event_coalesced()
                 return SyncResult(customer_id, fetched=False, applied=False)
-            ticket = store.access.advance_customer_seq(session, customer_id)
+        return self.apply(self.fetch(customer_id), cause=cause)
+
+    def fetch(self, customer_id: str, *, take_ticket: bool = True) -> Fetched:
+        """Take a ticket, then fetch: `apply` may write it only if no fetch with a later ticket was applied.
+
+        Without a ticket (a dry run writes nothing, not even the sequence) the fetch can never be applied.
+        """
+        ticket = 0
+        if take_ticket:
+            with transaction(self._new_session) as session:
+                ticket = store.access.advance_customer_seq(session, customer_id)
         started = time.perf_counter()
-        fetched = self._stripe.list_active_entitlements(customer_id)
+        return Fetched(customer_id, ticket, fetch_entitlements(self._stripe, customer_id), started)
+
+    def apply(self, fetched: Fetched, *, cause: str | None = None) -> SyncResult:
+        """Replace the customer's rows with a fetch, unless a fetch that started later was applied meanwhile.
+
+        (`sync all` may hold a fetch a while before applying it: its telemetry duration includes the wait.)
+        """
+        customer_id, ticket, started = fetched.customer_id, fetched.ticket, fetched.started
         with transaction(self._new_session) as session:
             # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
             # which the receiver needs for every event it stores.
@@ -96,7 +146,7 @@ class Syncer:
                 self._telemetry.customer_synced("dropped", time.perf_counter() - started)
                 return SyncResult(customer_id, fetched=True, applied=False)
             now = self._clock()
-            diff = store.access.replace_entitlements(session, customer_id, fetched, cause, now)
+            diff = store.access.replace_entitlements(session, customer_id, fetched.entitlements, cause, now)
             store.inbox.supersede_synced(session, now, customer_id)
             self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
@@ -114,7 +164,7 @@ class Syncer:
 
     def preview_customer(self, customer_id: str) -> SyncResult:
         """What a sync would change now, without writing anything: the dry run of `sync_customer`."""
-        fetched = self._stripe.list_active_entitlements(customer_id)
+        fetched = fetch_entitlements(self._stripe, customer_id)
         with self._new_session() as session:
             diff = store.access.diff_entitlements(store.access.entitlements_of(session, customer_id), fetched)
         revoked = [row.lookup_key for row in diff.revoked]
@@ -138,8 +188,8 @@ class Syncer:
 
     def _process(self, event: StripeEvent, attempt_id: int, final_attempt: bool) -> Outcome:
         handler = self._handlers.get(event.type)
-        if handler is None or event.customer_id is None:
-            reason = f"event type {event.type} is not handled" if handler is None else "event names no customer"
+        reason = _reason_to_skip(event, handler is not None)
+        if handler is None or reason:
             return self._finish(event, attempt_id, EventStatus.IGNORED, reason)
         try:
             result = handler(event)
@@ -241,3 +291,13 @@ def _seen_by_applied_fetch(session: Session, event: StripeEvent) -> bool:
     if event.customer_id is None or event.customer_seq is None:
         return False
     return store.access.applied_seq(session, event.customer_id) > event.customer_seq
+
+
+def _reason_to_skip(event: StripeEvent, handled: bool) -> str | None:
+    if not handled:
+        return f"event type {event.type} is not handled"
+    if event.customer_id is None:
+        return "event names no customer"
+    # An event stored before Connect events were ignored on receipt must not reach a platform customer either.
+    account = event.payload.get("account") if isinstance(event.payload, dict) else None
+    return connect_reason(account)

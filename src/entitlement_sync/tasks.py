@@ -100,13 +100,18 @@ class DramatiqQueue:
             raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
 
     def ping(self) -> None:
-        client = getattr(self._broker, "client", None)
-        if client is None:
-            return
-        try:
-            client.ping()
-        except (redis.RedisError, OSError) as error:
-            raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
+        ping_broker(self._broker)
+
+
+def ping_broker(broker: dramatiq.Broker) -> None:
+    """Raise QueueUnavailable unless the broker's Redis answers (an in-memory broker always does)."""
+    client = getattr(broker, "client", None)
+    if client is None:
+        return
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
 
 
 class SweepMiddleware(Middleware):

@@ -4,7 +4,8 @@ import pytest
 import requests
 import stripe as stripe_sdk
 
-from entitlement_sync.errors import StripeUnavailable
+from entitlement_sync.errors import CustomerNotFound, StripeUnavailable
+from entitlement_sync.ports import CustomerState
 from entitlement_sync.stripe_gateway import StripeGateway
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
 
@@ -71,14 +72,17 @@ def test_limits_one_and_a_hundred_are_accepted(stripe, client):
     assert len(client.v1.entitlements.active_entitlements.list({"customer": "cus_1", "limit": 100}).data) == 3
 
 
-def test_a_deleted_customer_is_a_404_resource_missing_and_the_gateway_reads_it_as_nothing(stripe, client, server):
+def test_a_deleted_customer_is_a_404_resource_missing_and_the_gateway_asks_who_it_is(stripe, client, server):
     customer_with_features(stripe, 2)
     stripe.delete_customer("cus_1")
     with pytest.raises(stripe_sdk.InvalidRequestError) as raised:
         client.v1.entitlements.active_entitlements.list({"customer": "cus_1"})
     error = raised.value
     assert (error.http_status, error.code, error.param) == (404, "resource_missing", "customer")
-    assert StripeGateway(API_KEY, server.url, timeout_seconds=5).list_active_entitlements("cus_1") == []
+    gateway = StripeGateway(API_KEY, server.url, timeout_seconds=5)
+    with pytest.raises(CustomerNotFound):
+        gateway.list_active_entitlements("cus_1")
+    assert gateway.customer_state("cus_1") is CustomerState.DELETED
 
 
 def test_a_missing_customer_param_is_a_400(client):

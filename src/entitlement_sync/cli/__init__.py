@@ -13,6 +13,7 @@ from ..errors import EntitlementSyncError
 from . import overrides as _overrides  # noqa: F401  (registers grant/deny/... on `access`)
 from .access import access
 from .demo import demo
+from .doctor import doctor
 from .events import events
 from .features import features
 from .run import db, dev, serve, worker
@@ -35,5 +36,5 @@ def main() -> None:
     """Keep a local feature-access table in step with Stripe Billing Entitlements."""
 
 
-for command in (db, serve, worker, dev, demo, events, sync, features, access):
+for command in (db, serve, worker, dev, demo, doctor, events, sync, features, access):
     main.add_command(command)

@@ -22,7 +22,7 @@ def db_upgrade(revision: str) -> None:
     """Apply the migrations to DATABASE_URL."""
     from ..db import upgrade
 
-    settings = Settings.from_env()
+    settings = _settings_for("db upgrade")
     upgrade(settings.database_url, revision)
     click.echo(f"database at revision {revision}: {_without_password(settings.database_url)}")
 
@@ -35,8 +35,10 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run the webhook receiver and read API under gunicorn."""
     from ..telemetry import prepare_metrics_dir
 
+    settings = _settings_for("serve")
+
     # Before gunicorn starts: prometheus_client picks multiprocess mode when it is imported.
-    os.environ.update(prepare_metrics_dir(Settings.from_env().metrics_dir, "web"))
+    os.environ.update(prepare_metrics_dir(settings.metrics_dir, "web"))
     _exec(
         "gunicorn",
         [
@@ -63,7 +65,7 @@ def worker(processes: int, threads: int) -> None:
     from ..tasks import worker_metrics_environment
     from ..telemetry import prepare_metrics_dir
 
-    settings = Settings.from_env()
+    settings = _settings_for("worker")
     metrics = prepare_metrics_dir(settings.metrics_dir, "worker")
     os.environ.update(metrics)
     directory = metrics["PROMETHEUS_MULTIPROC_DIR"]
@@ -104,6 +106,20 @@ def dev(host: str, port: int) -> None:
     start_in_process_worker(container.broker)
     click.echo(f"entitlement-sync dev: http://{host}:{port}  database: {_without_password(settings.database_url)}")
     create_app(container).run(host=host, port=port, threaded=True)
+
+
+def _settings_for(role: str) -> Settings:
+    """The settings, or exit 2 with one line naming what is missing: better than starting to fail quietly."""
+    settings = Settings.from_env()
+    missing = settings.missing_for(role)
+    if missing:
+        names = ", ".join(missing)
+        click.echo(
+            f"error: {names} {'is' if len(missing) == 1 else 'are'} not set (required by `entitlement-sync {role}`)",
+            err=True,
+        )
+        raise SystemExit(2)
+    return settings
 
 
 def _exec(module: str, arguments: list[str]) -> None:

@@ -116,6 +116,18 @@ def replace_entitlements(
     return diff
 
 
+def a_customer_with_access(session: Session) -> str | None:
+    """The most recently synced customer who holds a row (else any synced one): a customer Stripe must know."""
+    synced = (
+        select(CustomerSyncState.customer_id)
+        .where(CustomerSyncState.synced_at.is_not(None))
+        .order_by(CustomerSyncState.synced_at.desc())
+        .limit(1)
+    )
+    holding = synced.where(exists().where(Entitlement.customer_id == CustomerSyncState.customer_id))
+    return session.scalar(holding) or session.scalar(synced)
+
+
 def entitlements_of(session: Session, customer_id: str) -> list[Entitlement]:
     statement = select(Entitlement).where(Entitlement.customer_id == customer_id)
     return list(session.scalars(statement.order_by(Entitlement.lookup_key, Entitlement.feature_id)))

@@ -45,7 +45,8 @@ def list_active_entitlements(model: BillingModel, query: Query, _: dict[str, str
     if not customer:
         return bad_param("customer", "Missing required param: customer.")
     with model.lock:
-        if customer in model.deleted_customers:
+        unknown = not model.lenient_customers and customer not in model.customers
+        if customer in model.deleted_customers or unknown:
             return missing("customer", f"No such customer: '{customer}'")
         items = model.active_entitlements(customer)
         if "data.feature" in many(query, "expand"):
@@ -141,7 +142,30 @@ def retrieve_customer(model: BillingModel, query: Query, path_ids: dict[str, str
     return missing("id", f"No such customer: '{customer_id}'")
 
 
+def list_customers(model: BillingModel, query: Query, _: dict[str, str]) -> Answer:
+    """Newest first (here: by id, descending); deleted customers are left out, as Stripe does."""
+    with model.lock:
+        customers = [shapes.customer(customer_id) for customer_id in sorted(model.customers, reverse=True)]
+    return paginated(query, "/v1/customers", customers)
+
+
+def retrieve_account(model: BillingModel, query: Query, _: dict[str, str]) -> Answer:
+    return 200, {}, shapes.account(model.account_id)
+
+
+def restricted_key_refused(model: BillingModel, api_key: str) -> Answer:
+    """Stripe's 403 for `GET /v1/account` with a restricted key: no permission grants it."""
+    message = (
+        f"The provided key '{api_key[:8]}***' does not have the required permissions for this endpoint on account "
+        f"'{model.account_id}'. This is a restricted API key, but the required permissions are not available "
+        "for use by restricted keys."
+    )
+    return 403, {}, shapes.error_body("invalid_request_error", message)
+
+
 _FIXED: dict[str, Route] = {
+    "/v1/account": retrieve_account,
+    "/v1/customers": list_customers,
     "/v1/entitlements/active_entitlements": list_active_entitlements,
     "/v1/entitlements/features": list_features,
     "/v1/subscriptions": list_subscriptions,

@@ -30,6 +30,10 @@ class BillingModel:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.lock = threading.RLock()
+        self.account_id = shapes.new_id("acct")
+        # Answer customers never created as existing with nothing granted (a convenience for tests); False:
+        # a 404 `resource_missing`, as Stripe answers (the model of another account than the customers').
+        self.lenient_customers = True
         self.features: dict[str, Feature] = {}
         self.products: dict[str, Product] = {}
         self.customers: set[str] = set()

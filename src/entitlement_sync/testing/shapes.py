@@ -82,6 +82,23 @@ def product_feature(attachment_id: str, feature_json: dict[str, Any], *, livemod
     return stripe_object("product_feature", id=attachment_id, entitlement_feature=feature_json, livemode=livemode)
 
 
+def account(account_id: str, name: str = "Simulated account") -> dict[str, Any]:
+    """`GET /v1/account` (the fields a platform's own account shows; most are left out)."""
+    return {
+        "id": account_id,
+        "object": "account",
+        "business_profile": {"name": name, "url": None, "support_email": None},
+        "charges_enabled": True,
+        "country": "US",
+        "default_currency": "usd",
+        "details_submitted": True,
+        "email": None,
+        "payouts_enabled": True,
+        "settings": {"dashboard": {"display_name": name, "timezone": "Etc/UTC"}},
+        "type": "standard",
+    }
+
+
 def list_page(url: str, data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return stripe_object("list_active_entitlements.stripe_mock_response", url=url, data=data, has_more=has_more)
 

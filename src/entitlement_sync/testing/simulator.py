@@ -62,6 +62,16 @@ class FakeStripe(BillingModel):
         self.calls: list[Call] = []
         self._hooks: list[RequestHook] = []
         self._calls_lock = threading.Lock()
+        self._other_accounts: dict[str, BillingModel] = {}
+
+    def add_key_of_another_account(self, api_key: str) -> str:
+        """Accept `api_key` as the key of another account, which has none of this one's customers (a wrong
+        STRIPE_API_KEY): its requests get 404 for every customer, empty lists, and that account's id. Returns it.
+        """
+        other = BillingModel(self.clock)
+        other.lenient_customers = False
+        self._other_accounts[api_key] = other
+        return other.account_id
 
     def truth(self, customer_id: str) -> set[tuple[str, str]]:
         """What Stripe says the customer has: {(feature id, lookup key)}."""
@@ -102,7 +112,9 @@ class FakeStripe(BillingModel):
 
     def _answer(self, method: str, path: str, query: Query, headers: dict[str, str]) -> Answer:
         authorization = {key.lower(): value for key, value in headers.items()}.get("authorization", "")
-        if authorization != f"Bearer {self.api_key}":
+        api_key = authorization.removeprefix("Bearer ")
+        model = self if api_key == self.api_key else self._other_accounts.get(api_key)
+        if model is None:
             return 401, {}, shapes.error_body("invalid_request_error", "Invalid API Key provided")
         fault = self.faults.before_answering()
         if fault is not None:
@@ -111,7 +123,9 @@ class FakeStripe(BillingModel):
         if found is None:
             return api.unrecognised(method, path)
         handler, path_ids = found
-        return handler(self, query, path_ids)
+        if handler is api.retrieve_account and api_key.startswith("rk_"):
+            return api.restricted_key_refused(model, api_key)
+        return handler(model, query, path_ids)
 
 
 class StripeSimulatorServer:
