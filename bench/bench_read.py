@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert
 from entitlement_sync import AccessReader
 from entitlement_sync.db import create_db_engine, upgrade
 from entitlement_sync.logs import configure_logging
-from entitlement_sync.models import Base, CustomerSyncState, Entitlement, utcnow
+from entitlement_sync.models import Base, CustomerSyncState, EffectiveAccess, Entitlement, utcnow
 
 CUSTOMERS, FEATURES, READS = 10_000, 5, 20_000
 
@@ -39,6 +39,22 @@ def populate(url: str) -> None:
                     "lookup_key": f"feature_{f}",
                     "entitlement_id": f"ent_{c}_{f}",
                     "granted_at": now,
+                }
+                for c in range(CUSTOMERS)
+                for f in range(FEATURES)
+            ],
+        )
+        connection.execute(  # what the policy makes of them: has_access reads this table
+            insert(EffectiveAccess),
+            [
+                {
+                    "customer_id": f"cus_{c}",
+                    "lookup_key": f"feature_{f}",
+                    "granted": True,
+                    "reason": "stripe_entitlement",
+                    "sources": [{"kind": "entitlement", "id": f"ent_{c}_{f}", "detail": f"feat_{f}"}],
+                    "since": now,
+                    "computed_at": now,
                 }
                 for c in range(CUSTOMERS)
                 for f in range(FEATURES)
@@ -71,6 +87,7 @@ def main() -> None:
     print(f"{CUSTOMERS} customers x {FEATURES} entitlements on {url.split(':')[0]}, {READS} random reads")
     measure("AccessReader.has_access", reader.has_access, READS)
     measure("AccessReader.entitlements_for", lambda c, _f: reader.entitlements_for(c), READS)
+    measure("AccessReader.check", reader.check, READS)
 
 
 if __name__ == "__main__":

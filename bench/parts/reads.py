@@ -23,15 +23,15 @@ from ..services import Stack, reset_tables
 from ..wrk import run as wrk_run
 
 CUSTOMERS, FEATURES = 100_000, 5
-ACCESS_TO = (
-    "SELECT EXISTS (SELECT 1 FROM entitlements WHERE customer_id = {p} AND lookup_key = {p}),"
-    " (SELECT synced_at FROM customer_sync_state WHERE customer_id = {p})"
-)
+# What `has_access` asks since effective access (issue 10): one primary-key lookup of the policy's answer.
+ACCESS_TO = "SELECT granted FROM effective_access WHERE customer_id = {p} AND lookup_key = {p}"
 POPULATE = """
 WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < {last}),
 f(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM f WHERE n < {features})
 INSERT INTO entitlements (customer_id, feature_id, lookup_key, entitlement_id, granted_at)
 SELECT 'cus_' || c.n, 'feat_' || f.n, 'feature_' || f.n, 'ent_' || c.n || '_' || f.n, CURRENT_TIMESTAMP FROM c, f;
+INSERT INTO effective_access (customer_id, lookup_key, granted, reason, sources, since, computed_at)
+SELECT customer_id, lookup_key, true, 'stripe_entitlement', '[]', granted_at, granted_at FROM entitlements;
 WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < {last})
 INSERT INTO customer_sync_state (customer_id, seq, applied_seq, synced_at)
 SELECT 'cus_' || c.n, 1, 1, CURRENT_TIMESTAMP FROM c;
@@ -44,7 +44,7 @@ def populate_postgres(cfg: Config) -> None:
         for statement in POPULATE.format(last=CUSTOMERS - 1, features=FEATURES - 1).split(";"):
             if statement.strip():
                 db.execute(statement)
-        db.execute("ANALYZE entitlements; ANALYZE customer_sync_state")
+        db.execute("ANALYZE entitlements; ANALYZE effective_access; ANALYZE customer_sync_state")
 
 
 def populate_sqlite() -> str:
@@ -101,11 +101,11 @@ def run(cfg: Config) -> dict[str, Any]:
     populate_postgres(cfg)
     with psycopg.connect(cfg.dsn, autocommit=True, prepare_threshold=0) as db:
         sql = ACCESS_TO.format(p="%s")
-        postgres = in_process(cfg.database_url, lambda c, k: db.execute(sql, (c, k, c)).fetchone(), samples, cfg.reps)
+        postgres = in_process(cfg.database_url, lambda c, k: db.execute(sql, (c, k)).fetchone(), samples, cfg.reps)
     sqlite_url = populate_sqlite()
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), check_same_thread=False) as lite:
         sql = ACCESS_TO.format(p="?")
-        sqlite = in_process(sqlite_url, lambda c, k: lite.execute(sql, (c, k, c)).fetchone(), samples, cfg.reps)
+        sqlite = in_process(sqlite_url, lambda c, k: lite.execute(sql, (c, k)).fetchone(), samples, cfg.reps)
     figures = {
         "customers": CUSTOMERS,
         "rows_per_customer": FEATURES,

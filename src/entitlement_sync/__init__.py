@@ -1,5 +1,5 @@
 """entitlement-sync: keep a local feature-access table in step with Stripe Billing Entitlements."""
 
-from .access import AccessReader, CustomerAccess, Granted
+from .access import AccessDecision, AccessReader, CustomerAccess, EffectiveListing, Granted
 
-__all__ = ["AccessReader", "CustomerAccess", "Granted"]
+__all__ = ["AccessDecision", "AccessReader", "CustomerAccess", "EffectiveListing", "Granted"]

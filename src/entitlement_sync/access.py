@@ -3,17 +3,24 @@
 from entitlement_sync import AccessReader
 reader = AccessReader.connect(os.environ["DATABASE_URL"])
 if reader.has_access("cus_123", "api_access"): ...
+reader.check("cus_123", "api_access")   # the same answer as a value: granted, reason, sources, stale
+
+`has_access` and `check` read effective access (the policy over Stripe's entitlements, see policy.py);
+`entitlements_for` reads Stripe's mirror as it is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from . import store
 from .db import create_db_engine, outages_reported
+from .models import utcnow
+from .policy import reason_without_decision
+from .ports import Clock
 
 
 @dataclass(frozen=True)
@@ -35,26 +42,85 @@ class CustomerAccess:
         return {granted.lookup_key for granted in self.entitlements}
 
 
+@dataclass(frozen=True)
+class AccessDecision:
+    """May the customer use the lookup key, and why (a value: compare it, log it, return it as JSON)."""
+
+    customer: str
+    lookup_key: str
+    granted: bool
+    reason: str  # stripe_entitlement | manual_grant | catalog | withheld:<status> | manual_denial | ...
+    sources: list[dict[str, str]] = field(default_factory=list)  # {kind, id, detail}: what the reason rests on
+    since: datetime | None = None  # when this decision began (None: no row, nothing ever decided)
+    synced_at: datetime | None = None
+    stale: bool = False  # last sync older than STALE_AFTER_SECONDS, or an event of theirs not yet seen
+
+
+@dataclass(frozen=True)
+class EffectiveListing:
+    customer: str
+    decisions: list[AccessDecision]
+    synced_at: datetime | None
+    stale: bool
+
+    @property
+    def granted_keys(self) -> set[str]:
+        return {decision.lookup_key for decision in self.decisions if decision.granted}
+
+
 class AccessReader:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, stale_after: timedelta | None = None, clock: Clock = utcnow) -> None:
         # Each read is one statement: autocommit spares PostgreSQL the BEGIN and ROLLBACK round trips.
         # (SQLite has no round trips to save, and switching its isolation level per checkout costs more.)
         is_postgres = engine.dialect.name == "postgresql"
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT") if is_postgres else engine
+        self._stale_after = stale_after
+        self._clock = clock
 
     @classmethod
-    def connect(cls, database_url: str) -> AccessReader:
-        return cls(create_db_engine(database_url))
+    def connect(cls, database_url: str, stale_after: timedelta | None = None) -> AccessReader:
+        return cls(create_db_engine(database_url), stale_after)
 
     def has_access(self, customer_id: str, lookup_key: str) -> bool:
-        return self.access_to(customer_id, lookup_key)[0]
+        """Effective access, yes or no: one primary-key lookup."""
+        with outages_reported(), self._engine.connect() as connection:
+            return store.effective.is_granted(connection, customer_id, lookup_key)
+
+    def check(self, customer_id: str, lookup_key: str) -> AccessDecision:
+        """The decision behind `has_access`, with its reason, sources and freshness."""
+        with outages_reported(), self._engine.connect() as connection:
+            row = store.effective.decision_row(connection, customer_id, lookup_key)
+            synced_at, unseen = store.effective.sync_state(connection, customer_id)
+        stale = self._is_stale(synced_at, unseen)
+        if row is None:
+            reason = reason_without_decision(synced_at is not None)
+            return AccessDecision(customer_id, lookup_key, False, reason, synced_at=synced_at, stale=stale)
+        granted, reason, sources, since = row
+        return AccessDecision(customer_id, lookup_key, bool(granted), reason, list(sources), since, synced_at, stale)
+
+    def effective_for(self, customer_id: str) -> EffectiveListing:
+        """Every decision the customer has a row for (granted, withheld or denied), by lookup key."""
+        with outages_reported(), self._engine.connect() as connection:
+            rows = store.effective.decision_rows(connection, customer_id)
+            synced_at, unseen = store.effective.sync_state(connection, customer_id)
+        stale = self._is_stale(synced_at, unseen)
+        decisions = [
+            AccessDecision(customer_id, key, bool(granted), reason, list(sources), since, synced_at, stale)
+            for key, granted, reason, sources, since in rows
+        ]
+        return EffectiveListing(customer_id, decisions, synced_at, stale)
 
     def access_to(self, customer_id: str, lookup_key: str) -> tuple[bool, datetime | None]:
-        """Whether the customer has the feature, and when their access was last synced (None: never).
+        """Whether the customer has the feature (effective access), and when they were last synced (None: never)."""
+        decision = self.check(customer_id, lookup_key)
+        return decision.granted, decision.synced_at
 
-        Raises StorageUnavailable when the database cannot be reached (the HTTP API answers 503)."""
-        with outages_reported(), self._engine.connect() as connection:
-            return store.access.access_to(connection, customer_id, lookup_key)
+    def _is_stale(self, synced_at: datetime | None, unseen_event: bool) -> bool:
+        if unseen_event:
+            return True
+        if self._stale_after is None or synced_at is None:
+            return False
+        return self._clock() - synced_at > self._stale_after
 
     def entitlements_for(self, customer_id: str) -> CustomerAccess:
         with outages_reported(), self._engine.connect() as connection:

@@ -20,12 +20,17 @@ from .access import AccessReader
 from .backfill import Backfiller
 from .breaker import CircuitBreaker
 from .catalog import Catalog
-from .customers import CustomerLookup, MirrorExplainer, NoGrants
+from .customers import CustomerLookup
 from .db import PoolOptions, SessionFactory, create_db_engine, schema_revisions, session_factory, transaction
 from .doctor import Doctor
+from .drift import CatalogDrift
+from .effective import AccessPolicy
+from .explain import Explainer
 from .history import AccessHistory
 from .inbox import Inbox
+from .logs import get_logger
 from .models import utcnow
+from .overrides import Overrides
 from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
 from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry, WaitRule
@@ -46,6 +51,8 @@ from .tasks import (
     worker_metrics_middleware,
 )
 from .telemetry import PrometheusTelemetry, multiprocess_mode
+
+log = get_logger(__name__)
 
 # How often each worker process folds the event counts and checks whether today's prune has run.
 UPKEEP_INTERVAL_SECONDS = 300
@@ -73,6 +80,11 @@ class Container:
     reconciler: Reconciler
     catalog: Catalog
     pruner: Pruner
+    # Effective access: the policy, the operator's grants and denials, and the answers that say why.
+    access_policy: AccessPolicy
+    overrides: Overrides
+    explainer: Explainer
+    drift: CatalogDrift
     telemetry: Telemetry
 
     def __repr__(self) -> str:
@@ -80,12 +92,18 @@ class Container:
         return f"Container(settings={self.settings!r})"
 
     def enable_sweep(self) -> None:
-        """Make every worker of this broker sweep unfinished events at start-up and periodically, and do
-        the upkeep: fold the event counts, prune the inbox once a day when INBOX_RETENTION_DAYS is set."""
-        self.broker.add_middleware(
-            SweepMiddleware(self.sweeper.requeue_unfinished, self.settings.sweep_interval_seconds)
-        )
+        """Make every worker of this broker sweep unfinished events at start-up and periodically (the same
+        thread applies what the clock changes in effective access: expired grants, ended graces), and do the
+        upkeep: fold the event counts, prune the inbox once a day when INBOX_RETENTION_DAYS is set."""
+        self.broker.add_middleware(SweepMiddleware(self.sweep_once, self.settings.sweep_interval_seconds))
         self.broker.add_middleware(UpkeepMiddleware(self.upkeep, UPKEEP_INTERVAL_SECONDS, name="upkeep"))
+
+    def sweep_once(self) -> None:
+        self.sweeper.requeue_unfinished()
+        try:
+            self.access_policy.review_due()
+        except Exception:  # the next round tries again; the requeue above must not wait on this
+            log.exception("sweep.access_review_failed")
 
     def upkeep(self) -> None:
         with transaction(self.new_session) as session:
@@ -150,7 +168,8 @@ def bootstrap(
         first_pause=timedelta(seconds=settings.sweep_interval_seconds),
         give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
     )
-    syncer = Syncer(new_session, stripe, clock, wait, telemetry)
+    access_policy = AccessPolicy(new_session, settings.policy_rules, clock)
+    syncer = Syncer(new_session, stripe, clock, wait, telemetry, access_policy)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
     receiver = Receiver(
@@ -163,6 +182,9 @@ def bootstrap(
         database_breaker=CircuitBreaker(settings.database_breaker_seconds),
         telemetry=telemetry,
     )
+    reader = AccessReader(engine, settings.stale_after, clock)
+    explainer = Explainer(new_session, reader, settings.policy_rules, clock)
+    overrides = Overrides(new_session, access_policy, clock)
     stuck = StuckRule(
         received_grace=timedelta(seconds=settings.received_grace_seconds),
         stuck_after=timedelta(seconds=settings.stuck_after_seconds),
@@ -177,16 +199,20 @@ def bootstrap(
         receiver=receiver,
         syncer=syncer,
         sweeper=Sweeper(new_session, queue, clock, stuck, telemetry),
-        reader=AccessReader(engine),
+        reader=reader,
         gateway=gateway,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
         overview=Overview(new_session, clock, stuck, settings.stripe_requests_per_second),
-        # Issue 10's effective-access policy and grants replace these two.
-        customers=CustomerLookup(new_session, clock, stuck, MirrorExplainer(new_session), NoGrants()),
+        # The console's customer page: effective access with its reasons, and the grants made here.
+        customers=CustomerLookup(new_session, clock, stuck, explainer, overrides),
         backfiller=Backfiller(new_session, paced, receiver, clock, retry),
         reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
-        catalog=Catalog(new_session, gateway, clock, retry),
+        catalog=Catalog(new_session, gateway, clock, retry, access_policy),
+        access_policy=access_policy,
+        overrides=overrides,
+        explainer=explainer,
+        drift=CatalogDrift(new_session),
         pruner=Pruner(new_session, clock),
         telemetry=telemetry,
     )

@@ -13,8 +13,10 @@ from sqlalchemy.orm import Session
 
 from . import store
 from .db import SessionFactory, transaction
+from .effective import AccessPolicy
 from .logs import get_logger
 from .pacing import with_retries
+from .policy import PolicyRules
 from .ports import CatalogFeature, Clock, ProductFeatureLink, Retry, StripeReader
 
 log = get_logger(__name__)
@@ -30,6 +32,7 @@ class CatalogReport:
     products: int = 0
     links_added: int = 0
     links_removed: int = 0
+    access_changes: int = 0  # effective access granted, revoked or re-reasoned by the catalog's change
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,13 @@ class Catalog:
         gateway: StripeReader,
         clock: Clock,
         retry: Retry[Any] = with_retries,
+        access_policy: AccessPolicy | None = None,
     ) -> None:
         self._new_session = new_session
         self._gateway = gateway
         self._clock = clock
         self._retry = retry
+        self._policy = access_policy or AccessPolicy(new_session, PolicyRules(), clock)
 
     def sync(self, extra_products: Iterable[str] = (), *, dry_run: bool = False) -> CatalogReport:
         """Fetch every feature and, for every product we know of (plus `extra_products`), its features."""
@@ -88,10 +93,20 @@ class Catalog:
         report: CatalogReport,
     ) -> None:
         report.new_features, report.changed_features = store.catalog.upsert_features(session, features, self._clock())
+        products: set[str] = set()
+        moved: set[str] = set()
         for product, product_links in links.items():
             added, removed = store.catalog.replace_product_features(session, product, product_links, self._clock())
-            report.links_added += added
-            report.links_removed += removed
+            report.links_added += len(added)
+            report.links_removed += len(removed)
+            if added or removed:
+                products.add(product)
+                moved.update(added + removed)
+        # The catalog is an input of the policy (catalog grants; which subscription carries a feature):
+        # whoever subscribes to a changed product, or holds a moved feature, is recomputed in this transaction.
+        if products:
+            customers = store.effective.customers_on(session, products, moved)
+            report.access_changes = len(self._policy.recompute_many(session, customers, "catalog:sync"))
 
     def _preview(
         self,

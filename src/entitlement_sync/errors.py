@@ -38,3 +38,7 @@ class WrongStripeAccount(StripeRejected):
 
 class StripeAccountUnreadable(StripeRejected):
     """The key may not read `GET /v1/account` (restricted keys never may); not a fault of the key itself."""
+
+
+class InvalidOverride(EntitlementSyncError):
+    """A grant or denial that cannot be recorded as asked (an expiry in the past, an unknown or revoked id)."""

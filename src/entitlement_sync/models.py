@@ -191,6 +191,8 @@ class Subscription(Base):
     event_created: Mapped[int] = mapped_column(BigInteger)
     event_id: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When the subscription went past_due (the event's time), kept while it stays so: the grace runs from it.
+    past_due_since: Mapped[datetime | None]
 
 
 class Feature(Base):
@@ -216,6 +218,63 @@ class ProductFeature(Base):
     feature_id: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
     product_feature_id: Mapped[str] = mapped_column(String(255))
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OverrideKind(StrEnum):
+    GRANT = "grant"
+    DENY = "deny"
+
+
+class AccessOverride(Base):
+    """A grant or denial made here, outside Stripe: who, why, until when. Revoked rows stay, for the record."""
+
+    __tablename__ = "access_overrides"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(255), index=True)
+    lookup_key: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[str] = mapped_column(String(10), doc="grant | deny")
+    expires_at: Mapped[datetime | None]
+    created_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class EffectiveAccess(Base):
+    """Effective access, the policy's answer: one row per lookup key a customer is granted, or refused for a
+    reason worth telling (withheld, denied). `has_access` reads it by primary key. A public contract (README)."""
+
+    __tablename__ = "effective_access"
+
+    customer_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    lookup_key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(40))
+    sources: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    since: Mapped[datetime] = mapped_column(default=utcnow, doc="when this decision (granted, reason) began")
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The moment the clock alone may change the decision (an override expiring, a past_due grace ending):
+    # the sweep recomputes rows whose moment has come.
+    review_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class EffectiveAccessChange(Base):
+    """Append-only history of effective access, with the cause of each change; ids only grow."""
+
+    __tablename__ = "effective_access_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(String(255), index=True)
+    lookup_key: Mapped[str] = mapped_column(String(80))
+    change: Mapped[str] = mapped_column(String(10), doc="granted | revoked | updated (same access, new reason)")
+    granted: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(40))
+    previous_reason: Mapped[str | None] = mapped_column(String(40))
+    sources: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    cause: Mapped[str] = mapped_column(String(255), doc="evt_… | ops:… | override:N[:revoked|:expired] | …")
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class SyncCheckpoint(Base):

@@ -192,14 +192,14 @@ class JobQueue(Protocol):
 
 
 class AccessExplainer(Protocol):
-    """Every feature of a customer with its reason. Today the Stripe mirror (`customers.MirrorExplainer`);
-    issue 10's effective-access policy replaces it in bootstrap without touching the console."""
+    """Every feature of a customer with its reason: effective access (`explain.Explainer`); the Stripe mirror
+    alone is `customers.MirrorExplainer`."""
 
     def explain_customer(self, customer_id: str) -> list[AccessLine]: ...
 
 
 class GrantSource(Protocol):
-    """Grants and denials made outside Stripe; none exist until issue 10 brings them."""
+    """Grants and denials made outside Stripe (`overrides.Overrides`; `customers.NoGrants` keeps none)."""
 
     def grants_of(self, customer_id: str) -> list[ManualGrant] | None:
         """The customer's grants, or None when this deployment has no grants at all."""

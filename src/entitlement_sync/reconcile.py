@@ -111,7 +111,7 @@ class Reconciler:
         after = self._open_checkpoint(resume, dry_run, report)
         customers = [customer for customer in self._all_customers(gateway) if after is None or customer > after]
         report.customers = len(customers)
-        self._walk(Syncer(self._new_session, gateway, self._clock), customers, report, guard, progress)
+        self._walk(self._syncer.reading_from(gateway), customers, report, guard, progress)
         if not dry_run and not guard.stopped:
             with transaction(self._new_session) as session:
                 store.checkpoints.finish_checkpoint(session, CHECKPOINT, self._clock())

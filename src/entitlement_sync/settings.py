@@ -10,14 +10,25 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .policy import SUBSCRIPTION_STATUSES, PolicyRules
+
 # Shown as "<redacted>" (keys keep their prefix, URLs all but the password) by repr() and str().
-_SECRETS = ("stripe_api_key", "webhook_secrets", "access_api_tokens")
+_SECRETS = ("stripe_api_key", "webhook_secrets", "access_api_tokens", "ops_console_token", "ops_console_secret_key")
 _URLS = ("database_url", "redis_url")
 _KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_")
 
 
 def _split(raw: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _flag(raw: str | None) -> bool:
+    value = (raw or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"expected true or false, got {raw!r}")
 
 
 @dataclass(frozen=True, repr=False)
@@ -94,6 +105,31 @@ class Settings:
         }
         return [name for name, present in required.items() if not present]
 
+    # The access policy (policy.py). Defaults change nothing: effective access is Stripe's entitlements.
+    access_withhold_statuses: frozenset[str] = frozenset()
+    past_due_grace_days: float | None = None  # None: past_due keeps access for ever
+    access_catalog_grants: bool = False
+    stale_after_seconds: int | None = None  # None: a quiet customer is never stale for age alone
+
+    def __post_init__(self) -> None:
+        unknown = self.access_withhold_statuses - SUBSCRIPTION_STATUSES
+        if unknown:
+            raise ValueError(
+                f"ACCESS_WITHHOLD_STATUSES: unknown subscription status(es) {', '.join(sorted(unknown))}; "
+                f"Stripe's are {', '.join(sorted(SUBSCRIPTION_STATUSES))}"
+            )
+        if self.past_due_grace_days is not None and self.past_due_grace_days < 0:
+            raise ValueError("PAST_DUE_GRACE_DAYS must be 0 or more (unset: past_due keeps access for ever)")
+
+    @property
+    def policy_rules(self) -> PolicyRules:
+        grace = None if self.past_due_grace_days is None else timedelta(days=self.past_due_grace_days)
+        return PolicyRules(self.access_withhold_statuses, grace, self.access_catalog_grants)
+
+    @property
+    def stale_after(self) -> timedelta | None:
+        return None if not self.stale_after_seconds else timedelta(seconds=self.stale_after_seconds)
+
     @property
     def livemode(self) -> bool | None:
         """The mode of the configured API key, or None when no key says (events are then not filtered)."""
@@ -154,6 +190,10 @@ class Settings:
             worker_metrics_host=env.get("WORKER_METRICS_HOST") or defaults.worker_metrics_host,
             worker_metrics_port=int(number("WORKER_METRICS_PORT", defaults.worker_metrics_port)),
             inbox_retention_days=_retention_days(env.get("INBOX_RETENTION_DAYS")),
+            access_withhold_statuses=frozenset(_split(env.get("ACCESS_WITHHOLD_STATUSES"))),
+            past_due_grace_days=number("PAST_DUE_GRACE_DAYS", -1) if env.get("PAST_DUE_GRACE_DAYS") else None,
+            access_catalog_grants=_flag(env.get("ACCESS_CATALOG_GRANTS")),
+            stale_after_seconds=int(number("STALE_AFTER_SECONDS", 0)) or None,
         )
 
 

@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 
 from . import store
 from .db import SessionFactory, transaction
+from .effective import AccessPolicy
 from .errors import CustomerNotFound, StorageUnavailable, StripeRejected, StripeUnavailable, WrongStripeAccount
 from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, connect_reason, event_from_payload, subscription_snapshot
 from .logs import bound, get_logger
 from .models import EventStatus, StripeEvent
+from .policy import PolicyRules
 from .ports import ActiveEntitlement, Clock, CustomerState, EntitlementSource, NoTelemetry, Telemetry, WaitRule
 from .store.inbox import Unavailability
 
@@ -85,16 +87,23 @@ class Syncer:
         clock: Clock,
         wait: WaitRule | None = None,
         telemetry: Telemetry | None = None,
+        access_policy: AccessPolicy | None = None,
     ) -> None:
         self._new_session = new_session
         self._wait = wait or WaitRule()
         self._stripe = stripe
         self._clock = clock
         self._telemetry = telemetry or NoTelemetry()
+        # Effective access is recomputed in the transaction of every input change, so it never lags them.
+        self._policy = access_policy or AccessPolicy(new_session, PolicyRules(), clock)
         self._handlers: dict[str, Callable[[StripeEvent], SyncResult]] = {
             SUMMARY_UPDATED: self._on_summary_event,
             **{event_type: self._on_subscription_event for event_type in SUBSCRIPTION_TYPES},
         }
+
+    def reading_from(self, stripe: EntitlementSource) -> Syncer:
+        """The same use case over another source (`sync all`'s paced gateway), with the same access policy."""
+        return Syncer(self._new_session, stripe, self._clock, self._wait, self._telemetry, self._policy)
 
     def sync_customer(
         self, customer_id: str, *, cause: str | None = None, seen_at_seq: int | None = None
@@ -129,12 +138,17 @@ class Syncer:
         """
         customer_id, ticket, started = fetched.customer_id, fetched.ticket, fetched.started
         with transaction(self._new_session) as session:
+            # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
+            # which the receiver needs for every event it stores.
+            store.effective.lock_customer(session, customer_id)
             if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
                 log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
                 self._telemetry.customer_synced("dropped", time.perf_counter() - started)
                 return SyncResult(customer_id, fetched=True, applied=False)
-            diff = store.access.replace_entitlements(session, customer_id, fetched.entitlements, cause, self._clock())
-            store.inbox.supersede_synced(session, self._clock(), customer_id)
+            now = self._clock()
+            diff = store.access.replace_entitlements(session, customer_id, fetched.entitlements, cause, now)
+            store.inbox.supersede_synced(session, now, customer_id)
+            self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
         self._telemetry.customer_synced("applied", time.perf_counter() - started)
         self._telemetry.access_changed(len(diff.granted), len(revoked))
@@ -250,7 +264,8 @@ class Syncer:
         inbound = event_from_payload(event.payload)
         snapshot = subscription_snapshot(inbound.data_object, event.customer_id or "")
         with transaction(self._new_session) as session:
-            store.subscriptions.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock())
+            if store.subscriptions.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock()):
+                self._policy.recompute(session, snapshot.customer_id, inbound.id)
 
     def _finish(
         self,

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
-from entitlement_sync.models import UNFINISHED, Entitlement, EventAttempt, EventStatus, StripeEvent
+from entitlement_sync.models import UNFINISHED, EffectiveAccess, Entitlement, EventAttempt, EventStatus, StripeEvent
 from entitlement_sync.testing import BillingModel, WebhookSender
 
 FINISHED = {EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED}
@@ -40,6 +40,8 @@ class Snapshot:
     open_attempts: int = 0  # attempts never finished: their worker died mid-job
     most_attempts: int = 0  # the most processing attempts any one event took
     extra: dict[str, Any] = field(default_factory=dict)
+    # Under the default policy effective access is the mirror's lookup keys: customer -> (effective, mirror)
+    effective_mismatched: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)
 
     @property
     def unfinished(self) -> int:
@@ -47,13 +49,14 @@ class Snapshot:
 
     @property
     def converged(self) -> bool:
-        return not (self.unfinished or self.failed or self.missing or self.mismatched)
+        return not (self.unfinished or self.failed or self.missing or self.mismatched or self.effective_mismatched)
 
     def describe(self) -> str:
         wrong = list(self.mismatched.items())[:5]
         return (
             f"statuses={dict(self.statuses)} failed={self.failed[:5]} missing={sorted(self.missing)[:5]} "
-            f"mismatched={len(self.mismatched)} e.g. {wrong}"
+            f"mismatched={len(self.mismatched)} e.g. {wrong} "
+            f"effective_mismatched={list(self.effective_mismatched.items())[:5]}"
         )
 
 
@@ -79,6 +82,10 @@ class Inspector:
                 )
             ):
                 rows[customer].add((feature, key, entitlement))
+            effective: dict[str, set[str]] = defaultdict(set)
+            granted = select(EffectiveAccess.customer_id, EffectiveAccess.lookup_key).where(EffectiveAccess.granted)
+            for customer, key in connection.execute(granted):
+                effective[customer].add(key)
             attempts = connection.scalar(select(func.count()).select_from(EventAttempt)) or 0
             most_attempts = connection.scalar(select(func.max(StripeEvent.attempts))) or 0
             open_attempts = connection.scalar(
@@ -90,8 +97,15 @@ class Inspector:
             for customer, held in expected.items()
             if rows.get(customer, set()) != held
         }
+        keys = {customer: {key for _, key, _ in held} for customer, held in rows.items()}
+        effective_mismatched = {
+            customer: (effective.get(customer, set()), keys.get(customer, set()))
+            for customer in set(keys) | set(effective)
+            if effective.get(customer, set()) != keys.get(customer, set())
+        }
         return Snapshot(
             statuses=statuses,
+            effective_mismatched=effective_mismatched,
             failed=[(event_id, (error or "").split("\n")[0]) for event_id, error in failed],
             missing=delivered - stored,
             mismatched=mismatched,
@@ -132,6 +146,7 @@ def assert_invariants(snapshot: Snapshot) -> None:
     assert set(snapshot.statuses) <= FINISHED, f"unfinished events: {dict(snapshot.statuses)}"
     assert not snapshot.missing, f"delivered but not stored: {sorted(snapshot.missing)[:5]}"
     assert not snapshot.mismatched, f"rows differ from Stripe for {len(snapshot.mismatched)} customers"
+    assert not snapshot.effective_mismatched, f"effective access differs: {snapshot.describe()}"
 
 
 # --- figures ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 The browser tests (test_console_browser.py) drive the same pages through headless Chromium."""
 
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -203,17 +204,24 @@ def test_the_customer_page_says_why_and_syncs_now(client, container, worker, fak
         ("reports", "stripe_entitlement"),
     }
     assert all(story.subscription in line.sources and story.product in line.sources for line in page.access)
-    assert [sub.id for sub in page.subscriptions] == [story.subscription] and page.grants is None
+    assert [sub.id for sub in page.subscriptions] == [story.subscription] and page.grants == []
     assert {change.lookup_key for change in page.history} == {"api_access", "reports"}
 
     log_in(client)
     html = client.get(f"/console/customers/{story.customer}").get_data(as_text=True)
-    assert "API access" in html and story.subscription in html and "keeps no grants" in html
+    assert "API access" in html and story.subscription in html
+    until = container.syncer._clock() + timedelta(days=1)
+    container.overrides.grant(story.customer, "sso", until, "pilot for the security review", "ana")
+    html = client.get(f"/console/customers/{story.customer}").get_data(as_text=True)
+    assert "pilot for the security review" in html and "manual_grant" in html
 
     fake_stripe.set_entitlements(story.customer, [("feat_api", "api_access")])  # reports taken away in Stripe
     answer = post_form(client, f"/console/customers/{story.customer}/sync", f"/console/customers/{story.customer}")
     assert "revoked reports" in client.get(answer.headers["Location"]).get_data(as_text=True)
-    assert {line.lookup_key for line in container.customers.page(story.customer).access} == {"api_access"}
+    assert {line.lookup_key for line in container.customers.page(story.customer).access} == {
+        "api_access",
+        "sso",
+    }  # sso: the grant
 
 
 def test_a_customer_search_opens_the_customer(client):

@@ -1,8 +1,10 @@
 """The read API for internal services (HTTP with bearer tokens) and the Python API."""
 
 from dataclasses import replace
+from datetime import timedelta
 
 from entitlement_sync.bootstrap import bootstrap
+from entitlement_sync.models import utcnow
 from entitlement_sync.web import create_app
 from tests.conftest import READ_TOKEN
 
@@ -34,11 +36,14 @@ def test_a_customers_entitlements_are_listed(client, container, fake_stripe):
     body = client.get("/v1/customers/cus_1/entitlements", headers=AUTH).json
     assert body["customer"] == "cus_1"
     ids = {item["feature"]: item["id"] for item in fake_stripe.active_entitlements("cus_1")}
-    assert body["entitlements"] == [
-        {"lookup_key": "ai_assistant", "feature": "feat_ai", "entitlement": ids["feat_ai"]},
-        {"lookup_key": "api_access", "feature": "feat_api", "entitlement": ids["feat_api"]},
+    assert [(item["lookup_key"], item["feature"], item["entitlement"]) for item in body["entitlements"]] == [
+        ("ai_assistant", "feat_ai", ids["feat_ai"]),
+        ("api_access", "feat_api", ids["feat_api"]),
     ]
+    assert {item["reason"] for item in body["entitlements"]} == {"stripe_entitlement"}
+    assert body["entitlements"][0]["sources"] == [{"kind": "entitlement", "id": ids["feat_ai"], "detail": "feat_ai"}]
     assert body["synced_at"].endswith("+00:00")
+    assert (body["refused"], body["stale"]) == ([], False)
 
 
 def test_one_lookup_key_answers_granted_or_not(client, container, fake_stripe):
@@ -47,13 +52,24 @@ def test_one_lookup_key_answers_granted_or_not(client, container, fake_stripe):
     refused = client.get("/v1/customers/cus_1/entitlements/sso", headers=AUTH).json
     assert (granted["granted"], refused["granted"]) == (True, False)
     assert granted["synced_at"] is not None and granted["synced_at"] == refused["synced_at"]
+    assert (granted["reason"], refused["reason"]) == ("stripe_entitlement", "no_entitlement")
+    assert granted["sources"][0]["detail"] == "feat_api" and refused["sources"] == []
+    assert granted["stale"] is refused["stale"] is False
 
 
 def test_a_customer_never_synced_has_no_sync_time_and_nothing_granted(client, container):
     listing = client.get("/v1/customers/cus_unknown/entitlements", headers=AUTH).json
     one = client.get("/v1/customers/cus_unknown/entitlements/api_access", headers=AUTH).json
-    assert listing == {"customer": "cus_unknown", "entitlements": [], "synced_at": None}
-    assert one == {"customer": "cus_unknown", "lookup_key": "api_access", "granted": False, "synced_at": None}
+    assert listing == {"customer": "cus_unknown", "entitlements": [], "refused": [], "synced_at": None, "stale": False}
+    assert one == {
+        "customer": "cus_unknown",
+        "lookup_key": "api_access",
+        "granted": False,
+        "synced_at": None,
+        "reason": "never_synced",
+        "sources": [],
+        "stale": False,
+    }
 
 
 def test_a_customer_synced_to_nothing_is_told_apart_from_one_never_synced(client, container, fake_stripe):
@@ -70,3 +86,34 @@ def test_the_python_api_reads_the_same_table(container, fake_stripe, database_ur
     assert reader.has_access("cus_1", "api_access") is True
     assert reader.has_access("cus_1", "ai_assistant") is False
     assert reader.entitlements_for("cus_1").lookup_keys == {"api_access"}
+
+
+def test_grants_made_here_are_listed_and_denials_are_refused_with_why(client, container, fake_stripe):
+    synced(container, fake_stripe, "cus_1", [("feat_api", "api_access")])
+    until = utcnow() + timedelta(days=1)
+    grant = container.overrides.grant("cus_1", "reports", until, "pilot", "ana")
+    denial = container.overrides.deny("cus_1", "api_access", None, "abuse", "bo")
+    body = client.get("/v1/customers/cus_1/entitlements", headers=AUTH).json
+    assert body["entitlements"] == [
+        {
+            "lookup_key": "reports",
+            "feature": None,
+            "entitlement": None,
+            "reason": "manual_grant",
+            "sources": [{"kind": "grant", "id": str(grant.id), "detail": "pilot"}],
+            "since": body["entitlements"][0]["since"],
+        }
+    ]
+    assert [(item["lookup_key"], item["reason"]) for item in body["refused"]] == [("api_access", "manual_denial")]
+    one = client.get("/v1/customers/cus_1/entitlements/api_access", headers=AUTH).json
+    assert (one["granted"], one["reason"], one["sources"][0]["id"]) == (False, "manual_denial", str(denial.id))
+
+
+def test_check_returns_the_decision_as_a_value(container, fake_stripe, database_url):
+    from entitlement_sync import AccessDecision, AccessReader
+
+    synced(container, fake_stripe, "cus_1", [("feat_api", "api_access")])
+    decision = AccessReader.connect(database_url).check("cus_1", "api_access")
+    assert isinstance(decision, AccessDecision)
+    assert (decision.granted, decision.reason, decision.stale) == (True, "stripe_entitlement", False)
+    assert decision.since is not None and decision.synced_at is not None

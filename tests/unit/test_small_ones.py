@@ -25,9 +25,11 @@ SECRETS = {
     "database_url": "postgresql+psycopg://app:Db-Pa55word@db.internal:5432/entitlements?password=QueryPass",
     "redis_url": "redis://:Redis-Pa55word@redis.internal:6379/0",
     "access_api_tokens": ("read-token-NotToLeak",),
+    "ops_console_token": "console-token-NotToLeak",
+    "ops_console_secret_key": "console-cookie-key-NotToLeak",
 }
 LEAKS = ["51KeyThatMustNotLeak", "FirstSecretValue", "SecondSecretValue", "Db-Pa55word", "QueryPass"]
-LEAKS += ["Redis-Pa55word", "read-token-NotToLeak"]
+LEAKS += ["Redis-Pa55word", "read-token-NotToLeak", "console-token-NotToLeak", "console-cookie-key-NotToLeak"]
 
 
 def test_no_secret_appears_in_the_repr_or_str_of_settings_or_the_container(tmp_path):

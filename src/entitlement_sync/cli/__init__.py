@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from ..errors import EntitlementSyncError
+from . import overrides as _overrides  # noqa: F401  (registers grant/deny/... on `access`)
 from .access import access
 from .demo import demo
 from .doctor import doctor

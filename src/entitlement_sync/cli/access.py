@@ -1,4 +1,5 @@
-"""`entitlement-sync access show`: what a customer can use now, since when, and why."""
+"""`entitlement-sync access show|explain|recompute`: what a customer can use now, since when, and why.
+The operator's grants and denials are in `overrides.py`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import click
 
 from ..access import CustomerAccess, Granted
 from ..bootstrap import Container
+from ..explain import Explanation
 from ..history import Change
 from ._common import json_option, print_json, table, when, with_container
 
@@ -65,3 +67,60 @@ def _fields(granted: Granted) -> dict[str, Any]:
         "entitlement": granted.entitlement,
         "granted_at": granted.granted_at,
     }
+
+
+@access.command("explain")
+@click.argument("customer_id")
+@click.argument("lookup_key")
+@json_option
+@with_container
+def explain_access(container: Container, customer_id: str, lookup_key: str, as_json: bool) -> None:
+    """Why the customer may (or may not) use LOOKUP_KEY: the answer, each policy layer, its inputs, its history."""
+    explanation = container.explainer.explain(customer_id, lookup_key)
+    if as_json:
+        print_json(explanation)
+        return
+    _print_explanation(explanation)
+
+
+def _print_explanation(e: Explanation) -> None:
+    verdict = "GRANTED" if e.granted else "NOT GRANTED"
+    click.echo(f"{e.customer} / {e.lookup_key}: {verdict} ({e.reason}) since {when(e.since) or '-'}")
+    synced = when(e.synced_at) or "never"
+    click.echo(f"last synced {synced}; stale: {'YES' if e.stale else 'no'}; rules: {e.rules}")
+    if (e.fresh_granted, e.fresh_reason) != (e.granted, e.reason):
+        click.echo(f"pending: the policy now says {e.fresh_reason}; the sweep (or `access recompute`) applies it")
+    table(
+        "the policy, layer by layer", ["layer", "outcome", "detail"], [(s.layer, s.outcome, s.detail) for s in e.steps]
+    )
+    table("sources", ["kind", "id", "detail"], [(s["kind"], s["id"], s["detail"]) for s in e.sources])
+    table("Stripe's entitlements", ["entitlement", "feature"], [(i.id, i.feature_id) for i in e.entitlements])
+    subscriptions = [(s.id, s.status, ", ".join(s.product_ids), when(s.past_due_since)) for s in e.subscriptions]
+    table("subscriptions", ["subscription", "status", "products", "past_due since"], subscriptions)
+    table("catalog", ["product", "feature"], [(link.product_id, link.feature_id) for link in e.catalog])
+    overrides = [(o.id, o.kind, when(o.expires_at) or "never", o.created_by, o.reason) for o in e.overrides]
+    table("grants and denials", ["id", "kind", "expires", "by", "reason"], overrides)
+    history = [(when(h.changed_at), h.change, h.reason, h.previous_reason, h.cause) for h in e.history]
+    table("history (newest first)", ["when", "change", "reason", "was", "cause"], history)
+
+
+@access.command("recompute")
+@click.argument("customer_ids", nargs=-1)
+@click.option("--all", "everyone", is_flag=True, help="Every customer the local tables know.")
+@json_option
+@with_container
+def recompute_access(container: Container, customer_ids: tuple[str, ...], everyone: bool, as_json: bool) -> None:
+    """Recompute effective access now (after changing ACCESS_* settings; nothing else needs it)."""
+    if not customer_ids and not everyone:
+        raise click.UsageError("name customers, or pass --all")
+    customers = container.access_policy.all_customers() if everyone else set(customer_ids)
+    changes = container.access_policy.recompute_customers(customers, "ops:recompute")
+    if as_json:
+        print_json({"customers": len(customers), "changes": changes})
+        return
+    click.echo(f"{len(customers)} customer(s) recomputed, {len(changes)} change(s)")
+    table(
+        None,
+        ["customer", "lookup key", "change", "reason", "was"],
+        [(c.customer_id, c.lookup_key, c.change, c.reason, c.previous_reason) for c in changes],
+    )

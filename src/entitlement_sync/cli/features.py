@@ -51,3 +51,36 @@ def list_features(container: Container, as_json: bool) -> None:
         ["lookup key", "name", "id", "active", "granted by products"],
         [(f.lookup_key, f.name, f.id, "yes" if f.active else "archived", ", ".join(f.products)) for f in listing],
     )
+
+
+@features.command("drift")
+@json_option
+@with_container
+def drift(container: Container, as_json: bool) -> None:
+    """Customers whose Stripe entitlements lack a feature their subscribed products carry in the catalog now,
+    or hold one those products no longer carry (run `features sync` first; no call to Stripe)."""
+    report = container.drift.report()
+    if as_json:
+        print_json(report)
+        return
+    if not report.catalog_links:
+        click.echo("the local catalog is empty: run `entitlement-sync features sync` first")
+        return
+    click.echo(f"{report.customers_checked} customer(s) with subscriptions checked, {len(report.customers)} drifting")
+    table(
+        "by feature",
+        ["feature", "lookup key", "missing", "extra"],
+        [(f.feature, f.lookup_key, f.missing, f.extra) for f in report.by_feature],
+    )
+    table(
+        "by product (customers missing one of its features)", ["product", "customers"], list(report.by_product.items())
+    )
+    rows = [
+        (
+            d.customer,
+            ", ".join(f"{r.lookup_key} ({r.feature})" for r in d.missing),
+            ", ".join(f"{r.lookup_key} ({r.feature})" for r in d.extra),
+        )
+        for d in report.customers
+    ]
+    table("customers", ["customer", "missing from Stripe's list", "extra in Stripe's list"], rows)

@@ -4,16 +4,30 @@ owns the transaction.
 Callers read as sentences: `store.inbox.claim_for_processing(session, …)`, `store.access.claim_apply(…)`.
 """
 
-from . import access, catalog, checkpoints, counts, inbox, inbox_activity, locks, retention, subscriptions
+from . import (
+    access,
+    catalog,
+    checkpoints,
+    counts,
+    effective,
+    inbox,
+    inbox_activity,
+    locks,
+    overrides,
+    retention,
+    subscriptions,
+)
 
 __all__ = [
     "access",
     "catalog",
     "checkpoints",
     "counts",
+    "effective",
     "inbox",
     "inbox_activity",
     "locks",
+    "overrides",
     "retention",
     "subscriptions",
 ]

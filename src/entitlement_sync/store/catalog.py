@@ -67,8 +67,8 @@ def _linked_feature_ids(session: Session, product_id: str) -> set[str]:
 
 def replace_product_features(
     session: Session, product_id: str, links: Sequence[ProductFeatureLink], now: datetime
-) -> tuple[int, int]:
-    """Make the product's links exactly these; returns (added, removed)."""
+) -> tuple[list[str], list[str]]:
+    """Make the product's links exactly these; returns the feature ids (added, removed)."""
     current = _linked_feature_ids(session, product_id)
     wanted = {link.feature.id: link for link in links}
     removed = current - wanted.keys()
@@ -83,7 +83,7 @@ def replace_product_features(
         ProductFeature(product_id=product_id, feature_id=link.feature.id, product_feature_id=link.id, synced_at=now)
         for link in added
     )
-    return len(added), len(removed)
+    return [link.feature.id for link in added], sorted(removed)
 
 
 def products_by_feature(session: Session) -> dict[str, list[str]]:
@@ -92,3 +92,13 @@ def products_by_feature(session: Session) -> dict[str, list[str]]:
     for feature_id, product_id in session.execute(statement):
         granted_by.setdefault(feature_id, []).append(product_id)
     return granted_by
+
+
+def all_links(session: Session) -> list[tuple[str, str, str]]:
+    """Every (product, feature, lookup key) link of the catalog."""
+    statement = (
+        select(ProductFeature.product_id, ProductFeature.feature_id, Feature.lookup_key)
+        .join(Feature, Feature.id == ProductFeature.feature_id)
+        .order_by(ProductFeature.product_id, ProductFeature.feature_id)
+    )
+    return [(product, feature, key) for product, feature, key in session.execute(statement)]

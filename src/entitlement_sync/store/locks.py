@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 # Advisory-lock keys: any 64-bit number that no other use of this database picks; derived from a name.
 SWEEP = zlib.crc32(b"entitlement-sync:sweep")
 FOLD_COUNTS = zlib.crc32(b"entitlement-sync:fold-event-counts")
+ACCESS_REVIEW = zlib.crc32(b"entitlement-sync:access-review")
 
 
 def try_transaction_lock(session: Session, key: int) -> bool:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
-from sqlalchemy import and_, or_, select, union
+from sqlalchemy import and_, case, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from ..events import SubscriptionSnapshot
@@ -33,6 +33,7 @@ def upsert_subscription(
         "event_created": event_created,
         "event_id": event_id,
         "updated_at": now,
+        "past_due_since": datetime.fromtimestamp(event_created, UTC) if snapshot.status == "past_due" else None,
     }
     statement = upsert(session, Subscription).values(**values)
     newer = or_(
@@ -42,9 +43,14 @@ def upsert_subscription(
             Subscription.status.not_in(TERMINAL_SUBSCRIPTION_STATUSES),
         ),
     )
+    set_ = {key: statement.excluded[key] for key in values if key != "id"}
+    # Still past_due: the grace keeps running from when it began, not from the latest event.
+    still_past_due = and_(Subscription.status == "past_due", statement.excluded.status == "past_due")
+    began = func.coalesce(Subscription.past_due_since, statement.excluded.past_due_since)
+    set_["past_due_since"] = case((still_past_due, began), else_=statement.excluded.past_due_since)
     statement = statement.on_conflict_do_update(
         index_elements=["id"],
-        set_={key: statement.excluded[key] for key in values if key != "id"},
+        set_=set_,
         where=newer,
     ).returning(Subscription.id)
     return session.execute(statement).first() is not None
@@ -72,3 +78,15 @@ def of_customer(session: Session, customer_id: str) -> list[Subscription]:
     """The customer's mirrored subscriptions, the most recently changed first."""
     statement = select(Subscription).where(Subscription.customer_id == customer_id)
     return list(session.scalars(statement.order_by(Subscription.event_created.desc(), Subscription.id)))
+
+
+def all_subscriptions(session: Session) -> list[tuple[str, str, list[str]]]:
+    """Every mirrored subscription as (customer, status, product ids)."""
+    statement = select(Subscription.customer_id, Subscription.status, Subscription.product_ids)
+    return [(customer, status, list(products or [])) for customer, status, products in session.execute(statement)]
+
+
+def held_features(session: Session) -> list[tuple[str, str, str]]:
+    """Every (customer, feature, lookup key) Stripe's mirror holds."""
+    statement = select(Entitlement.customer_id, Entitlement.feature_id, Entitlement.lookup_key)
+    return [(customer, feature, key) for customer, feature, key in session.execute(statement)]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hmac
 import time
 from datetime import datetime
+from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from ..access import AccessDecision
 from ._container import container
 
 access = Blueprint("access", __name__, url_prefix="/v1/customers")
@@ -45,21 +47,52 @@ def _unauthorized(reason: str) -> ResponseReturnValue:
 
 @access.get("/<customer>/entitlements")
 def customer_entitlements(customer: str) -> ResponseReturnValue:
-    found = container().reader.entitlements_for(customer)
+    """Effective access: `entitlements` lists what the customer may use (one item per Stripe feature, as
+    before, or one for a grant made outside Stripe); `refused` the keys withheld or denied, with why."""
+    listing = container().reader.effective_for(customer)
     return jsonify(
         customer=customer,
-        entitlements=[
-            {"lookup_key": item.lookup_key, "feature": item.feature, "entitlement": item.entitlement}
-            for item in found.entitlements
-        ],
-        synced_at=_iso(found.synced_at),
+        entitlements=[item for decision in listing.decisions if decision.granted for item in _items(decision)],
+        refused=[_answer(decision) for decision in listing.decisions if not decision.granted],
+        synced_at=_iso(listing.synced_at),
+        stale=listing.stale,
     )
 
 
 @access.get("/<customer>/entitlements/<lookup_key>")
 def customer_entitlement(customer: str, lookup_key: str) -> ResponseReturnValue:
-    granted, synced_at = container().reader.access_to(customer, lookup_key)
-    return jsonify(customer=customer, lookup_key=lookup_key, granted=granted, synced_at=_iso(synced_at))
+    decision = container().reader.check(customer, lookup_key)
+    return jsonify(
+        customer=customer,
+        lookup_key=lookup_key,
+        granted=decision.granted,
+        synced_at=_iso(decision.synced_at),
+        reason=decision.reason,
+        sources=decision.sources,
+        stale=decision.stale,
+    )
+
+
+def _items(decision: AccessDecision) -> list[dict[str, Any]]:
+    """One item per Stripe entitlement behind the key (two features may share a key); else one, whose
+    feature is the catalog's when the catalog rule grants it and null for an operator's grant."""
+    entitlements = [s for s in decision.sources if s["kind"] == "entitlement"]
+    pairs: list[tuple[str | None, str | None]] = [(s["detail"], s["id"]) for s in entitlements]
+    if not pairs:
+        products = [s for s in decision.sources if s["kind"] == "product"]
+        pairs = [(products[0]["detail"] if products else None, None)]
+    return [
+        {"lookup_key": decision.lookup_key, "feature": feature, "entitlement": entitlement, **_why(decision)}
+        for feature, entitlement in pairs
+    ]
+
+
+def _answer(decision: AccessDecision) -> dict[str, Any]:
+    return {"lookup_key": decision.lookup_key, **_why(decision)}
+
+
+def _why(decision: AccessDecision) -> dict[str, Any]:
+    return {"reason": decision.reason, "sources": decision.sources, "since": _iso(decision.since)}
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -1,0 +1,174 @@
+"""Use cases: keep each customer's effective access (the policy's answers) in step with its inputs, and
+explain one answer.
+
+`recompute` runs inside the transaction that changed an input (a sync, a subscription event, a catalog sync,
+an override), so effective access never lags its inputs; the clock's own changes (an override expiring, a
+past_due grace ending) are picked up by `review_due`, which the workers' sweep thread runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from . import policy, store
+from .db import SessionFactory, transaction
+from .logs import get_logger
+from .models import EffectiveAccess
+from .policy import Decision, PolicyInputs, PolicyRules
+from .ports import Clock
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class EffectiveChange:
+    customer_id: str
+    lookup_key: str
+    change: str  # granted | revoked | updated
+    reason: str
+    previous_reason: str | None
+    cause: str
+
+
+class AccessPolicy:
+    def __init__(self, new_session: SessionFactory, rules: PolicyRules, clock: Clock) -> None:
+        self._new_session = new_session
+        self.rules = rules
+        self._clock = clock
+
+    def recompute(
+        self, session: Session, customer_id: str, cause: str | None, now: datetime | None = None
+    ) -> list[EffectiveChange]:
+        """Make the customer's effective rows what the policy says now; write each change with its cause.
+
+        `cause` None means the clock moved (the sweep): each change then names what expired or ended.
+        """
+        now = now or self._clock()
+        store.effective.lock_customer(session, customer_id)
+        inputs = store.effective.policy_inputs(session, customer_id)
+        decisions = policy.evaluate(inputs, self.rules, now)
+        current = store.effective.rows_of(session, customer_id)
+        nothing = Decision(False, policy.reason_without_decision(inputs.synced))
+        changes: list[EffectiveChange] = []
+        for key in sorted(decisions.keys() | current.keys()):
+            row, decision = current.get(key), decisions.get(key, nothing)
+            before = (row.granted, row.reason) if row is not None else (False, nothing.reason)
+            why = cause or _clock_cause(key, inputs, self.rules, row, now)  # before the row moves on
+            _write(session, customer_id, key, decisions.get(key), row, now)
+            if before == (decision.granted, decision.reason):
+                continue
+            changes.append(_record(session, customer_id, key, before, decision, why, now))
+        if changes:
+            log.info(
+                "access.effective_changed", customer=customer_id, changes=[(c.lookup_key, c.change) for c in changes]
+            )
+        return changes
+
+    def recompute_many(self, session: Session, customer_ids: Iterable[str], cause: str) -> list[EffectiveChange]:
+        now = self._clock()
+        return [
+            change for customer in sorted(set(customer_ids)) for change in self.recompute(session, customer, cause, now)
+        ]
+
+    def recompute_customers(self, customer_ids: Iterable[str], cause: str) -> list[EffectiveChange]:
+        """One transaction per customer: for `access recompute` after the rules changed."""
+        changes: list[EffectiveChange] = []
+        for customer_id in sorted(set(customer_ids)):
+            with transaction(self._new_session) as session:
+                changes += self.recompute(session, customer_id, cause)
+        return changes
+
+    def review_due(self, batch: int = 500) -> int:
+        """Recompute every customer whose decision the clock may have changed; returns how many changed.
+
+        One process at a time (like the sweep): the lock's transaction stays open, idle, until this is done.
+        """
+        with transaction(self._new_session) as locked:
+            if not store.locks.try_transaction_lock(locked, store.locks.ACCESS_REVIEW):
+                return 0
+            return self._review(batch)
+
+    def _review(self, batch: int) -> int:
+        changed = 0
+        with self._new_session() as session:
+            due = store.effective.customers_due_for_review(session, self._clock(), batch)
+        for customer_id in due:
+            with transaction(self._new_session) as session:
+                changed += bool(self.recompute(session, customer_id, None))
+        if due:
+            log.info("access.reviewed", customers=len(due), changed=changed)
+        return changed
+
+    def all_customers(self) -> set[str]:
+        with self._new_session() as session:
+            return store.subscriptions.local_customer_ids(session) | store.effective.customers_with_rows(session)
+
+
+def _write(
+    session: Session, customer_id: str, key: str, decision: Decision | None, row: EffectiveAccess | None, now: datetime
+) -> None:
+    """Make the key's row say the decision (no row when there is no decision); untouched when nothing moved."""
+    if decision is None:
+        if row is not None:
+            session.delete(row)
+        return
+    sources = policy.sources_json(decision.sources)
+    if row is None:
+        row = EffectiveAccess(customer_id=customer_id, lookup_key=key, since=now)
+        session.add(row)
+    elif (row.granted, row.reason, row.sources, row.review_at) == (
+        decision.granted,
+        decision.reason,
+        sources,
+        decision.review_at,
+    ):
+        return
+    elif (row.granted, row.reason) != (decision.granted, decision.reason):
+        row.since = now
+    row.granted, row.reason, row.sources = decision.granted, decision.reason, sources
+    row.review_at, row.computed_at = decision.review_at, now
+
+
+def _record(
+    session: Session,
+    customer_id: str,
+    key: str,
+    before: tuple[bool, str],
+    decision: Decision,
+    cause: str,
+    now: datetime,
+) -> EffectiveChange:
+    was_granted, previous_reason = before
+    flipped = "granted" if decision.granted else "revoked"
+    change = flipped if was_granted != decision.granted else "updated"
+    store.effective.add_change(
+        session,
+        customer_id=customer_id,
+        lookup_key=key,
+        change=change,
+        granted=decision.granted,
+        reason=decision.reason,
+        previous_reason=previous_reason,
+        sources=policy.sources_json(decision.sources),
+        cause=cause[:255],
+        changed_at=now,
+    )
+    return EffectiveChange(customer_id, key, change, decision.reason, previous_reason, cause)
+
+
+def _clock_cause(key: str, inputs: PolicyInputs, rules: PolicyRules, row: EffectiveAccess | None, now: datetime) -> str:
+    """What the clock did to this key since the row was written: an override expired, a grace ended."""
+    after = row.computed_at if row is not None else None
+    for override in inputs.overrides:
+        expiry = override.expires_at
+        if override.lookup_key == key and expiry is not None and expiry <= now and (after is None or expiry > after):
+            return f"override:{override.id}:expired"
+    for subscription in inputs.subscriptions:
+        grace_end = policy.grace_end(subscription, rules)
+        if grace_end is not None and grace_end <= now and (after is None or grace_end > after):
+            return f"grace:{subscription.id}"
+    return "clock"

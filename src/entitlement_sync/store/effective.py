@@ -1,0 +1,194 @@
+"""Effective access (`effective_access`), its history (`effective_access_changes`), and the policy's inputs
+gathered from the other tables."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from ..models import (
+    CLAIMABLE,
+    AccessOverride,
+    CustomerSyncState,
+    EffectiveAccess,
+    EffectiveAccessChange,
+    Entitlement,
+    EventStatus,
+    Feature,
+    ProductFeature,
+    StripeEvent,
+    Subscription,
+)
+from ..policy import CatalogLink, Override, PolicyInputs, SubscriptionState
+from ..ports import ActiveEntitlement
+from ._sql import upsert
+
+
+def lock_customer(session: Session, customer_id: str) -> None:
+    """Serialize recomputes of one customer until commit, so that the last writer reads every input
+    committed before it.
+
+    PostgreSQL: a transaction-scoped advisory lock, not a row lock on `customer_sync_state`, which the
+    receiver takes for every stored event: a long catalog sync recomputing thousands of customers must not
+    hold up webhooks. SQLite serializes writers anyway: a no-op write takes the database's write lock up
+    front (reading first and writing later could fail on a snapshot another writer moved past).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
+        session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+        return
+    statement = upsert(session, CustomerSyncState).values(customer_id=customer_id, seq=0, applied_seq=0)
+    statement = statement.on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq})
+    session.execute(statement)
+
+
+def policy_inputs(session: Session, customer_id: str) -> PolicyInputs:
+    entitlements = session.execute(
+        select(Entitlement.entitlement_id, Entitlement.feature_id, Entitlement.lookup_key)
+        .where(Entitlement.customer_id == customer_id)
+        .order_by(Entitlement.lookup_key, Entitlement.feature_id)
+    )
+    subscriptions = [
+        SubscriptionState(row.id, row.status, tuple(row.product_ids or ()), row.past_due_since)
+        for row in session.scalars(
+            select(Subscription).where(Subscription.customer_id == customer_id).order_by(Subscription.id)
+        )
+    ]
+    products = {product for s in subscriptions for product in s.product_ids}
+    return PolicyInputs(
+        entitlements=tuple(ActiveEntitlement(*row) for row in entitlements),
+        subscriptions=tuple(subscriptions),
+        catalog=catalog_links(session, products),
+        overrides=tuple(overrides_in_force(session, customer_id)),
+        synced=session.scalar(select(CustomerSyncState.synced_at).where(CustomerSyncState.customer_id == customer_id))
+        is not None,
+    )
+
+
+def catalog_links(session: Session, product_ids: set[str]) -> tuple[CatalogLink, ...]:
+    if not product_ids:
+        return ()
+    statement = (
+        select(ProductFeature.product_id, ProductFeature.feature_id, Feature.lookup_key)
+        .join(Feature, Feature.id == ProductFeature.feature_id)
+        .where(ProductFeature.product_id.in_(sorted(product_ids)))
+        .order_by(ProductFeature.product_id, ProductFeature.feature_id)
+    )
+    return tuple(CatalogLink(*row) for row in session.execute(statement))
+
+
+def overrides_in_force(session: Session, customer_id: str) -> list[Override]:
+    """The customer's grants and denials not revoked (expired ones included: the policy skips them)."""
+    statement = select(AccessOverride).where(
+        AccessOverride.customer_id == customer_id, AccessOverride.revoked_at.is_(None)
+    )
+    return [as_override(row) for row in session.scalars(statement.order_by(AccessOverride.id))]
+
+
+def as_override(row: AccessOverride) -> Override:
+    return Override(row.id, row.lookup_key, row.kind, row.expires_at, row.created_by, row.reason)
+
+
+def rows_of(session: Session, customer_id: str) -> dict[str, EffectiveAccess]:
+    statement = select(EffectiveAccess).where(EffectiveAccess.customer_id == customer_id)
+    return {row.lookup_key: row for row in session.scalars(statement)}
+
+
+def delete_rows(session: Session, customer_id: str, lookup_keys: Sequence[str]) -> None:
+    if lookup_keys:
+        session.execute(
+            delete(EffectiveAccess).where(
+                EffectiveAccess.customer_id == customer_id, EffectiveAccess.lookup_key.in_(list(lookup_keys))
+            )
+        )
+
+
+def add_change(session: Session, **values: Any) -> None:
+    session.add(EffectiveAccessChange(**values))
+
+
+def changes_of(session: Session, customer_id: str, lookup_key: str | None, limit: int) -> list[EffectiveAccessChange]:
+    statement = select(EffectiveAccessChange).where(EffectiveAccessChange.customer_id == customer_id)
+    if lookup_key is not None:
+        statement = statement.where(EffectiveAccessChange.lookup_key == lookup_key)
+    return list(session.scalars(statement.order_by(EffectiveAccessChange.id.desc()).limit(limit)))
+
+
+def customers_due_for_review(session: Session, now: datetime, limit: int) -> list[str]:
+    statement = select(EffectiveAccess.customer_id).where(EffectiveAccess.review_at <= now).distinct()
+    return list(session.scalars(statement.order_by(EffectiveAccess.customer_id).limit(limit)))
+
+
+def customers_on(session: Session, product_ids: set[str], feature_ids: set[str]) -> set[str]:
+    """Customers whose subscriptions name one of these products, or who hold one of these features."""
+    customers = set(session.scalars(select(Entitlement.customer_id).where(Entitlement.feature_id.in_(feature_ids))))
+    for customer_id, products in session.execute(select(Subscription.customer_id, Subscription.product_ids)):
+        if product_ids.intersection(products or ()):
+            customers.add(customer_id)
+    return customers
+
+
+# --- the read path: plain Connection, statements built once (see store.access) ---------------------------
+
+_SYNCED_AT = (
+    select(CustomerSyncState.synced_at).where(CustomerSyncState.customer_id == bindparam("customer")).scalar_subquery()
+)
+_GRANTED = select(EffectiveAccess.granted).where(
+    EffectiveAccess.customer_id == bindparam("customer"), EffectiveAccess.lookup_key == bindparam("key")
+)
+_DECISION = select(
+    EffectiveAccess.granted, EffectiveAccess.reason, EffectiveAccess.sources, EffectiveAccess.since
+).where(EffectiveAccess.customer_id == bindparam("customer"), EffectiveAccess.lookup_key == bindparam("key"))
+_DECISIONS = (
+    select(
+        EffectiveAccess.lookup_key,
+        EffectiveAccess.granted,
+        EffectiveAccess.reason,
+        EffectiveAccess.sources,
+        EffectiveAccess.since,
+    )
+    .where(EffectiveAccess.customer_id == bindparam("customer"))
+    .order_by(EffectiveAccess.lookup_key)
+)
+# An event not yet seen by an applied fetch (stored after the last applied ticket) and not finished well.
+_APPLIED_SEQ = (
+    select(CustomerSyncState.applied_seq)
+    .where(CustomerSyncState.customer_id == bindparam("customer"))
+    .scalar_subquery()
+)
+_UNSEEN_EVENT = exists().where(
+    StripeEvent.customer_id == bindparam("customer"),
+    StripeEvent.status.in_([*CLAIMABLE, EventStatus.FAILED]),  # in flight, waiting for Stripe, or failed
+    or_(StripeEvent.customer_seq.is_(None), and_(StripeEvent.customer_seq >= _APPLIED_SEQ)),
+)
+_SYNC_STATE = select(_SYNCED_AT, _UNSEEN_EVENT)
+
+
+def is_granted(connection: Connection, customer_id: str, lookup_key: str) -> bool:
+    """The hot path: one primary-key lookup."""
+    return bool(connection.scalar(_GRANTED, {"customer": customer_id, "key": lookup_key}))
+
+
+def decision_row(connection: Connection, customer_id: str, lookup_key: str) -> Any:
+    return connection.execute(_DECISION, {"customer": customer_id, "key": lookup_key}).first()
+
+
+def decision_rows(connection: Connection, customer_id: str) -> list[Any]:
+    return list(connection.execute(_DECISIONS, {"customer": customer_id}))
+
+
+def sync_state(connection: Connection, customer_id: str) -> tuple[datetime | None, bool]:
+    """(when the customer was last synced, whether an event of theirs waits unseen by any applied fetch)."""
+    synced, unseen = connection.execute(_SYNC_STATE, {"customer": customer_id}).one()
+    return synced, bool(unseen)
+
+
+def customers_with_rows(session: Session) -> set[str]:
+    """Customers with an effective row or an override: with the synced ones, everyone a recompute concerns."""
+    rows = set(session.scalars(select(EffectiveAccess.customer_id).distinct()))
+    return rows | set(session.scalars(select(AccessOverride.customer_id).distinct()))
