@@ -166,6 +166,7 @@ def bootstrap(
     stripe = stripe or paced
     wait = WaitRule(
         first_pause=timedelta(seconds=settings.sweep_interval_seconds),
+        max_pause=timedelta(seconds=settings.retry_max_pause_seconds),
         give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
     )
     access_policy = AccessPolicy(new_session, settings.policy_rules, clock)

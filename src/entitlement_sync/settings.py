@@ -61,6 +61,8 @@ class Settings:
     # An event whose retries ran out while Stripe was unavailable waits for the sweep (pauses from
     # sweep_interval_seconds, doubling up to an hour) this long before it is `failed`: Stripe's own 3 days.
     retry_unavailable_for_seconds: int = 3 * 24 * 3600
+    # The sweep's pauses between tries of a waiting event double up to this.
+    retry_max_pause_seconds: int = 3600
     queue_name: str = "entitlement-sync"
     redis_namespace: str = "entitlement-sync"
     # Every Redis call is a small write or a short script: a second means Redis hangs, and a webhook waiting on
@@ -168,6 +170,7 @@ class Settings:
             stuck_after_seconds=int(number("STUCK_AFTER_SECONDS", defaults.stuck_after_seconds)),
             received_grace_seconds=int(number("RECEIVED_GRACE_SECONDS", defaults.received_grace_seconds)),
             sweep_interval_seconds=int(number("SWEEP_INTERVAL_SECONDS", defaults.sweep_interval_seconds)),
+            retry_max_pause_seconds=int(number("RETRY_MAX_PAUSE_SECONDS", defaults.retry_max_pause_seconds)),
             retry_unavailable_for_seconds=int(
                 number("RETRY_UNAVAILABLE_FOR_SECONDS", defaults.retry_unavailable_for_seconds)
             ),

@@ -30,6 +30,9 @@ SHORT_RETRIES = {
     "SYNC_MAX_BACKOFF_MS": "200",
     "SWEEP_INTERVAL_SECONDS": "1",
     "RETRY_UNAVAILABLE_FOR_SECONDS": "300",
+    # Pauses 1, 2, 4, 8, 8 … s: however long the incident lasts on a loaded machine, an event is tried again
+    # within 8 s of Stripe's return (the default doubles up to an hour).
+    "RETRY_MAX_PAUSE_SECONDS": "8",
 }
 
 

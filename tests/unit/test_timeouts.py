@@ -1,9 +1,12 @@
 """The timeouts reach the objects that apply them. Nothing here connects: pools and engines connect lazily."""
 
+from datetime import timedelta
+
 import redis
 
 from entitlement_sync.bootstrap import pool_options
 from entitlement_sync.db import create_db_engine
+from entitlement_sync.ports import WaitRule
 from entitlement_sync.settings import Settings
 from entitlement_sync.tasks import build_redis_broker
 
@@ -50,3 +53,13 @@ def test_the_postgresql_pool_is_sized_from_the_threads_and_sets_a_statement_time
     assert engine.pool._pre_ping is False  # type: ignore[attr-defined]
     assert engine.pool._recycle > 0  # type: ignore[attr-defined]
     engine.dispose()
+
+
+def test_the_sweeps_pauses_for_a_waiting_event_double_up_to_the_configured_maximum():
+    settings = Settings.from_env({"SWEEP_INTERVAL_SECONDS": "1", "RETRY_MAX_PAUSE_SECONDS": "8"})
+    rule = WaitRule(
+        first_pause=timedelta(seconds=settings.sweep_interval_seconds),
+        max_pause=timedelta(seconds=settings.retry_max_pause_seconds),
+    )
+    assert [rule.pause(waits).total_seconds() for waits in range(6)] == [1, 2, 4, 8, 8, 8]
+    assert Settings().retry_max_pause_seconds == 3600
