@@ -45,39 +45,6 @@ class CustomerPage:
     names: dict[str, str]  # feature id -> name, from the local catalog
 
 
-class MirrorExplainer:
-    """Today's access: Stripe's active entitlements as mirrored, each with the entitlement behind it and, when
-    the local catalog knows, the customer's subscriptions whose products carry the feature."""
-
-    def __init__(self, new_session: SessionFactory) -> None:
-        self._new_session = new_session
-
-    def explain_customer(self, customer_id: str) -> list[AccessLine]:
-        with self._new_session() as session:
-            granted = store.access.entitlements_of(session, customer_id)
-            products_of = store.catalog.products_by_feature(session)
-            subscriptions = store.subscriptions.of_customer(session, customer_id)
-            lines = []
-            for row in granted:
-                products = set(products_of.get(row.feature_id, ()))
-                sources = [row.entitlement_id]
-                for sub in subscriptions:
-                    carried = sorted(products & set(sub.product_ids or []))
-                    if carried:
-                        sources += [sub.id, *carried]
-                lines.append(
-                    AccessLine(row.lookup_key, row.feature_id, True, STRIPE_ENTITLEMENT, tuple(sources), row.granted_at)
-                )
-            return lines
-
-
-class NoGrants:
-    """Until issue 10: no grants outside Stripe exist."""
-
-    def grants_of(self, customer_id: str) -> list[ManualGrant] | None:
-        return None
-
-
 class CustomerLookup:
     def __init__(
         self,

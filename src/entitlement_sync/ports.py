@@ -192,14 +192,13 @@ class JobQueue(Protocol):
 
 
 class AccessExplainer(Protocol):
-    """Every feature of a customer with its reason: effective access (`explain.Explainer`); the Stripe mirror
-    alone is `customers.MirrorExplainer`."""
+    """Every feature of a customer with its reason: effective access (`explain.Explainer`)."""
 
     def explain_customer(self, customer_id: str) -> list[AccessLine]: ...
 
 
 class GrantSource(Protocol):
-    """Grants and denials made outside Stripe (`overrides.Overrides`; `customers.NoGrants` keeps none)."""
+    """Grants and denials made outside Stripe (`overrides.Overrides`)."""
 
     def grants_of(self, customer_id: str) -> list[ManualGrant] | None:
         """The customer's grants, or None when this deployment has no grants at all."""
