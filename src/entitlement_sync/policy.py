@@ -9,7 +9,7 @@ No I/O here: the store loads `PolicyInputs`, `evaluate` answers; tests call it w
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -268,7 +268,3 @@ def _describe_overrides(overrides: Iterable[Override]) -> str:
 
 def sources_json(sources: Iterable[Source]) -> list[dict[str, str]]:
     return [{"kind": s.kind, "id": s.id, "detail": s.detail} for s in sources]
-
-
-def sources_from_json(raw: Iterable[Mapping[str, str]] | None) -> tuple[Source, ...]:
-    return tuple(Source(item["kind"], item["id"], item.get("detail", "")) for item in raw or ())

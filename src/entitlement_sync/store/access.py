@@ -146,10 +146,6 @@ def history_of(session: Session, customer_id: str, limit: int) -> list[AccessCha
 _SYNCED_AT = (
     select(CustomerSyncState.synced_at).where(CustomerSyncState.customer_id == bindparam("customer")).scalar_subquery()
 )
-_ACCESS_TO = select(
-    exists().where(Entitlement.customer_id == bindparam("customer"), Entitlement.lookup_key == bindparam("key")),
-    _SYNCED_AT,
-)
 _GRANTED_ROWS = (
     select(Entitlement.lookup_key, Entitlement.feature_id, Entitlement.entitlement_id, Entitlement.granted_at)
     .where(Entitlement.customer_id == bindparam("customer"))
@@ -160,12 +156,6 @@ _GRANTED_ROWS = (
 def granted_rows(connection: Connection, customer_id: str) -> list[tuple[str, str, str, datetime]]:
     rows = connection.execute(_GRANTED_ROWS, {"customer": customer_id})
     return [(lookup_key, feature, entitlement, granted_at) for lookup_key, feature, entitlement, granted_at in rows]
-
-
-def access_to(connection: Connection, customer_id: str, lookup_key: str) -> tuple[bool, datetime | None]:
-    """Whether the customer holds the lookup key, and when they were last synced, in one round trip."""
-    granted, synced = connection.execute(_ACCESS_TO, {"customer": customer_id, "key": lookup_key}).one()
-    return bool(granted), synced
 
 
 def synced_at(connection: Connection | Session, customer_id: str) -> datetime | None:

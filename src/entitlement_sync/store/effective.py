@@ -4,11 +4,10 @@ gathered from the other tables."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -97,15 +96,6 @@ def as_override(row: AccessOverride) -> Override:
 def rows_of(session: Session, customer_id: str) -> dict[str, EffectiveAccess]:
     statement = select(EffectiveAccess).where(EffectiveAccess.customer_id == customer_id)
     return {row.lookup_key: row for row in session.scalars(statement)}
-
-
-def delete_rows(session: Session, customer_id: str, lookup_keys: Sequence[str]) -> None:
-    if lookup_keys:
-        session.execute(
-            delete(EffectiveAccess).where(
-                EffectiveAccess.customer_id == customer_id, EffectiveAccess.lookup_key.in_(list(lookup_keys))
-            )
-        )
 
 
 def add_change(session: Session, **values: Any) -> None:
