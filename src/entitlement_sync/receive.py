@@ -68,13 +68,12 @@ class Receiver:
             # Unverified bytes say nothing trustworthy about their type: count the reason only.
             self._answered("unknown", "rejected", rejection_code(str(error)), started)
             raise
-        with bound(event_id=event.id, type=event.type, customer=event.customer_id):
-            try:
-                acceptance = self.accept_event(event)
-            except StorageUnavailable:
-                self._answered(event.type, "rejected", "database_unavailable", started)
-                raise
-            self._answered(event.type, acceptance.status, ignore_code(acceptance.reason), started)
+        try:
+            acceptance = self.accept_event(event)
+        except StorageUnavailable:
+            self._answered(event.type, "rejected", "database_unavailable", started)
+            raise
+        self._answered(event.type, acceptance.status, ignore_code(acceptance.reason), started)
         return acceptance
 
     def _answered(self, event_type: str, outcome: str, reason: str, started: float) -> None:
@@ -84,61 +83,62 @@ class Receiver:
         """Raises StorageUnavailable when the database fails, or failed moments ago (nothing is acknowledged)."""
         if not self._database_breaker.allows():
             raise StorageUnavailable("the database failed moments ago; not trying again yet")
-        try:
-            acceptance = self._accept(event)
-        except StorageUnavailable:
-            self._database_breaker.failed()
-            raise
+        with bound(event_id=event.id, type=event.type, customer=event.customer_id):
+            try:
+                acceptance = self._accept(event)
+            except StorageUnavailable:
+                self._database_breaker.failed()
+                raise
         self._database_breaker.succeeded()
         return acceptance
 
     def _accept(self, event: InboundEvent) -> Acceptance:
-        """Store first, commit, then enqueue: a job must never run before its event is visible."""
+        """Store and commit, then enqueue: a job must never run before its event is visible.
+
+        One transaction per webhook, one statement in it on PostgreSQL. While the broker is thought up, the event is
+        stored already `queued` and sent after the commit; only a failed send takes a second transaction, back to
+        `received`, so the sweep enqueues it after RECEIVED_GRACE_SECONDS. (A process killed between the commit and
+        the send leaves it `queued` without a job: the sweep finds it after STUCK_AFTER_SECONDS.)
+        """
         reason = self.reason_to_ignore(event)
-        now = self._clock()
+        send = not reason and self._breaker.allows()
+        status = EventStatus.IGNORED if reason else EventStatus.QUEUED if send else EventStatus.RECEIVED
         with transaction(self._new_session) as session:
-            status = EventStatus.IGNORED if reason else EventStatus.RECEIVED
-            kept = envelope_only(event) if reason else event
-            stored = store.inbox.insert_event_if_new(session, kept, status, reason, now)
-            if stored and not reason and event.customer_id:
-                store.inbox.set_customer_seq(
-                    session, event.id, store.access.advance_customer_seq(session, event.customer_id)
-                )
+            stored = store.inbox.store_event_if_new(
+                session, envelope_only(event) if reason else event, status, reason, self._clock(), sequenced=not reason
+            )
         if not stored:
-            log.info("webhook.duplicate", event_id=event.id, type=event.type, outcome=Verdict.DUPLICATE)
+            log.info("webhook.duplicate", outcome=Verdict.DUPLICATE)
             return Acceptance(Verdict.DUPLICATE, event.id)
         if reason:
-            log.info("webhook.ignored", event_id=event.id, type=event.type, outcome=Verdict.IGNORED, reason=reason)
+            log.info("webhook.ignored", outcome=Verdict.IGNORED, reason=reason)
             return Acceptance(Verdict.IGNORED, event.id, reason)
-        queued = self.enqueue(event.id)
-        log.info(
-            "webhook.accepted",
-            event_id=event.id,
-            type=event.type,
-            customer=event.customer_id,
-            outcome=Verdict.ACCEPTED,
-            queued=queued,
-        )
+        if not send:
+            log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=False, note="broker failed recently")
+            return Acceptance(Verdict.ACCEPTED, event.id)
+        queued = self._send_stored(event.id)
+        log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=queued)
         return Acceptance(Verdict.ACCEPTED, event.id, queued=queued)
 
-    def enqueue(self, event_id: str) -> bool:
-        if not self._breaker.allows():
-            log.info("queue.skipped", event_id=event_id, reason="broker failed recently; left for the sweep")
-            return False
+    def _send_stored(self, event_id: str) -> bool:
+        """Send the job of an event committed as `queued`; on failure put it back to `received` for the sweep."""
         try:
             self._queue.enqueue_event(event_id)
         except QueueUnavailable as error:
-            # The event is committed: the worker's sweep enqueues it once the broker is back.
             self._breaker.failed()
-            log.warning("queue.unavailable", event_id=event_id, error=str(error))
+            log.warning("queue.unavailable", error=str(error))
             self._telemetry.enqueue_failed("receiver")
+            try:
+                with transaction(self._new_session) as session:
+                    # Only from queued: a send that failed late (a timeout after Redis took it) may have a worker on it.
+                    store.inbox.set_status(
+                        session, event_id, EventStatus.RECEIVED, self._clock(), only_from=[EventStatus.QUEUED]
+                    )
+            except StorageUnavailable as lost:
+                # The event is stored: it stays `queued`, and the sweep hands it on after STUCK_AFTER_SECONDS.
+                log.warning("queue.left_queued", error=str(lost))
             return False
         self._breaker.succeeded()
-        with transaction(self._new_session) as session:
-            # Only from received: a fast worker may already have moved it on.
-            store.inbox.set_status(
-                session, event_id, EventStatus.QUEUED, self._clock(), only_from=[EventStatus.RECEIVED]
-            )
         return True
 
     def enqueue_many(self, event_ids: Sequence[str]) -> tuple[list[str], list[str]]:

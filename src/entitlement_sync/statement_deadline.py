@@ -30,6 +30,7 @@ class StatementDeadline:
         self._armed: dict[int, tuple[float, Any]] = {}  # id(DBAPI connection): (deadline, DBAPI connection)
         self._changed = threading.Condition()
         self._pid: int | None = None  # the process whose watcher runs: a forked child starts its own
+        self._wakes_at = 0.0  # when the watcher looks next (monotonic); 0: it is looking now
 
     def attach(self, engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", self._on_cursor)
@@ -40,12 +41,18 @@ class StatementDeadline:
         event.listen(engine.pool, "checkin", self._off_pooled)
 
     def arm(self, dbapi_connection: Any) -> None:
+        deadline = time.monotonic() + self._seconds
         with self._changed:
-            self._armed[id(dbapi_connection)] = (time.monotonic() + self._seconds, dbapi_connection)
+            self._armed[id(dbapi_connection)] = (deadline, dbapi_connection)
             if self._pid != os.getpid():
                 self._pid = os.getpid()
+                self._wakes_at = 0.0
                 threading.Thread(target=self._watch, name="statement-deadline", daemon=True).start()
-            self._changed.notify()
+            # Wake the watcher only when it would look too late: every deadline is now + the same seconds, so
+            # while any call is armed it already looks in time, and a round trip costs no thread switch.
+            if deadline < self._wakes_at:
+                self._wakes_at = 0.0
+                self._changed.notify()
 
     def disarm(self, dbapi_connection: Any) -> None:
         with self._changed:
@@ -79,7 +86,9 @@ class StatementDeadline:
                     del self._armed[key]
                 upcoming = [deadline for deadline, _ in self._armed.values()]
                 if not expired:
-                    self._changed.wait(min(upcoming, default=now + 60) - now)
+                    self._wakes_at = min(upcoming, default=now + 60)
+                    self._changed.wait(self._wakes_at - now)
+                    self._wakes_at = 0.0
                     continue
             for _, conn in expired:
                 _cut(conn)

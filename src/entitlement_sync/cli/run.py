@@ -70,6 +70,7 @@ def gunicorn_arguments(
         *("--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads)),
         *("--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5"),
         *("--limit-request-line", "4094", "--limit-request-fields", "50"),
+        # The access log skips the webhooks that the receiver logs in one structured line (gunicorn_hooks.py).
         *("--access-logfile", "-", "--config", "python:entitlement_sync.gunicorn_hooks"),
         f"entitlement_sync.web.serving:serve_app(internal_port={internal_port}, body_read_seconds={body_timeout})",
     ]

@@ -37,12 +37,18 @@ class Watch:
         self.released = False
 
 
+# The watchdog may cut a connection this much after its deadline, so that one wake-up serves every deadline
+# that falls within it: under load a request arrives every few milliseconds, each with its own deadline.
+LATENESS_SECONDS = 0.25
+
+
 class Watchdog:
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._due: list[tuple[float, int, Watch]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
+        self._wakes_at = 0.0  # when the watchdog looks next (monotonic); 0: it is looking now
 
     def watch(self, connection: socket.socket, deadline: float) -> Watch:
         watch = Watch(connection)
@@ -51,7 +57,11 @@ class Watchdog:
             if self._thread is None:  # started lazily: in the gunicorn worker, after the fork
                 self._thread = threading.Thread(target=self._run, name="body-deadline", daemon=True)
                 self._thread.start()
-            self._condition.notify()
+            # Deadlines are now + the same seconds: while any is pending the watchdog already looks in time, and
+            # a request costs no thread switch.
+            if deadline < self._wakes_at:
+                self._wakes_at = 0.0
+                self._condition.notify()
         return watch
 
     def release(self, watch: Watch) -> None:
@@ -62,19 +72,16 @@ class Watchdog:
     def _run(self) -> None:
         with self._condition:
             while True:
-                if not self._due:
-                    self._condition.wait()
-                    continue
-                deadline, _, watch = self._due[0]
-                left = deadline - time.monotonic()
-                if left > 0:
-                    self._condition.wait(left)
-                    continue
-                heapq.heappop(self._due)
-                if not watch.released:
-                    watch.expired = True
-                    with suppress(OSError):  # the client may have gone already
-                        watch.connection.shutdown(socket.SHUT_RD)
+                now = time.monotonic()
+                while self._due and self._due[0][0] <= now:
+                    _, _, watch = heapq.heappop(self._due)
+                    if not watch.released:
+                        watch.expired = True
+                        with suppress(OSError):  # the client may have gone already
+                            watch.connection.shutdown(socket.SHUT_RD)
+                self._wakes_at = self._due[0][0] + LATENESS_SECONDS if self._due else float("inf")
+                self._condition.wait(None if not self._due else self._wakes_at - now)
+                self._wakes_at = 0.0
 
 
 class BodyDeadline:

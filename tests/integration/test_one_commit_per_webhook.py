@@ -1,0 +1,146 @@
+"""The receiver's cost in the database: one commit per webhook (one statement on PostgreSQL), the event stored
+already `queued` and sent after the commit; only a failed send takes a second transaction, back to `received`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event, select
+
+from entitlement_sync.breaker import CircuitBreaker
+from entitlement_sync.events import parse_event
+from entitlement_sync.models import CustomerSyncState, EventStatus, utcnow
+from entitlement_sync.ports import StuckRule
+from entitlement_sync.receive import Receiver
+from entitlement_sync.stripe_gateway import WebhookVerifier
+from entitlement_sync.sweep import Sweeper
+from entitlement_sync.testing import active_entitlement, summary_event
+from tests.conftest import WEBHOOK_SECRET, post_webhook, stored_event
+from tests.fakes import BrokerDown
+
+RULE = StuckRule(received_grace=timedelta(seconds=10), stuck_after=timedelta(minutes=15))
+
+
+@dataclass
+class Traffic:
+    commits: int = 0
+    statements: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def database_traffic(engine: Any) -> Iterator[Traffic]:
+    """Every COMMIT and every statement sent through `engine` meanwhile."""
+    seen = Traffic()
+
+    def committed(_connection: Any) -> None:
+        seen.commits += 1
+
+    def executed(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.statements.append(statement)
+
+    event.listen(engine, "commit", committed)
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "commit", committed)
+        event.remove(engine, "before_cursor_execute", executed)
+
+
+def a_summary(customer: str = "cus_1", **fields: Any) -> dict[str, Any]:
+    return summary_event(customer, [active_entitlement("feat_api", "api_access")], **fields)
+
+
+def customer_seq(container: Any, customer: str) -> int | None:
+    with container.new_session() as session:
+        return session.scalar(select(CustomerSyncState.seq).where(CustomerSyncState.customer_id == customer))
+
+
+def on_postgresql(container: Any) -> bool:
+    return bool(container.engine.dialect.name == "postgresql")
+
+
+def test_an_accepted_webhook_costs_one_commit_and_on_postgresql_one_statement(client, container):
+    first, second = a_summary("cus_1"), a_summary("cus_1")
+    with database_traffic(container.engine) as traffic:
+        assert post_webhook(client, first).json["status"] == "accepted"
+    assert traffic.commits == 1
+    if on_postgresql(container):
+        assert len(traffic.statements) == 1  # the insert and the customer's sequence, in one round trip
+    with database_traffic(container.engine) as traffic:
+        assert post_webhook(client, second).json["status"] == "accepted"
+    assert traffic.commits == 1
+
+    stored = [stored_event(container, event["id"]) for event in (first, second)]
+    assert [(row.status, row.customer_seq) for row in stored] == [(EventStatus.QUEUED, 1), (EventStatus.QUEUED, 2)]
+    assert customer_seq(container, "cus_1") == 2
+
+
+def test_a_duplicate_or_an_ignored_webhook_costs_one_commit_and_leaves_the_sequence_alone(client, container):
+    event = a_summary("cus_1")
+    post_webhook(client, event)
+    with database_traffic(container.engine) as traffic:
+        assert post_webhook(client, event).json["status"] == "duplicate"
+        assert post_webhook(client, a_summary("cus_1", livemode=True)).json["status"] == "ignored"
+    assert traffic.commits == 2
+    if on_postgresql(container):
+        assert len(traffic.statements) == 2
+    assert customer_seq(container, "cus_1") == 1
+    assert stored_event(container, event["id"]).customer_seq == 1
+
+
+def receiver_with_broker_down(container: Any) -> Receiver:
+    verifier = WebhookVerifier((WEBHOOK_SECRET,))
+    return Receiver(container.new_session, verifier, BrokerDown("refused"), utcnow, False, CircuitBreaker(60))
+
+
+def test_a_failed_send_puts_the_event_back_to_received_and_later_ones_are_stored_received_at_once(container):
+    receiver = receiver_with_broker_down(container)
+    first, second = a_summary("cus_1"), a_summary("cus_2")
+
+    with database_traffic(container.engine) as traffic:
+        acceptance = receiver.accept_event(parse_event(_body(first)))
+    assert (acceptance.status, acceptance.queued) == ("accepted", False)
+    assert traffic.commits == 2  # the rare path: stored queued, the send failed, back to received
+    assert stored_event(container, first["id"]).status == EventStatus.RECEIVED
+
+    with database_traffic(container.engine) as traffic:
+        receiver.accept_event(parse_event(_body(second)))  # the breaker is open: no send is tried
+    assert traffic.commits == 1
+    assert stored_event(container, second["id"]).status == EventStatus.RECEIVED
+
+    a_minute_later = Sweeper(container.new_session, container.queue, lambda: utcnow() + timedelta(minutes=1), RULE)
+    assert a_minute_later.requeue_unfinished() == 2  # within RECEIVED_GRACE_SECONDS' reach
+
+
+def test_an_event_committed_queued_whose_send_never_happened_is_requeued_after_stuck_after(container):
+    """A process killed between the commit and the send: the row says `queued`, and no job exists."""
+    event = a_summary("cus_1")
+    killed = Receiver(container.new_session, WebhookVerifier((WEBHOOK_SECRET,)), _LostSend(), utcnow, False)
+    assert killed.accept_event(parse_event(_body(event))).queued
+    assert stored_event(container, event["id"]).status == EventStatus.QUEUED
+
+    def sweep_after(elapsed: timedelta) -> int:
+        return Sweeper(container.new_session, container.queue, lambda: utcnow() + elapsed, RULE).requeue_unfinished()
+
+    assert sweep_after(timedelta(minutes=1)) == 0
+    assert sweep_after(timedelta(minutes=16)) == 1
+
+
+class _LostSend:
+    """A JobQueue whose sends vanish, as if the process died before sending."""
+
+    def enqueue_event(self, event_id: str) -> None:
+        pass
+
+    def ping(self) -> None:
+        pass
+
+
+def _body(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
