@@ -182,6 +182,7 @@ def bootstrap(
         breaker=CircuitBreaker(settings.broker_breaker_seconds, on_change=telemetry.breaker_changed),
         database_breaker=CircuitBreaker(settings.database_breaker_seconds),
         telemetry=telemetry,
+        autocommit_engine=engine if engine.dialect.name == "postgresql" else None,
     )
     reader = AccessReader(engine, settings.stale_after, clock)
     explainer = Explainer(new_session, reader, settings.policy_rules, clock)

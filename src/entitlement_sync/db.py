@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from .errors import StorageUnavailable
@@ -97,6 +97,14 @@ def transaction(new_session: SessionFactory) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error, and say so when the database is down."""
     with outages_reported(), new_session() as session, session.begin():
         yield session
+
+
+@contextmanager
+def autocommitted(engine: Engine) -> Iterator[Connection]:
+    """A connection on which each statement is its own transaction: no BEGIN, no COMMIT round trips. For a use
+    case whose whole unit of work is one statement (PostgreSQL's webhook receiver)."""
+    with outages_reported(), engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection
 
 
 def ping(engine: Engine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +37,8 @@ class InboundEvent:
     customer_id: str | None
     payload: dict[str, Any]
     account: str | None = None  # a connected account's id (`acct_...`): the objects live in that account
+    # The verified body the payload was parsed from, kept as Stripe sent it: stored as is, never serialized again.
+    body: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def data_object(self) -> dict[str, Any]:
@@ -65,7 +67,8 @@ def parse_event(body: bytes | str) -> InboundEvent:
     """The event in a verified body; InvalidWebhook when the body is not a Stripe event or holds what the
     database cannot store (NaN, infinities, absurd depth): a 400, never a 500."""
     try:
-        payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+        text = body.decode() if isinstance(body, bytes) else body
+        payload = _DECODER.decode(text)
     except RecursionError as error:
         raise InvalidWebhook("body is nested too deeply") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -74,7 +77,7 @@ def parse_event(body: bytes | str) -> InboundEvent:
         raise InvalidWebhook(f"body holds a value out of range: {str(error)[:60]}") from error
     if _depth_exceeds(payload, MAX_DEPTH):
         raise InvalidWebhook(f"body is nested more than {MAX_DEPTH} levels deep")
-    return event_from_payload(payload)
+    return event_from_payload(payload, body=text)
 
 
 def _no_constant(name: str) -> Any:
@@ -86,6 +89,9 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"number {text[:20]} is out of range")
     return number
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)  # built once, not per body
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
@@ -101,7 +107,8 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def event_from_payload(payload: Any) -> InboundEvent:
+def event_from_payload(payload: Any, body: str | None = None) -> InboundEvent:
+    """`body`: the text `payload` was parsed from, if the caller has it (stored as is)."""
     if not isinstance(payload, dict) or payload.get("object", "event") != "event":
         raise InvalidWebhook("body is not a Stripe event")
     event_id, event_type, created = payload.get("id"), payload.get("type"), payload.get("created")
@@ -122,6 +129,7 @@ def event_from_payload(payload: Any) -> InboundEvent:
         customer_id=_customer_of(data["object"]),
         payload=payload,
         account=payload["account"] if isinstance(payload.get("account"), str) and payload["account"] else None,
+        body=body,
     )
 
 

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy import Engine
+
 from . import store
 from .breaker import CircuitBreaker
-from .db import SessionFactory, transaction
+from .db import SessionFactory, autocommitted, transaction
 from .errors import InvalidWebhook, QueueUnavailable, StorageUnavailable
 from .events import HANDLED_TYPES, InboundEvent, connect_reason, envelope_only, parse_event
 from .logs import bound, get_logger
@@ -44,8 +46,12 @@ class Receiver:
         breaker: CircuitBreaker | None = None,
         database_breaker: CircuitBreaker | None = None,
         telemetry: Telemetry | None = None,
+        autocommit_engine: Engine | None = None,
     ) -> None:
         self._new_session = new_session
+        # PostgreSQL: the webhook's whole unit of work is one statement, sent on a connection in autocommit, so
+        # it is its own transaction (one round trip, no BEGIN or COMMIT). None: a session's transaction (SQLite).
+        self._autocommit_engine = autocommit_engine
         self._verifier = verifier
         self._queue = queue
         self._clock = clock
@@ -103,11 +109,7 @@ class Receiver:
         reason = self.reason_to_ignore(event)
         send = not reason and self._breaker.allows()
         status = EventStatus.IGNORED if reason else EventStatus.QUEUED if send else EventStatus.RECEIVED
-        with transaction(self._new_session) as session:
-            stored = store.inbox.store_event_if_new(
-                session, envelope_only(event) if reason else event, status, reason, self._clock(), sequenced=not reason
-            )
-        if not stored:
+        if not self._store(envelope_only(event) if reason else event, status, reason):
             log.info("webhook.duplicate", outcome=Verdict.DUPLICATE)
             return Acceptance(Verdict.DUPLICATE, event.id)
         if reason:
@@ -119,6 +121,15 @@ class Receiver:
         queued = self._send_stored(event.id)
         log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=queued)
         return Acceptance(Verdict.ACCEPTED, event.id, queued=queued)
+
+    def _store(self, event: InboundEvent, status: EventStatus, reason: str | None) -> bool:
+        """Store the event (and advance its customer's sequence, unless ignored) in one commit; False: a duplicate."""
+        now, sequenced = self._clock(), reason is None
+        if self._autocommit_engine is not None:
+            with autocommitted(self._autocommit_engine) as connection:
+                return store.inbox.store_event_alone(connection, event, status, reason, now, sequenced=sequenced)
+        with transaction(self._new_session) as session:
+            return store.inbox.store_event_if_new(session, event, status, reason, now, sequenced=sequenced)
 
     def _send_stored(self, event_id: str) -> bool:
         """Send the job of an event committed as `queued`; on failure put it back to `received` for the sweep."""
