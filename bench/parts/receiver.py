@@ -48,7 +48,8 @@ def one_run(side: str, cfg: Config, connections: int, seconds: float) -> dict[st
 
 def run(cfg: Config) -> dict[str, Any]:
     seconds = cfg.pick(5, 10)
-    results: dict[str, Any] = {"seconds": seconds, "server": "gunicorn, 2 sync workers, both sides"}
+    server = "ours: `serve --workers 2` with its default threads (gthread); bare: gunicorn, 2 sync workers"
+    results: dict[str, Any] = {"seconds": seconds, "server": server}
     for connections in (16, 64):
         ours: list[dict[str, Any]] = []
         bare: list[dict[str, Any]] = []
