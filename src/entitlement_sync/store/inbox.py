@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, exists, func, literal, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -26,10 +26,20 @@ def store_event_if_new(
     """Store the event unless its id is already there; True when this call stored it.
 
     `sequenced`: also advance its customer's sequence and record the value on the event (a fetch that takes a
-    later ticket saw this event). On PostgreSQL that is one statement, so a webhook costs one round trip and
-    one commit; SQLite, which has no data-modifying CTEs, takes two or three.
+    later ticket saw this event). Portable, in up to three statements; PostgreSQL's receiver sends the same as
+    one (`store_event_alone`).
     """
-    values = {
+    values = _row(event, status, note, now)
+    if session.execute(_insert_statement(session.get_bind().dialect.name), values).first() is None:
+        return False
+    if sequenced and event.customer_id:
+        set_customer_seq(session, event.id, advance_customer_seq(session, event.customer_id))
+    return True
+
+
+def _row(event: InboundEvent, status: EventStatus, note: str | None, now: datetime) -> dict[str, Any]:
+    """The bound values of both ways to store an event."""
+    return {
         "id": event.id,
         "type": event.type,
         "customer_id": event.customer_id,
@@ -40,68 +50,34 @@ def store_event_if_new(
         "note": note,
         "now": now,
     }
-    dialect = session.get_bind().dialect.name
-    if not (sequenced and event.customer_id):
-        return session.execute(_statements(dialect).insert, values).first() is not None
-    if dialect == "postgresql":
-        return session.execute(_statements(dialect).insert_sequenced, values).first() is not None
-    if session.execute(_statements(dialect).insert, values).first() is None:
-        return False
-    set_customer_seq(session, event.id, advance_customer_seq(session, event.customer_id))
-    return True
-
-
-@dataclass(frozen=True)
-class _Statements:
-    insert: Any
-    insert_sequenced: Any
 
 
 @cache
-def _statements(dialect_name: str) -> _Statements:
-    """Built once per dialect with bound parameters, so SQLAlchemy compiles each once and then only binds."""
+def _insert_statement(dialect_name: str) -> Any:
+    """Built once per dialect with bound parameters, so SQLAlchemy compiles it once and then only binds."""
     dialect = postgresql if dialect_name == "postgresql" else sqlite
-    events, state = cast(Table, StripeEvent.__table__), cast(Table, CustomerSyncState.__table__)
-    columns = {
-        "id": bindparam("id"),
-        "type": bindparam("type"),
-        "customer_id": bindparam("customer_id"),
-        "livemode": bindparam("livemode"),
-        "created": bindparam("created"),
-        "payload": bindparam("payload", type_=events.c.payload.type),
-        "status": bindparam("status"),
-        "attempts": 0,
-        "last_error": bindparam("note"),
-        "received_at": bindparam("now"),
-        "status_changed_at": bindparam("now"),
-    }
-
-    def insert(**more: Any) -> Any:
-        # rowcount is not reliable for INSERT on every driver; RETURNING is.
-        statement = dialect.insert(events).values(**columns, **more).on_conflict_do_nothing(index_elements=["id"])
-        return statement.returning(events.c.id)
-
-    if dialect_name != "postgresql":
-        return _Statements(insert(), None)
-    # The sequence is advanced only for an id not stored yet: a redelivery takes no lock on the customer's row.
-    # (Two copies arriving at once may both advance it; a gap in the sequence orders nothing differently.)
-    not_stored = ~exists().where(events.c.id == bindparam("id"))
-    advance = (
-        postgresql.insert(state)
-        .from_select(
-            ["customer_id", "seq", "applied_seq"],
-            select(bindparam("customer_id", type_=state.c.customer_id.type), literal(1), literal(0)).where(not_stored),
-        )
-        .on_conflict_do_update(index_elements=["customer_id"], set_={"seq": state.c.seq + 1})
-        .returning(state.c.seq)
-        .cte("advanced")
+    events = cast(Table, StripeEvent.__table__)
+    statement = dialect.insert(events).values(
+        id=bindparam("id"),
+        type=bindparam("type"),
+        customer_id=bindparam("customer_id"),
+        livemode=bindparam("livemode"),
+        created=bindparam("created"),
+        payload=bindparam("payload", type_=events.c.payload.type),
+        status=bindparam("status"),
+        attempts=0,
+        last_error=bindparam("note"),
+        received_at=bindparam("now"),
+        status_changed_at=bindparam("now"),
     )
-    return _Statements(insert(), insert(customer_seq=select(advance.c.seq).scalar_subquery()).add_cte(advance))
+    # rowcount is not reliable for INSERT on every driver; RETURNING is.
+    return statement.on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
 
 
 # PostgreSQL's hot path, written out: the event and its customer's sequence in one statement, sent as it
 # stands (no compiling, no bind processing) on an autocommit connection, where it is its own transaction.
-# Same rules as the statements above: the sequence advances only for an id not stored yet.
+# The sequence advances only for an id not stored yet, so a redelivery takes no lock on the customer's row.
+# (Two copies arriving at once may both advance it; a gap in the sequence orders nothing differently.)
 _COLUMNS = (
     "id, type, customer_id, livemode, created, payload, status, customer_seq, attempts, last_error,"
     " received_at, status_changed_at, waits"
@@ -132,17 +108,9 @@ def store_event_alone(
 ) -> bool:
     """`store_event_if_new` as one PostgreSQL statement, for a connection in autocommit: one round trip, one
     commit, and nothing else in its transaction."""
-    values = {
-        "id": event.id,
-        "type": event.type,
-        "customer_id": event.customer_id,
-        "livemode": event.livemode,
-        "created": event.created,
-        "payload": event.body if event.body is not None else json.dumps(event.payload),
-        "status": str(status),
-        "note": note,
-        "now": now,
-    }
+    values = _row(event, status, note, now)
+    # The verified body as Stripe sent it: the payload is not serialized again.
+    values.update(payload=event.body if event.body is not None else json.dumps(event.payload), status=str(status))
     statement = _STORE_SEQUENCED if sequenced and event.customer_id else _STORE
     return connection.exec_driver_sql(statement + _IF_NEW, values).first() is not None
 
