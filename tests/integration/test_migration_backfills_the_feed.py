@@ -15,7 +15,7 @@ def test_the_upgrade_numbers_past_flips_in_id_order_and_skips_reason_only_change
             text(
                 f"INSERT INTO effective_access_changes ({columns}) VALUES "
                 "('cus_1', 'api', 'granted', 1, 'stripe_entitlement', "
-                "'[{\"kind\": \"entitlement\", \"id\": \"ent_1\", \"detail\": \"feat_api\"}]', 'evt_1', '2026-01-01'), "
+                '\'[{"kind": "entitlement", "id": "ent_1", "detail": "feat_api"}]\', \'evt_1\', \'2026-01-01\'), '
                 "('cus_1', 'api', 'updated', 1, 'manual_grant', '[]', 'override:1', '2026-01-02'), "
                 "('cus_2', 'sso', 'revoked', 0, 'manual_denial', '[]', 'override:2', '2026-01-03')"
             )
