@@ -101,6 +101,10 @@ class AccessClient:
             return Answer(self._defaults.get(lookup_key, False), "default", self.stale)
         return Answer(bool(granted), "copy", self.stale)
 
+    def granted(self) -> set[tuple[str, str]]:
+        """Every (customer, lookup key) the copy grants: for audits and tests, not the hot path."""
+        return {pair for pair, granted in list(self._access.items()) if granted}
+
     def has_default(self, lookup_key: str) -> bool:
         return lookup_key in self._defaults
 
