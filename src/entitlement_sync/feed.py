@@ -25,9 +25,10 @@ from .ports import Clock, FeedWakeups
 log = get_logger(__name__)
 
 # A long poll holds a web thread (gunicorn's gthread workers: `serve --threads`, 8 by default) but no
-# database connection. Capped so that a proxy's idle timeout (often 30 s or more) never cuts it first, and
-# so that at most half of a process's threads wait at once: the rest keep answering reads and probes.
-MAX_WAIT_SECONDS = 25.0
+# database connection. Capped under gunicorn's graceful timeout (20 s: a restart lets the waits finish) and
+# proxies' idle timeouts; and at most half of a process's threads wait at once (the container passes
+# `max_waiting`): the rest keep answering reads and probes.
+MAX_WAIT_SECONDS = 15.0
 MAX_LIMIT = 1000
 MAX_SNAPSHOT_CUSTOMERS = 5000
 
@@ -78,6 +79,8 @@ class AccessFeed:
         self._wakeups = wakeups
         self._clock = clock
         self._waiting = threading.BoundedSemaphore(max(1, max_waiting))
+        self.waiting = 0  # long polls waiting in this process now
+        self._count_lock = threading.Lock()
 
     def changes(self, after: int, limit: int = 100, wait: float = 0.0) -> FeedPage:
         """The changes after cursor `after`, oldest first. With `wait`, returns as soon as there is one or
@@ -89,6 +92,7 @@ class AccessFeed:
         # Every waiting slot taken: answer at once rather than hold one more thread (the client backs off).
         if not self._waiting.acquire(blocking=False):
             return page
+        self._count(+1)
         try:
             deadline = time.monotonic() + min(wait, MAX_WAIT_SECONDS)
             while not page.changes and (remaining := deadline - time.monotonic()) > 0:
@@ -96,7 +100,12 @@ class AccessFeed:
                 page = self._read(after, limit)
             return page
         finally:
+            self._count(-1)
             self._waiting.release()
+
+    def _count(self, step: int) -> None:
+        with self._count_lock:
+            self.waiting += step
 
     def _read(self, after: int, limit: int) -> FeedPage:
         with outages_reported(), self._new_session() as session:

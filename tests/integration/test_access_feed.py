@@ -8,7 +8,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,15 @@ def grant(container: Container, customer: str, key: str = "api_access") -> int:
 
 def deny(container: Container, customer: str, key: str = "api_access") -> int:
     return container.overrides.deny(customer, key, None, "test", "tester").id
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def table(container: Container) -> dict[tuple[str, str], bool]:
@@ -192,7 +201,7 @@ def test_a_long_poll_returns_the_change_committed_while_it_waits(container: Cont
     polled: list[Any] = []
     poller = threading.Thread(target=lambda: polled.append(container.feed.changes(start, 10, wait=20)))
     poller.start()
-    time.sleep(0.3)  # let it wait: the grant below must wake it, not be there already
+    assert eventually(lambda: container.feed.waiting == 1)  # the grant below must wake it, not be there already
     grant(container, "cus_w")
     poller.join(timeout=30)
 
@@ -298,7 +307,7 @@ def test_the_listener_reconnects_after_its_connection_is_killed(container: Conta
     polled: list[Any] = []
     poller = threading.Thread(target=lambda: polled.append(container.feed.changes(start, 10, wait=20)))
     poller.start()
-    time.sleep(0.5)
+    assert eventually(lambda: container.feed.waiting == 1)
     grant(container, "cus_after_restart")
     poller.join(timeout=30)
 
@@ -307,3 +316,19 @@ def test_the_listener_reconnects_after_its_connection_is_killed(container: Conta
     while not getattr(listener, "connected", False) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert getattr(listener, "connected", False)
+
+
+def test_a_long_poll_beyond_the_waiting_slots_is_answered_at_once(container: Container) -> None:
+    """The test container has 2 threads, so 1 waiting slot: a second waiter must not hold a thread too."""
+    start = container.feed.changes(0).next_cursor
+    polled: list[Any] = []
+    first = threading.Thread(target=lambda: polled.append(container.feed.changes(start, 10, wait=20)))
+    first.start()
+    assert eventually(lambda: container.feed.waiting == 1)
+
+    second = container.feed.changes(start, 10, wait=20)
+
+    assert second.changes == [] and first.is_alive()
+    grant(container, "cus_release")
+    first.join(timeout=30)
+    assert [c.customer for c in polled[0].changes] == ["cus_release"]

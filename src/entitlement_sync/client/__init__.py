@@ -49,7 +49,7 @@ class AccessClient:
         token: str,
         *,
         defaults: Mapping[str, bool] | None = None,
-        wait_seconds: float = 20.0,
+        wait_seconds: float = 15.0,
         page_size: int = 1000,
         min_pause: float = 1.0,
         max_pause: float = 30.0,
