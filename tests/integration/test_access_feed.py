@@ -332,3 +332,19 @@ def test_a_long_poll_beyond_the_waiting_slots_is_answered_at_once(container: Con
     grant(container, "cus_release")
     first.join(timeout=30)
     assert [c.customer for c in polled[0].changes] == ["cus_release"]
+
+
+def test_the_sweeps_review_publishes_what_the_clock_changed(
+    settings: Settings, broker: Any, container: Container
+) -> None:
+    """A path without a use case of its own around it (the sweep's review) publishes too: the hook is per commit."""
+    now = [datetime.now(UTC)]
+    clocked = bootstrap(settings, broker=broker, clock=lambda: now[0])
+    record = clocked.overrides.grant("cus_t", "api_access", now[0] + timedelta(hours=1), "trial", "tester")
+    now[0] += timedelta(hours=2)
+
+    assert clocked.access_policy.review_due() == 1
+    clocked.close()
+
+    changes = [(c.change, c.cause) for c in container.feed.changes(0).changes]
+    assert changes == [("granted", f"override:{record.id}"), ("revoked", f"override:{record.id}:expired")]
