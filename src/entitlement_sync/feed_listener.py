@@ -41,7 +41,7 @@ class PostgresFeedListener:
         self._poll_while_down = poll_while_down
         self._connect_timeout = connect_timeout
         self._changed = threading.Condition()
-        self._latest = 0  # the highest cursor notified
+        self._latest = 0  # the last cursor notified
         self._generation = 0  # grows at each (re)connect and disconnect: waiters look again
         self._connected = False
         self._stopping = threading.Event()
@@ -108,9 +108,10 @@ class PostgresFeedListener:
         except ValueError:
             return
         with self._changed:
-            if cursor > self._latest:
-                self._latest = cursor
-                self._changed.notify_all()
+            # Payloads grow (cursors are numbered in commit order, NOTIFY is delivered in commit order); taking
+            # the last rather than the largest also heals after the database was restored to a lower cursor.
+            self._latest = cursor
+            self._changed.notify_all()
 
     def _moved(self, *, connected: bool) -> None:
         with self._changed:
