@@ -45,12 +45,13 @@ class Stack:
         self.worker: Server | None = None
         self.url = ""
 
-    def start_web(self, workers: int = 2) -> Server:
+    def start_web(self, workers: int = 2, internal_port: int | None = None) -> Server:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         if self.side == "ours":
             args = ["entitlement_sync.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
             args += ["--workers", str(workers)]
+            args += ["--internal-port", str(internal_port)] if internal_port else []
         else:
             args = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
             args += ["bench.reference.bare_web:app"]

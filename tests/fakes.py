@@ -166,3 +166,57 @@ class RecordingTelemetry:
 
     def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
         self._record("read_answered", endpoint, status)
+
+
+class FakeFeedService:
+    """The access feed and snapshot as the service serves them (`entitlement_sync.client.Transport`), over an
+    in-memory table. Knobs: `down` (no answer), `status` (answer that instead), `between_pages` (runs
+    between two snapshot pages, as concurrent writes would), `prune()` (cursors up to now answer 410)."""
+
+    def __init__(self) -> None:
+        self.table: dict[tuple[str, str], bool] = {}
+        self.changes: list[dict[str, Any]] = []
+        self.pruned_through = 0
+        self.down = False
+        self.status = 200
+        self.between_pages: Callable[[], None] | None = None
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+
+    def flip(self, customer: str, key: str, granted: bool) -> None:
+        self.table[customer, key] = granted
+        change = "granted" if granted else "revoked"
+        self.changes.append(
+            {"cursor": len(self.changes) + 1, "customer": customer, "lookup_key": key, "change": change}
+        )
+
+    def prune(self) -> None:
+        self.pruned_through = len(self.changes)
+
+    def get(self, path: str, params: dict[str, Any], timeout: float) -> tuple[int, Any]:
+        from entitlement_sync.client import TransportError
+
+        self.requests.append((path, params))
+        if self.down:
+            raise TransportError("connection refused")
+        if self.status != 200:
+            return self.status, {"error": "unavailable"}
+        if path == "/v1/access-snapshot":
+            return 200, self._snapshot(params["after_customer"], params["limit"])
+        after = int(params["after"])
+        if after < self.pruned_through or after > len(self.changes):
+            return 410, {"error": "take a new snapshot"}
+        page = self.changes[after : after + int(params["limit"])]
+        return 200, {"changes": page, "next_cursor": page[-1]["cursor"] if page else after}
+
+    def _snapshot(self, after_customer: str, limit: int) -> dict[str, Any]:
+        if after_customer and self.between_pages is not None:
+            self.between_pages()
+        customers = sorted({c for c, _ in self.table if c > after_customer})[:limit]
+        rows = [
+            {"customer": c, "lookup_key": k, "granted": g} for (c, k), g in sorted(self.table.items()) if c in customers
+        ]
+        more = len(customers) == limit
+        return {"cursor": len(self.changes), "access": rows, "next_after_customer": customers[-1] if more else None}
+
+    def close(self) -> None:
+        pass

@@ -26,6 +26,7 @@ from .doctor import Doctor
 from .drift import CatalogDrift
 from .effective import AccessPolicy
 from .explain import Explainer
+from .feed import AccessFeed, PollingWakeups
 from .history import AccessHistory
 from .inbox import Inbox
 from .logs import get_logger
@@ -33,7 +34,7 @@ from .models import utcnow
 from .overrides import Overrides
 from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
-from .ports import Clock, EntitlementSource, Pacer, StuckRule, Telemetry, WaitRule
+from .ports import Clock, EntitlementSource, FeedWakeups, Pacer, StuckRule, Telemetry, WaitRule
 from .prune import Pruner
 from .receive import Receiver
 from .reconcile import Reconciler
@@ -86,6 +87,8 @@ class Container:
     explainer: Explainer
     drift: CatalogDrift
     telemetry: Telemetry
+    # Access changes published to other services: the feed, its long polls, the snapshot.
+    feed: AccessFeed
 
     def __repr__(self) -> str:
         # The parts hold clients built from secrets; Settings' own repr is the redacted one.
@@ -123,6 +126,7 @@ class Container:
         return True
 
     def close(self) -> None:
+        self.feed.close()
         self.engine.dispose()
 
 
@@ -217,7 +221,18 @@ def bootstrap(
         drift=CatalogDrift(new_session),
         pruner=Pruner(new_session, clock),
         telemetry=telemetry,
+        # At most half of the threads wait in long polls: the others keep serving reads and probes.
+        feed=AccessFeed(new_session, engine, feed_wakeups(settings.database_url), clock, max_waiting=threads // 2),
     )
+
+
+def feed_wakeups(database_url: str) -> FeedWakeups:
+    """PostgreSQL: one LISTEN connection, started by the first long poll; SQLite: look again every 0.2 s."""
+    if database_url.startswith("postgresql"):
+        from .feed_listener import PostgresFeedListener
+
+        return PostgresFeedListener(database_url)
+    return PollingWakeups()
 
 
 def pool_options(settings: Settings, threads: int) -> PoolOptions:

@@ -42,3 +42,8 @@ class StripeAccountUnreadable(StripeRejected):
 
 class InvalidOverride(EntitlementSyncError):
     """A grant or denial that cannot be recorded as asked (an expiry in the past, an unknown or revoked id)."""
+
+
+class FeedCursorGone(EntitlementSyncError):
+    """A feed cursor older than what the feed keeps (pruned) or newer than any it handed out: the consumer
+    must take a new snapshot (`GET /v1/access-snapshot`) and follow the feed from its cursor."""

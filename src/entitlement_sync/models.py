@@ -325,3 +325,29 @@ class PeriodicRun(Base):
 
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     last_started_at: Mapped[datetime]
+
+
+class AccessFeedEntry(Base):
+    """The published feed of access flips (`GET /v1/access-changes`): one row per `granted`/`revoked` change of
+    `effective_access_changes`, numbered in commit order (see store/feed.py). Prunable, unlike the history."""
+
+    __tablename__ = "access_feed"
+
+    cursor: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    change_id: Mapped[int] = mapped_column(Integer, doc="effective_access_changes.id")
+    customer_id: Mapped[str] = mapped_column(String(255))
+    lookup_key: Mapped[str] = mapped_column(String(80))
+    change: Mapped[str] = mapped_column(String(10), doc="granted | revoked")
+    features: Mapped[list[str]] = mapped_column(JSON, default=list, doc="feature ids behind the change, if known")
+    cause: Mapped[str] = mapped_column(String(255))
+    changed_at: Mapped[datetime]
+
+
+class AccessFeedState(Base):
+    """One row: the last cursor handed out (its row lock orders the feed by commit) and what pruning removed."""
+
+    __tablename__ = "access_feed_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    pruned_through: Mapped[int] = mapped_column(BigInteger, default=0, doc="cursors up to this one are deleted")

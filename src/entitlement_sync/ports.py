@@ -288,3 +288,13 @@ class NoTelemetry:
 
     def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
         pass
+
+
+class FeedWakeups(Protocol):
+    """Wakes long polls of the access feed when a cursor past theirs may have committed."""
+
+    def wait_past(self, cursor: int, timeout: float) -> None:
+        """Return when a cursor after `cursor` may exist, or after at most `timeout` seconds (maybe sooner:
+        the caller looks again either way)."""
+
+    def close(self) -> None: ...

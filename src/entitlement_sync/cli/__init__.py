@@ -16,6 +16,7 @@ from .demo import demo
 from .doctor import doctor
 from .events import events
 from .features import features
+from .feed import feed
 from .retention import prune_events
 from .run import db, dev, serve, worker
 from .sync import sync
@@ -37,6 +38,6 @@ def main() -> None:
     """Keep a local feature-access table in step with Stripe Billing Entitlements."""
 
 
-for command in (db, serve, worker, dev, demo, doctor, events, sync, features, access):
+for command in (db, serve, worker, dev, demo, doctor, events, sync, features, access, feed):
     main.add_command(command)
 events.add_command(prune_events)

@@ -25,6 +25,7 @@ from ..models import (
 )
 from ..policy import CatalogLink, Override, PolicyInputs, SubscriptionState
 from ..ports import ActiveEntitlement
+from . import feed
 from ._sql import upsert
 
 
@@ -99,7 +100,9 @@ def rows_of(session: Session, customer_id: str) -> dict[str, EffectiveAccess]:
 
 
 def add_change(session: Session, **values: Any) -> None:
-    session.add(EffectiveAccessChange(**values))
+    change = EffectiveAccessChange(**values)
+    session.add(change)
+    feed.track(session, change)  # numbered into the access feed when the transaction commits
 
 
 def changes_of(session: Session, customer_id: str, lookup_key: str | None, limit: int) -> list[EffectiveAccessChange]:

@@ -19,6 +19,7 @@ from ..logs import configure_logging, get_logger
 from ..settings import Settings
 from . import console
 from .access import access
+from .feed import feed
 from .health import health, readiness
 from .metrics import metrics
 from .webhooks import MAX_BODY_BYTES, webhooks
@@ -27,8 +28,8 @@ Surface = Literal["public", "internal", "all"]
 log = get_logger(__name__)
 SURFACES: dict[str, tuple[Blueprint, ...]] = {
     "public": (webhooks, health),
-    "internal": (access, metrics, readiness, health),
-    "all": (webhooks, access, metrics, readiness, health),
+    "internal": (access, feed, metrics, readiness, health),
+    "all": (webhooks, access, feed, metrics, readiness, health),
 }
 
 
