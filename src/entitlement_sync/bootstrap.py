@@ -22,6 +22,7 @@ from .breaker import CircuitBreaker
 from .catalog import Catalog
 from .customers import CustomerLookup
 from .db import PoolOptions, SessionFactory, create_db_engine, schema_revisions, session_factory, transaction
+from .deliver import Deliverer
 from .doctor import Doctor
 from .drift import CatalogDrift
 from .effective import AccessPolicy
@@ -30,6 +31,8 @@ from .history import AccessHistory
 from .inbox import Inbox
 from .logs import get_logger
 from .models import utcnow
+from .outbound import SignedPoster
+from .outbox import Outbox
 from .overrides import Overrides
 from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
@@ -42,15 +45,17 @@ from .stripe_gateway import StripeGateway, WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
 from .tasks import (
+    DramatiqDeliveryQueue,
     DramatiqQueue,
     SweepMiddleware,
     UpkeepMiddleware,
     build_redis_broker,
+    declare_deliver_webhooks,
     declare_process_event,
     ping_broker,
     worker_metrics_middleware,
 )
-from .telemetry import PrometheusTelemetry, multiprocess_mode
+from .telemetry import PrometheusTelemetry, count_webhook_delivery, multiprocess_mode
 
 log = get_logger(__name__)
 
@@ -86,6 +91,8 @@ class Container:
     explainer: Explainer
     drift: CatalogDrift
     telemetry: Telemetry
+    # Outbound access webhooks: the workers drain the outbox; `deliveries list|replay` look into it.
+    deliverer: Deliverer
 
     def __repr__(self) -> str:
         # The parts hold clients built from secrets; Settings' own repr is the redacted one.
@@ -104,6 +111,10 @@ class Container:
             self.access_policy.review_due()
         except Exception:  # the next round tries again; the requeue above must not wait on this
             log.exception("sweep.access_review_failed")
+        try:  # deliveries whose job was lost (a broker outage, a killed worker) are asked for again
+            self.deliverer.kick_due()
+        except Exception:
+            log.exception("sweep.webhook_kick_failed")
 
     def upkeep(self) -> None:
         with transaction(self.new_session) as session:
@@ -169,7 +180,19 @@ def bootstrap(
         max_pause=timedelta(seconds=settings.retry_max_pause_seconds),
         give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
     )
-    access_policy = AccessPolicy(new_session, settings.policy_rules, clock)
+    deliveries = DramatiqDeliveryQueue(declare_deliver_webhooks(broker, lambda url: deliverer.drain(url), settings))
+    outbox = Outbox(settings.access_webhooks, deliveries, CircuitBreaker(settings.broker_breaker_seconds))
+    deliverer = Deliverer(
+        new_session,
+        settings.access_webhooks,
+        SignedPoster(settings.access_webhook_timeout_seconds),
+        deliveries,
+        clock,
+        settings.webhook_retry,
+        on_outcome=count_webhook_delivery,
+        monotonic=monotonic,
+    )
+    access_policy = AccessPolicy(new_session, settings.policy_rules, clock, outbox.publish)
     syncer = Syncer(new_session, stripe, clock, wait, telemetry, access_policy)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
@@ -214,6 +237,7 @@ def bootstrap(
         overrides=overrides,
         explainer=explainer,
         drift=CatalogDrift(new_session),
+        deliverer=deliverer,
         pruner=Pruner(new_session, clock),
         telemetry=telemetry,
     )

@@ -98,8 +98,10 @@ def rows_of(session: Session, customer_id: str) -> dict[str, EffectiveAccess]:
     return {row.lookup_key: row for row in session.scalars(statement)}
 
 
-def add_change(session: Session, **values: Any) -> None:
-    session.add(EffectiveAccessChange(**values))
+def add_change(session: Session, **values: Any) -> EffectiveAccessChange:
+    row = EffectiveAccessChange(**values)
+    session.add(row)
+    return row
 
 
 def changes_of(session: Session, customer_id: str, lookup_key: str | None, limit: int) -> list[EffectiveAccessChange]:
