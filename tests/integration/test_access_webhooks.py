@@ -191,7 +191,8 @@ def test_without_subscribers_nothing_is_written(container):
 def test_a_worker_delivers_each_change_signed_after_its_commit(hooked, hooked_worker, subscriber):
     override = grant(hooked, "cus_1")
     revoke(hooked, override)
-    wait_for(lambda: len(subscriber.messages) == 2, "both changes to reach the subscriber")
+    delivered = lambda: [row.status for row in deliveries(hooked, subscriber.url)] == ["delivered"] * 2  # noqa: E731
+    wait_for(delivered, "both changes to be delivered")
     assert [p["type"] for p in subscriber.payloads()] == ["access.granted", "access.revoked"]
     assert subscriber.rejected_signatures == 0  # the library's own Webhook.verify accepted each
     rows = deliveries(hooked, subscriber.url)
