@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -40,6 +40,8 @@ log = get_logger(__name__)
 # never holds a worker thread past its time limit.
 BATCH = 200
 BATCH_SECONDS = 30.0
+# Posts per transaction: fewer commits; a crash sends at most this many again (with their webhook-id).
+ROWS_PER_COMMIT = 20
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,14 @@ class DrainReport:
     delivered: int
     gave_up: int
     stopped: str  # empty | retrying | waiting | busy | handed_over | unknown_subscriber
+
+
+@dataclass(frozen=True)
+class _Step:
+    delivered: int = 0
+    gave_up: int = 0
+    stopped: str = "more"  # more | empty | retrying | waiting | busy
+    retry_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -88,8 +98,11 @@ class Deliverer:
     ) -> None:
         self._new_session = new_session
         self._subscribers = {subscriber.url: subscriber for subscriber in subscribers}
-        # SQLite has no row locks: drains of one subscriber in this process take turns here (one process only).
-        self._turns = {url: threading.Lock() for url in self._subscribers}
+        # One drain per subscriber in this process (SQLite has no row locks, and a thread waiting on another's
+        # row lock is a thread wasted); a kick that finds it under way asks it to go round once more.
+        self._turns_lock = threading.Lock()
+        self._draining: set[str] = set()
+        self._asked_again: set[str] = set()
         self._poster = poster
         self._queue = queue
         self._clock = clock
@@ -105,27 +118,38 @@ class Deliverer:
         if subscriber is None:
             log.warning("webhooks.unknown_subscriber", subscriber=subscriber_url, hint="not in ACCESS_WEBHOOK_URLS")
             return DrainReport(0, 0, "unknown_subscriber")
-        turn = self._turns[subscriber_url]
-        if not turn.acquire(blocking=False):
-            return DrainReport(0, 0, "busy")
+        with self._turns_lock:
+            if subscriber_url in self._draining:
+                self._asked_again.add(subscriber_url)  # the drain under way goes round once more for this
+                return DrainReport(0, 0, "busy")
+            self._draining.add(subscriber_url)
         try:
-            return self._drain(subscriber)
-        finally:
-            turn.release()
+            while True:
+                report = self._drain(subscriber)
+                with self._turns_lock:
+                    # Only a drain that found nothing left goes round again: one that stopped on a failure, a
+                    # pause or a hand-over has a job coming for the rest.
+                    if report.stopped != "empty" or subscriber_url not in self._asked_again:
+                        self._draining.discard(subscriber_url)
+                        self._asked_again.discard(subscriber_url)
+                        return report
+                    self._asked_again.discard(subscriber_url)
+        except BaseException:
+            with self._turns_lock:
+                self._draining.discard(subscriber_url)
+                self._asked_again.discard(subscriber_url)
+            raise
 
     def _drain(self, subscriber: WebhookSubscriber) -> DrainReport:
         delivered = gave_up = 0
         deadline = self._monotonic() + BATCH_SECONDS
-        for _ in range(BATCH):
-            outcome, retry_at = self._deliver_head(subscriber)
-            if outcome == DeliveryStatus.DELIVERED:
-                delivered += 1
-            elif outcome == DeliveryStatus.FAILED:
-                gave_up += 1
-            else:
-                if outcome == "retrying":
-                    self._kick(subscriber.url, retry_at)
-                return self._report(subscriber, delivered, gave_up, outcome)
+        while delivered + gave_up < BATCH:
+            step = self._deliver_some(subscriber, deadline)
+            delivered, gave_up = delivered + step.delivered, gave_up + step.gave_up
+            if step.stopped != "more":
+                if step.stopped == "retrying":
+                    self._kick(subscriber.url, step.retry_at)
+                return self._report(subscriber, delivered, gave_up, step.stopped)
             if self._monotonic() > deadline:
                 break
         self._kick(subscriber.url, None)
@@ -137,22 +161,34 @@ class Deliverer:
             log.info("webhooks.drained", subscriber=subscriber.url, **counts, stopped=stopped)
         return DrainReport(delivered, gave_up, stopped)
 
-    def _deliver_head(self, subscriber: WebhookSubscriber) -> tuple[str, datetime | None]:
-        """Post the subscriber's head if it is due; (what became of it, when to try it again)."""
+    def _deliver_some(self, subscriber: WebhookSubscriber, deadline: float) -> _Step:
+        """Post the subscriber's oldest pending deliveries in order, in one transaction, until one fails (or a
+        few were sent, or time is up): one commit for several posts. A crash before the commit sends them again,
+        with their webhook-id: at least once, as always."""
+        step = _Step()
         try:
             with transaction(self._new_session) as session:
-                head = store.deliveries.lock_head(session, subscriber.url)
-                if head is None:
-                    return "empty", None
-                now = self._clock()
-                if head.next_attempt_at is not None and head.next_attempt_at > now:
-                    return "waiting", head.next_attempt_at  # a delayed job for it is on its way
-                self._record(head, self._poster.post(subscriber, head.message_id, head.body, now), now)
-                result = "retrying" if head.status == DeliveryStatus.PENDING else head.status
-                self._on_outcome(result)
-                return result, head.next_attempt_at
+                rows = store.deliveries.lock_heads(session, subscriber.url, ROWS_PER_COMMIT)
+                if not rows:
+                    return _Step(stopped="empty")
+                if rows[0].next_attempt_at is not None and rows[0].next_attempt_at > self._clock():
+                    return _Step(stopped="waiting")  # a delayed job for it is on its way
+                for row in rows:
+                    now = self._clock()
+                    self._record(row, self._poster.post(subscriber, row.message_id, row.body, now), now)
+                    result = "retrying" if row.status == DeliveryStatus.PENDING else row.status
+                    self._on_outcome(result)
+                    if result == "retrying":
+                        return replace(step, stopped="retrying", retry_at=row.next_attempt_at)
+                    step = replace(step, delivered=step.delivered + (result == DeliveryStatus.DELIVERED))
+                    step = replace(step, gave_up=step.gave_up + (result == DeliveryStatus.FAILED))
+                    if self._monotonic() > deadline:
+                        break
+                # "more" even after a short batch: what committed while these were posted (its kick found this
+                # drain busy and left) is found by the next read, after this commit.
+                return step
         except HeadBusy:
-            return "busy", None
+            return _Step(stopped="busy")
 
     def _record(self, head: WebhookDelivery, outcome: PostOutcome, now: datetime) -> None:
         head.attempts += 1

@@ -60,7 +60,9 @@ def test_a_subscriber_down_for_part_of_the_run_ends_with_the_table(launch, inspe
         with WebhookSender(stripe, f"{service.url}/webhooks/stripe", WEBHOOK_SECRET, **knobs) as sender:
             refused_while_down = 0
             for round_index in workload.rounds(changes=200, events_per_round=40):
-                if round_index == 3:
+                if round_index == 3:  # back up once it has refused retries and a backlog waits behind them
+                    backlog = lambda: subscriber.requests >= 3 and table.deliveries(DeliveryStatus.PENDING) >= 20  # noqa: E731
+                    wait_until(backlog, 60, "the down subscriber to be retried with a backlog behind")
                     refused_while_down = subscriber.requests
                     subscriber.up()
                 assert sender.throttle(40, timeout=120)

@@ -281,7 +281,7 @@ def test_a_second_drain_leaves_while_another_posts_the_head(hooked, subscriber, 
     one, two = deliverer(hooked, clock, RecordingDeliveryQueue()), deliverer(hooked, clock, RecordingDeliveryQueue())
     grant(hooked, "cus_1")
     posting, release = threading.Event(), threading.Event()
-    subscriber.on_request = lambda: (posting.set(), release.wait(10))  # type: ignore[attr-defined]
+    subscriber.on_request = lambda: (posting.set(), release.wait(10))
     first = threading.Thread(target=one.drain, args=(subscriber.url,))
     first.start()
     assert posting.wait(10)
@@ -289,6 +289,22 @@ def test_a_second_drain_leaves_while_another_posts_the_head(hooked, subscriber, 
     release.set()
     first.join(10)
     assert len(subscriber.messages) == 1 and subscriber.requests == 1
+
+
+def test_a_kick_that_finds_a_drain_under_way_is_not_lost(hooked, subscriber, clock):
+    use_case = deliverer(hooked, clock, RecordingDeliveryQueue())
+    grant(hooked, "cus_1")
+    posting, release = threading.Event(), threading.Event()
+    subscriber.on_request = lambda: (posting.set(), release.wait(10))
+    first = threading.Thread(target=use_case.drain, args=(subscriber.url,))
+    first.start()
+    assert posting.wait(10)
+    grant(hooked, "cus_2")  # committed while the first message is being posted
+    assert use_case.drain(subscriber.url).stopped == "busy"  # its kick: this process is draining already
+    subscriber.on_request = None
+    release.set()
+    first.join(10)
+    assert [p["data"]["customer"] for p in subscriber.payloads()] == ["cus_1", "cus_2"]
 
 
 def test_the_sweep_kicks_subscribers_whose_head_is_due_and_not_those_backing_off(hooked, subscriber, clock):

@@ -23,10 +23,11 @@ def add(session: Session, delivery: WebhookDelivery) -> None:
     session.add(delivery)
 
 
-def lock_head(session: Session, subscriber: str) -> WebhookDelivery | None:
-    """The subscriber's oldest pending delivery, locked until this transaction ends; None when none is pending.
+def lock_heads(session: Session, subscriber: str, limit: int) -> list[WebhookDelivery]:
+    """The subscriber's oldest pending deliveries (at most `limit`, oldest first), locked until this transaction
+    ends; empty when none is pending.
 
-    Raises HeadBusy, without waiting, when another transaction holds it: that drain will take the next one
+    Raises HeadBusy, without waiting, when another transaction holds them: that drain will take the next ones
     too, as it re-reads the head after each commit. (SQLite has no row locks; its callers serialise drains of
     one subscriber in process.)
     """
@@ -34,11 +35,11 @@ def lock_head(session: Session, subscriber: str) -> WebhookDelivery | None:
         select(WebhookDelivery)
         .where(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.subscriber == subscriber)
         .order_by(WebhookDelivery.id)
-        .limit(1)
+        .limit(limit)
         .with_for_update(nowait=True)
     )
     try:
-        return session.scalars(statement).first()
+        return list(session.scalars(statement))
     except exc.OperationalError as error:
         if getattr(error.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
             raise HeadBusy(subscriber) from None
