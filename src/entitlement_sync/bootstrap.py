@@ -23,6 +23,7 @@ from .catalog import Catalog
 from .customers import CustomerLookup
 from .db import PoolOptions, SessionFactory, create_db_engine, schema_revisions, session_factory, transaction
 from .deliver import Deliverer
+from .deliveries import Deliveries
 from .doctor import Doctor
 from .drift import CatalogDrift
 from .effective import AccessPolicy
@@ -93,6 +94,7 @@ class Container:
     telemetry: Telemetry
     # Outbound access webhooks: the workers drain the outbox; `deliveries list|replay` look into it.
     deliverer: Deliverer
+    deliveries: Deliveries
 
     def __repr__(self) -> str:
         # The parts hold clients built from secrets; Settings' own repr is the redacted one.
@@ -180,13 +182,13 @@ def bootstrap(
         max_pause=timedelta(seconds=settings.retry_max_pause_seconds),
         give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
     )
-    deliveries = DramatiqDeliveryQueue(declare_deliver_webhooks(broker, lambda url: deliverer.drain(url), settings))
-    outbox = Outbox(settings.access_webhooks, deliveries, CircuitBreaker(settings.broker_breaker_seconds))
+    delivery_queue = DramatiqDeliveryQueue(declare_deliver_webhooks(broker, lambda url: deliverer.drain(url), settings))
+    outbox = Outbox(settings.access_webhooks, delivery_queue, CircuitBreaker(settings.broker_breaker_seconds))
     deliverer = Deliverer(
         new_session,
         settings.access_webhooks,
         SignedPoster(settings.access_webhook_timeout_seconds),
-        deliveries,
+        delivery_queue,
         clock,
         settings.webhook_retry,
         on_outcome=count_webhook_delivery,
@@ -238,6 +240,7 @@ def bootstrap(
         explainer=explainer,
         drift=CatalogDrift(new_session),
         deliverer=deliverer,
+        deliveries=Deliveries(new_session, [s.url for s in settings.access_webhooks], delivery_queue, clock),
         pruner=Pruner(new_session, clock),
         telemetry=telemetry,
     )

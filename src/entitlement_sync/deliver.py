@@ -1,12 +1,13 @@
-"""Use cases: deliver the outbox of access webhooks (outbox.py) to each subscriber, and the operators' view of it
-(`entitlement-sync deliveries list|replay`).
+"""Use case: deliver the outbox of access webhooks (outbox.py) to each subscriber (the operators' side, `deliveries
+list|replay`, is deliveries.py).
 
-Order: each subscriber is drained in outbox id order, one delivery at a time, and a delivery is tried only
-once every earlier one of that subscriber was delivered (or gave up). Outbox ids of one customer grow in the
-order their changes committed (recompute locks the customer), so a subscriber never gets a customer's later
-change before an earlier one. One drain per subscriber at a time: the head row is locked (FOR UPDATE NOWAIT)
-while it is posted; a second drain finds it locked and leaves, and the first re-reads the head after every
-commit, so it also takes what was written meanwhile.
+Order: each subscriber is drained in outbox id order, one post at a time, and a delivery is tried only once
+every earlier one of that subscriber was delivered (or gave up). Outbox ids of one customer grow in the order
+their changes committed (recompute locks the customer), so a subscriber never gets a customer's later change
+before an earlier one. One drain per subscriber at a time: its oldest pending rows (up to 20) are locked
+(FOR UPDATE NOWAIT) while they are posted, in one transaction; a drain in another process finds them locked
+and leaves, one in this process asks the drain under way to go round once more, and a drain re-reads after
+every commit, so it also takes what was written meanwhile.
 
 While a subscriber is down its head is retried with pauses doubling from 1 s to
 ACCESS_WEBHOOK_MAX_PAUSE_SECONDS and everything behind it waits, pending: that is its circuit breaker (one probe
@@ -21,10 +22,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-
-from sqlalchemy.orm import Session
 
 from . import store
 from .db import SessionFactory, transaction
@@ -32,7 +31,7 @@ from .errors import QueueUnavailable
 from .logs import get_logger
 from .models import DeliveryStatus, WebhookDelivery
 from .ports import Clock, DeliveryQueue, PostOutcome, WaitRule, WebhookPoster, WebhookSubscriber
-from .store.deliveries import DeliveryFilter, HeadBusy
+from .store.deliveries import HeadBusy
 
 log = get_logger(__name__)
 
@@ -57,31 +56,6 @@ class _Step:
     gave_up: int = 0
     stopped: str = "more"  # more | empty | retrying | waiting | busy
     retry_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class DeliverySummary:
-    id: int
-    subscriber: str
-    message_id: str
-    customer_id: str
-    lookup_key: str
-    type: str
-    status: str
-    attempts: int
-    created_at: datetime
-    next_attempt_at: datetime | None
-    last_attempt_at: datetime | None
-    last_status: int | None
-    last_error: str | None
-    delivered_at: datetime | None
-
-
-@dataclass
-class ReplayReport:
-    reopened: list[int] = field(default_factory=list)
-    skipped: dict[int, str] = field(default_factory=dict)
-    unkicked: list[str] = field(default_factory=list)  # subscribers the broker could not be asked about now
 
 
 class Deliverer:
@@ -225,75 +199,3 @@ class Deliverer:
                     break
                 kicked += 1
         return kicked
-
-    # --- the operators' side (`entitlement-sync deliveries`) ---------------------------------------------------
-
-    def list_deliveries(self, where: DeliveryFilter) -> list[DeliverySummary]:
-        with self._new_session() as session:
-            return [summary(row) for row in store.deliveries.find(session, where)]
-
-    def replay(
-        self,
-        ids: Sequence[int] = (),
-        *,
-        failed: bool = False,
-        since: datetime | None = None,
-        subscriber: str | None = None,
-        dry_run: bool = False,
-    ) -> ReplayReport:
-        """Send deliveries again: the given ids, or every failed one, or every one (delivered or failed) written
-        since a moment; narrowed to one subscriber. They keep their ids (and `webhook-id`), so they go first."""
-        report = ReplayReport()
-        with transaction(self._new_session) as session:
-            rows = self._replayable(session, ids, failed, since, subscriber)
-            for row in rows:
-                reason = self._refusal(row)
-                if reason:
-                    report.skipped[row.id] = reason
-                else:
-                    report.reopened.append(row.id)
-            report.skipped.update({n: "not in the outbox" for n in set(ids) - {row.id for row in rows}})
-            if report.reopened and not dry_run:
-                store.deliveries.reopen(session, report.reopened, self._clock())
-        if not dry_run:
-            kicked = {row.subscriber for row in rows if row.id in report.reopened}
-            report.unkicked = [url for url in sorted(kicked) if not self._kick(url, None)]
-        return report
-
-    def _replayable(
-        self, session: Session, ids: Sequence[int], failed: bool, since: datetime | None, subscriber: str | None
-    ) -> list[WebhookDelivery]:
-        if ids:
-            return store.deliveries.by_ids(session, ids)
-        status = DeliveryStatus.FAILED if failed else None
-        return store.deliveries.replayable(session, status, since, subscriber)
-
-    def _refusal(self, row: WebhookDelivery) -> str | None:
-        if row.status == DeliveryStatus.PENDING:
-            return "already pending"
-        if row.subscriber not in self._subscribers:
-            return "its subscriber is no longer in ACCESS_WEBHOOK_URLS"
-        return None
-
-    def pending_summary(self) -> tuple[int, datetime | None]:
-        with self._new_session() as session:
-            return store.deliveries.pending_summary(session)
-
-
-def summary(row: WebhookDelivery) -> DeliverySummary:
-    return DeliverySummary(
-        id=row.id,
-        subscriber=row.subscriber,
-        message_id=row.message_id,
-        customer_id=row.customer_id,
-        lookup_key=row.lookup_key,
-        type=row.type,
-        status=row.status,
-        attempts=row.attempts,
-        created_at=row.created_at,
-        next_attempt_at=row.next_attempt_at,
-        last_attempt_at=row.last_attempt_at,
-        last_status=row.last_status,
-        last_error=row.last_error,
-        delivered_at=row.delivered_at,
-    )

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..bootstrap import Container
-from ..deliver import DeliverySummary, ReplayReport
+from ..deliveries import DeliverySummary, ReplayReport
 from ..models import DeliveryStatus
 from ..store.deliveries import DeliveryFilter
 from ._common import Since, dry_run_option, json_option, note, print_json, table, when, with_container
@@ -39,7 +39,7 @@ def list_deliveries(
     as_json: bool,
 ) -> None:
     """List deliveries, newest first, with their attempts, last answer and next try."""
-    rows = container.deliverer.list_deliveries(DeliveryFilter(status, subscriber, customer_id, since, limit))
+    rows = container.deliveries.find(DeliveryFilter(status, subscriber, customer_id, since, limit))
     if as_json:
         print_json({"deliveries": rows})
         return
@@ -91,7 +91,7 @@ def replay_deliveries(
         raise click.UsageError("give --ids, or --failed/--since (narrowed with --subscriber), not both")
     if not (delivery_ids or failed or since):
         raise click.UsageError("give --ids, --failed or --since")
-    report = container.deliverer.replay(
+    report = container.deliveries.replay(
         delivery_ids, failed=failed, since=since, subscriber=subscriber, dry_run=dry_run
     )
     document = _replay_document(report, dry_run)
