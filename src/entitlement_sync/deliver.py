@@ -31,6 +31,7 @@ from .errors import QueueUnavailable
 from .logs import get_logger
 from .models import DeliveryStatus, WebhookDelivery
 from .ports import Clock, DeliveryQueue, PostOutcome, WaitRule, WebhookPoster, WebhookSubscriber
+from .settings import without_password as _shown  # a URL may carry credentials: never log them
 from .store.deliveries import HeadBusy
 
 log = get_logger(__name__)
@@ -90,7 +91,8 @@ class Deliverer:
         """Deliver the subscriber's pending deliveries in order until one fails, none is due, or a batch is done."""
         subscriber = self._subscribers.get(subscriber_url)
         if subscriber is None:
-            log.warning("webhooks.unknown_subscriber", subscriber=subscriber_url, hint="not in ACCESS_WEBHOOK_URLS")
+            hint = "not in ACCESS_WEBHOOK_URLS"
+            log.warning("webhooks.unknown_subscriber", subscriber=_shown(subscriber_url), hint=hint)
             return DrainReport(0, 0, "unknown_subscriber")
         with self._turns_lock:
             if subscriber_url in self._draining:
@@ -132,7 +134,7 @@ class Deliverer:
     def _report(self, subscriber: WebhookSubscriber, delivered: int, gave_up: int, stopped: str) -> DrainReport:
         if delivered or gave_up:
             counts = {"delivered": delivered, "gave_up": gave_up}
-            log.info("webhooks.drained", subscriber=subscriber.url, **counts, stopped=stopped)
+            log.info("webhooks.drained", subscriber=_shown(subscriber.url), **counts, stopped=stopped)
         return DrainReport(delivered, gave_up, stopped)
 
     def _deliver_some(self, subscriber: WebhookSubscriber, deadline: float) -> _Step:
@@ -172,7 +174,7 @@ class Deliverer:
             return
         if now - head.pending_since >= self._retry.give_up_after:
             head.status, head.next_attempt_at = DeliveryStatus.FAILED, None
-            log.warning("webhooks.gave_up", delivery=head.id, subscriber=head.subscriber, error=outcome.error)
+            log.warning("webhooks.gave_up", delivery=head.id, subscriber=_shown(head.subscriber), error=outcome.error)
             return
         head.next_attempt_at = now + self._retry.pause(head.attempts - 1)
         log.info("webhooks.retrying", delivery=head.id, attempts=head.attempts, error=outcome.error)
@@ -183,7 +185,7 @@ class Deliverer:
             self._queue.kick(subscriber_url, delay)
             return True
         except QueueUnavailable as error:  # the rows stay pending: the sweep kicks them
-            log.warning("webhooks.kick_failed", subscriber=subscriber_url, error=str(error))
+            log.warning("webhooks.kick_failed", subscriber=_shown(subscriber_url), error=str(error))
             return False
 
     def kick_due(self) -> int:
