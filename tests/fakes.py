@@ -20,6 +20,7 @@ from entitlement_sync.testing import FakeStripe
 
 STRIPE_API = re.compile(r"https://api\.stripe\.com/.*")
 ACTIVE_ENTITLEMENTS = "/v1/entitlements/active_entitlements"
+LOCAL_HTTP = re.compile(r"http://127\.0\.0\.1:\d+/")
 
 
 @contextmanager
@@ -35,6 +36,7 @@ def stripe_over_responses(fake: FakeStripe) -> Iterator[responses.RequestsMock]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         for method in (responses.GET, responses.POST, responses.DELETE):
             mock.add_callback(method, STRIPE_API, callback=answer)
+        mock.add_passthru(LOCAL_HTTP)  # local HTTP servers of the test itself (a webhook subscriber)
         yield mock
 
 
@@ -220,3 +222,13 @@ class FakeFeedService:
 
     def close(self) -> None:
         pass
+
+
+class RecordingDeliveryQueue:
+    """A DeliveryQueue that only notes each kick (subscriber URL, delay in seconds): tests drain by hand."""
+
+    def __init__(self) -> None:
+        self.kicks: list[tuple[str, float]] = []
+
+    def kick(self, subscriber_url: str, delay_seconds: float = 0) -> None:
+        self.kicks.append((subscriber_url, delay_seconds))

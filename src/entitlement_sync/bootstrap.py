@@ -22,6 +22,8 @@ from .breaker import CircuitBreaker
 from .catalog import Catalog
 from .customers import CustomerLookup
 from .db import PoolOptions, SessionFactory, create_db_engine, schema_revisions, session_factory, transaction
+from .deliver import Deliverer
+from .deliveries import Deliveries
 from .doctor import Doctor
 from .drift import CatalogDrift
 from .effective import AccessPolicy
@@ -31,6 +33,8 @@ from .history import AccessHistory
 from .inbox import Inbox
 from .logs import get_logger
 from .models import utcnow
+from .outbound import SignedPoster
+from .outbox import Outbox
 from .overrides import Overrides
 from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
@@ -43,15 +47,17 @@ from .stripe_gateway import StripeGateway, WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
 from .tasks import (
+    DramatiqDeliveryQueue,
     DramatiqQueue,
     SweepMiddleware,
     UpkeepMiddleware,
     build_redis_broker,
+    declare_deliver_webhooks,
     declare_process_event,
     ping_broker,
     worker_metrics_middleware,
 )
-from .telemetry import PrometheusTelemetry, multiprocess_mode
+from .telemetry import PrometheusTelemetry, count_webhook_delivery, multiprocess_mode
 
 log = get_logger(__name__)
 
@@ -89,6 +95,9 @@ class Container:
     telemetry: Telemetry
     # Access changes published to other services: the feed, its long polls, the snapshot.
     feed: AccessFeed
+    # Outbound access webhooks: the workers drain the outbox; `deliveries list|replay` look into it.
+    deliverer: Deliverer
+    deliveries: Deliveries
 
     def __repr__(self) -> str:
         # The parts hold clients built from secrets; Settings' own repr is the redacted one.
@@ -107,6 +116,10 @@ class Container:
             self.access_policy.review_due()
         except Exception:  # the next round tries again; the requeue above must not wait on this
             log.exception("sweep.access_review_failed")
+        try:  # deliveries whose job was lost (a broker outage, a killed worker) are asked for again
+            self.deliverer.kick_due()
+        except Exception:
+            log.exception("sweep.webhook_kick_failed")
 
     def upkeep(self) -> None:
         with transaction(self.new_session) as session:
@@ -173,7 +186,19 @@ def bootstrap(
         max_pause=timedelta(seconds=settings.retry_max_pause_seconds),
         give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
     )
-    access_policy = AccessPolicy(new_session, settings.policy_rules, clock)
+    delivery_queue = DramatiqDeliveryQueue(declare_deliver_webhooks(broker, lambda url: deliverer.drain(url), settings))
+    outbox = Outbox(settings.access_webhooks, delivery_queue, CircuitBreaker(settings.broker_breaker_seconds))
+    deliverer = Deliverer(
+        new_session,
+        settings.access_webhooks,
+        SignedPoster(settings.access_webhook_timeout_seconds),
+        delivery_queue,
+        clock,
+        settings.webhook_retry,
+        on_outcome=count_webhook_delivery,
+        monotonic=monotonic,
+    )
+    access_policy = AccessPolicy(new_session, settings.policy_rules, clock, outbox.publish)
     syncer = Syncer(new_session, stripe, clock, wait, telemetry, access_policy)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)
@@ -219,6 +244,8 @@ def bootstrap(
         overrides=overrides,
         explainer=explainer,
         drift=CatalogDrift(new_session),
+        deliverer=deliverer,
+        deliveries=Deliveries(new_session, [s.url for s in settings.access_webhooks], delivery_queue, clock),
         pruner=Pruner(new_session, clock),
         telemetry=telemetry,
         # At most half of the threads wait in long polls: the others keep serving reads and probes.

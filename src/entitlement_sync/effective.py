@@ -8,7 +8,7 @@ past_due grace ending) are picked up by `review_due`, which the workers' sweep t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,11 +17,18 @@ from sqlalchemy.orm import Session
 from . import policy, store
 from .db import SessionFactory, transaction
 from .logs import get_logger
-from .models import EffectiveAccess
+from .models import EffectiveAccess, EffectiveAccessChange
 from .policy import Decision, PolicyInputs, PolicyRules
 from .ports import Clock
 
 log = get_logger(__name__)
+
+# Hears each recorded change inside its transaction: the outbox of access webhooks (outbox.Outbox.publish).
+ChangePublisher = Callable[[Session, EffectiveAccessChange], None]
+
+
+def _publish_nothing(session: Session, change: EffectiveAccessChange) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -35,10 +42,13 @@ class EffectiveChange:
 
 
 class AccessPolicy:
-    def __init__(self, new_session: SessionFactory, rules: PolicyRules, clock: Clock) -> None:
+    def __init__(
+        self, new_session: SessionFactory, rules: PolicyRules, clock: Clock, publish: ChangePublisher | None = None
+    ) -> None:
         self._new_session = new_session
         self.rules = rules
         self._clock = clock
+        self._publish = publish or _publish_nothing
 
     def recompute(
         self, session: Session, customer_id: str, cause: str | None, now: datetime | None = None
@@ -61,7 +71,7 @@ class AccessPolicy:
             _write(session, customer_id, key, decisions.get(key), row, now)
             if before == (decision.granted, decision.reason):
                 continue
-            changes.append(_record(session, customer_id, key, before, decision, why, now))
+            changes.append(_record(session, customer_id, key, before, decision, why, now, self._publish))
         if changes:
             log.info(
                 "access.effective_changed", customer=customer_id, changes=[(c.lookup_key, c.change) for c in changes]
@@ -141,11 +151,12 @@ def _record(
     decision: Decision,
     cause: str,
     now: datetime,
+    publish: ChangePublisher,
 ) -> EffectiveChange:
     was_granted, previous_reason = before
     flipped = "granted" if decision.granted else "revoked"
     change = flipped if was_granted != decision.granted else "updated"
-    store.effective.add_change(
+    row = store.effective.add_change(
         session,
         customer_id=customer_id,
         lookup_key=key,
@@ -157,6 +168,7 @@ def _record(
         cause=cause[:255],
         changed_at=now,
     )
+    publish(session, row)  # in this transaction: the change and its webhook deliveries commit together
     return EffectiveChange(customer_id, key, change, decision.reason, previous_reason, cause)
 
 

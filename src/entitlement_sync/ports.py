@@ -6,7 +6,7 @@ Imports no adapter (no Stripe, Redis, Dramatiq or Flask): real adapters and test
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
@@ -125,6 +125,27 @@ class WaitRule:
         return min(pause, self.max_pause)
 
 
+@dataclass(frozen=True)
+class WebhookSubscriber:
+    """A receiver of access webhooks (`ACCESS_WEBHOOK_URLS`): its URL and its Standard Webhooks secret."""
+
+    url: str
+    secret: str = field(repr=False)  # whsec_<base64>
+
+
+@dataclass(frozen=True)
+class PostOutcome:
+    """What one POST to a subscriber came to: its HTTP status (None: no answer, a timeout, a refused
+    connection) and, unless it was a 2xx, why it does not count as delivered."""
+
+    status: int | None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
 # --- edges -----------------------------------------------------------------------------------------------
 
 
@@ -189,6 +210,16 @@ class JobQueue(Protocol):
 
     def ping(self) -> None:
         """Raise QueueUnavailable unless the broker answers."""
+
+
+class WebhookPoster(Protocol):
+    def post(self, subscriber: WebhookSubscriber, message_id: str, body: str, timestamp: datetime) -> PostOutcome:
+        """POST the signed message once; never raises for what the subscriber or the network did."""
+
+
+class DeliveryQueue(Protocol):
+    def kick(self, subscriber_url: str, delay_seconds: float = 0) -> None:
+        """Ask a worker to drain the subscriber's pending deliveries; raises QueueUnavailable."""
 
 
 class AccessExplainer(Protocol):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import tempfile
 from collections.abc import Mapping
@@ -11,9 +13,17 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .policy import SUBSCRIPTION_STATUSES, PolicyRules
+from .ports import WaitRule, WebhookSubscriber
 
 # Shown as "<redacted>" (keys keep their prefix, URLs all but the password) by repr() and str().
-_SECRETS = ("stripe_api_key", "webhook_secrets", "access_api_tokens", "ops_console_token", "ops_console_secret_key")
+_SECRETS = (
+    "stripe_api_key",
+    "webhook_secrets",
+    "access_api_tokens",
+    "ops_console_token",
+    "ops_console_secret_key",
+    "access_webhooks",
+)
 _URLS = ("database_url", "redis_url")
 _KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_")
 
@@ -113,6 +123,17 @@ class Settings:
     access_catalog_grants: bool = False
     stale_after_seconds: int | None = None  # None: a quiet customer is never stale for age alone
 
+    # Outbound access webhooks (deliver.py): who receives each grant and revoke, and how hard we try.
+    access_webhooks: tuple[WebhookSubscriber, ...] = ()
+    # A subscriber that hangs holds a worker thread at most this long (connect and read, each).
+    access_webhook_timeout_seconds: float = 5.0
+    # Pauses after a failed delivery start at a second and double up to this; the subscriber's later
+    # messages wait behind it (order), so this is also the longest a recovered subscriber waits for news.
+    access_webhook_max_pause_seconds: int = 600
+    # A message is retried until this long after it was written (or replayed), then `failed` (kept, replayable)
+    # and the next one goes: Stripe's own 3 days. Messages that waited behind it get at least one try each.
+    access_webhook_retry_for_seconds: int = 3 * 24 * 3600
+
     def __post_init__(self) -> None:
         unknown = self.access_withhold_statuses - SUBSCRIPTION_STATUSES
         if unknown:
@@ -127,6 +148,14 @@ class Settings:
     def policy_rules(self) -> PolicyRules:
         grace = None if self.past_due_grace_days is None else timedelta(days=self.past_due_grace_days)
         return PolicyRules(self.access_withhold_statuses, grace, self.access_catalog_grants)
+
+    @property
+    def webhook_retry(self) -> WaitRule:
+        return WaitRule(
+            first_pause=timedelta(seconds=1),
+            max_pause=timedelta(seconds=self.access_webhook_max_pause_seconds),
+            give_up_after=timedelta(seconds=self.access_webhook_retry_for_seconds),
+        )
 
     @property
     def stale_after(self) -> timedelta | None:
@@ -197,6 +226,16 @@ class Settings:
             past_due_grace_days=number("PAST_DUE_GRACE_DAYS", -1) if env.get("PAST_DUE_GRACE_DAYS") else None,
             access_catalog_grants=_flag(env.get("ACCESS_CATALOG_GRANTS")),
             stale_after_seconds=int(number("STALE_AFTER_SECONDS", 0)) or None,
+            access_webhooks=parse_webhook_subscribers(env.get("ACCESS_WEBHOOK_URLS")),
+            access_webhook_timeout_seconds=number(
+                "ACCESS_WEBHOOK_TIMEOUT_SECONDS", defaults.access_webhook_timeout_seconds
+            ),
+            access_webhook_max_pause_seconds=int(
+                number("ACCESS_WEBHOOK_MAX_PAUSE_SECONDS", defaults.access_webhook_max_pause_seconds)
+            ),
+            access_webhook_retry_for_seconds=int(
+                number("ACCESS_WEBHOOK_RETRY_FOR_SECONDS", defaults.access_webhook_retry_for_seconds)
+            ),
         )
 
 
@@ -213,7 +252,43 @@ def _retention_days(raw: str | None) -> int | None:
     return days
 
 
+def parse_webhook_subscribers(raw: str | None) -> tuple[WebhookSubscriber, ...]:
+    """`https://a.example/hook|whsec_…,https://b.example/hook|whsec_…`: a URL and its Standard Webhooks secret
+    per entry. A malformed entry stops start-up naming it (by position: the secret must never be echoed)."""
+    subscribers: list[WebhookSubscriber] = []
+    for position, entry in enumerate(_split(raw), start=1):
+        url, separator, secret = (part.strip() for part in entry.partition("|"))
+        problem = _subscriber_problem(url, separator, secret)
+        if problem is None and any(known.url == url for known in subscribers):
+            problem = "the same URL twice (a subscriber is known by its URL)"
+        if problem:
+            raise ValueError(
+                f"ACCESS_WEBHOOK_URLS: entry {position} ({without_password(url) or 'empty'}): {problem}; "
+                "expected https://host/path|whsec_<base64>, entries separated by commas"
+            )
+        subscribers.append(WebhookSubscriber(url, secret))
+    return tuple(subscribers)
+
+
+def _subscriber_problem(url: str, separator: str, secret: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "the URL must be http(s)://host/…"
+    if not separator:
+        return "no `|whsec_…` signing secret after the URL"
+    body = secret.removeprefix("whsec_")
+    if body == secret:
+        return "the secret must start with whsec_"
+    try:
+        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return "the secret after whsec_ is not base64"
+    return None if key else "the secret is empty"
+
+
 def _redacted(name: str, value: Any) -> Any:
+    if isinstance(value, WebhookSubscriber):
+        return f"{without_password(value.url)}|whsec_<redacted>"
     if name in _URLS:
         return without_password(value)
     if name not in _SECRETS:

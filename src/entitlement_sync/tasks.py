@@ -1,4 +1,4 @@
-"""Dramatiq's one home: the broker, the actor (a shim over the use case), and the periodic sweep."""
+"""Dramatiq's one home: the broker, the actors (shims over the use cases), and the periodic sweep."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .sync import Syncer
 log = get_logger(__name__)
 
 PROCESS_EVENT = "process_event"
+DELIVER_WEBHOOKS = "deliver_access_webhooks"
 
 
 def build_redis_broker(settings: Settings) -> dramatiq.Broker:
@@ -84,6 +85,49 @@ def declare_process_event(broker: dramatiq.Broker, syncer: Syncer, settings: Set
         time_limit=settings.job_time_limit_ms,
     )
     return declare(process_event)
+
+
+def webhooks_queue(queue_name: str) -> str:
+    """Deliveries have a queue of their own: a backlog of events never delays them, nor they the events."""
+    return f"{queue_name}-webhooks"
+
+
+def declare_deliver_webhooks(
+    broker: dramatiq.Broker, drain: Callable[[str], object], settings: Settings
+) -> dramatiq.Actor[[str], None]:
+    if DELIVER_WEBHOOKS in broker.actors:
+        return broker.get_actor(DELIVER_WEBHOOKS)
+
+    def deliver_access_webhooks(subscriber_url: str) -> None:
+        drain(subscriber_url)
+
+    declare = dramatiq.actor(
+        broker=broker,
+        actor_name=DELIVER_WEBHOOKS,
+        queue_name=webhooks_queue(settings.queue_name),
+        # Failed posts are retried through the outbox (its rows, its pauses); these retries are for the
+        # database being away mid-drain, and the sweep kicks again after them.
+        max_retries=5,
+        min_backoff=1_000,
+        max_backoff=30_000,
+        # A drain hands over after 30 s; one post in flight then may take the timeout twice (connect, read).
+        time_limit=int((60 + 2 * settings.access_webhook_timeout_seconds) * 1000),
+    )
+    return declare(deliver_access_webhooks)
+
+
+class DramatiqDeliveryQueue:
+    """The DeliveryQueue port: sends a drain job for a subscriber, now or after a delay."""
+
+    def __init__(self, actor: dramatiq.Actor[[str], None]) -> None:
+        self._actor = actor
+
+    def kick(self, subscriber_url: str, delay_seconds: float = 0) -> None:
+        delay = int(delay_seconds * 1000) or None
+        try:
+            self._actor.send_with_options(args=(subscriber_url,), delay=delay)
+        except (redis.RedisError, dramatiq.errors.BrokerError, OSError) as error:
+            raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
 
 
 class DramatiqQueue:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
@@ -69,6 +70,9 @@ STRIPE_RATE_LIMITED = _counter(
 STRIPE_SECONDS = _histogram("stripe_request_duration_seconds", "Duration of requests to Stripe", _CALLS, ("endpoint",))
 PACER_WAIT = _histogram("stripe_pacer_wait_seconds", "Time a request waited for its slot in the Stripe budget", _CALLS)
 READ_SECONDS = _histogram("read_api_duration_seconds", "Read API answers", _FAST, ("endpoint", "status"))
+WEBHOOK_DELIVERIES = _counter(
+    "access_webhook_deliveries", "Posts of access webhooks to subscribers, by outcome", ("outcome",)
+)
 
 
 # Series that alerts read with increase(): they must exist at 0 before their first event, or the first
@@ -77,6 +81,14 @@ for _source in ("receiver", "sweep"):
     ENQUEUE_FAILURES.labels(_source)
 for _change in ("granted", "revoked"):
     ACCESS_CHANGES.labels(_change)
+for _outcome in ("delivered", "retrying", "failed"):
+    WEBHOOK_DELIVERIES.labels(_outcome)
+
+
+def count_webhook_delivery(outcome: str) -> None:
+    """A post to a subscriber ended: delivered (2xx) | retrying (anything else; it stays pending) | failed
+    (retried past ACCESS_WEBHOOK_RETRY_FOR_SECONDS)."""
+    WEBHOOK_DELIVERIES.labels(outcome).inc()
 
 
 class PrometheusTelemetry:
@@ -195,6 +207,27 @@ class ReconcileCollector(Collector):
         done = checkpoint.finished_at if checkpoint else None
         finished.add_metric([], done.timestamp() if done else 0.0)
         yield from (drift, checked, finished)
+
+
+class DeliveryCollector(Collector):
+    """The outbox of access webhooks, from SQL: how many deliveries wait, and how long the oldest has waited."""
+
+    def __init__(self, new_session: SessionFactory, clock: Callable[[], datetime]) -> None:
+        self._new_session = new_session
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        with self._new_session() as session:
+            pending, oldest = store.deliveries.pending_summary(session)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_access_webhooks_pending", "Access webhook deliveries not yet answered 2xx", value=pending
+        )
+        age = (self._clock() - oldest).total_seconds() if oldest else 0.0
+        yield GaugeMetricFamily(
+            f"{PREFIX}_access_webhooks_oldest_pending_age_seconds",
+            "Age of the oldest pending access webhook delivery (0 when none)",
+            value=max(age, 0.0),
+        )
 
 
 class ServiceCollector(Collector):

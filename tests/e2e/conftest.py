@@ -10,6 +10,7 @@ from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.e2e.harness import API_KEY, Service, ServiceEnvironment
 from tests.e2e.invariants import RESULTS, Inspector
+from tests.webhook_subscriber import Subscriber
 
 
 def empty_tables(database_url: str) -> None:
@@ -84,3 +85,11 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         terminalreporter.write_line(f"{scenario}:")
         for name, value in figures.items():
             terminalreporter.write_line(f"    {name}: {value}")
+
+
+@pytest.fixture
+def access_subscriber() -> Iterator[Subscriber]:
+    """A receiver of the service's access webhooks on a free port (pass `access_subscriber.entry` as
+    ACCESS_WEBHOOK_URLS); `down()`/`up()` take it away and back, `granted()` is its copy of the table."""
+    with Subscriber() as subscriber:
+        yield subscriber

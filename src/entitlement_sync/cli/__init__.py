@@ -12,6 +12,7 @@ import click
 from ..errors import EntitlementSyncError
 from . import overrides as _overrides  # noqa: F401  (registers grant/deny/... on `access`)
 from .access import access
+from .deliveries import deliveries
 from .demo import demo
 from .doctor import doctor
 from .events import events
@@ -38,6 +39,6 @@ def main() -> None:
     """Keep a local feature-access table in step with Stripe Billing Entitlements."""
 
 
-for command in (db, serve, worker, dev, demo, doctor, events, sync, features, access, feed):
+for command in (db, serve, worker, dev, demo, doctor, events, sync, features, access, feed, deliveries):
     main.add_command(command)
 events.add_command(prune_events)

@@ -81,7 +81,7 @@ def gunicorn_arguments(
 @click.option("--threads", default=4, show_default=True, type=int)
 def worker(processes: int, threads: int) -> None:
     """Run the Dramatiq workers that sync events into the access table (metrics on WORKER_METRICS_PORT)."""
-    from ..tasks import worker_metrics_environment
+    from ..tasks import webhooks_queue, worker_metrics_environment
     from ..telemetry import prepare_metrics_dir
 
     settings = _settings_for("worker")
@@ -101,6 +101,7 @@ def worker(processes: int, threads: int) -> None:
             str(threads),
             "--queues",
             queue,
+            webhooks_queue(queue),
         ],
     )
 
@@ -138,7 +139,11 @@ def dev(host: str, port: int, internal_port: int | None) -> None:
 
 def _settings_for(role: str) -> Settings:
     """The settings, or exit 2 with one line naming what is missing: better than starting to fail quietly."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:  # a malformed setting: from_env's message names it (never a secret)
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(2) from None
     missing = settings.missing_for(role)
     if missing:
         names = ", ".join(missing)

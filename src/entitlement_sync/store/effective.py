@@ -99,10 +99,11 @@ def rows_of(session: Session, customer_id: str) -> dict[str, EffectiveAccess]:
     return {row.lookup_key: row for row in session.scalars(statement)}
 
 
-def add_change(session: Session, **values: Any) -> None:
+def add_change(session: Session, **values: Any) -> EffectiveAccessChange:
     change = EffectiveAccessChange(**values)
     session.add(change)
     feed.track(session, change)  # numbered into the access feed when the transaction commits
+    return change
 
 
 def changes_of(session: Session, customer_id: str, lookup_key: str | None, limit: int) -> list[EffectiveAccessChange]:
