@@ -4,9 +4,10 @@ grants and denials from the CLI; meanwhile a consumer follows `GET /v1/access-ch
 start, and an `AccessClient` joins mid-run from a snapshot. Afterwards every follower's copy equals the
 table (`effective_access`, granted rows).
 
-The followers are a dict of name -> copy reader: `webhook_subscriber()` below is where the outbound-webhook
-subscriber (issue 11's webhooks, built separately) plugs in, down for part of the run; its copy joins the
-same final check.
+An outbound-webhook subscriber (`ACCESS_WEBHOOK_URLS`) is down (503) for the first rounds, while changes
+are published and wait in the outbox; it builds its copy from the signed messages alone. The feed consumer,
+the client and the subscriber must all end equal to the table, and no customer's messages may reach the
+subscriber out of order.
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ import dataclasses
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 import requests
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from entitlement_sync.client import AccessClient
-from entitlement_sync.models import EffectiveAccess
+from entitlement_sync.models import DeliveryStatus, EffectiveAccess, WebhookDelivery
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer, WebhookSender
 from tests.e2e.harness import API_KEY, READ_TOKEN, WEBHOOK_SECRET, Service, wait_until
 from tests.e2e.invariants import Inspector, assert_invariants, delivered, record
 from tests.e2e.workload import Workload
+from tests.webhook_subscriber import Subscriber
 
 pytestmark = pytest.mark.e2e
 
@@ -81,12 +82,16 @@ class FeedConsumer:
         self._stopping.set()
 
 
-@contextmanager
-def webhook_subscriber(service: Service) -> Iterator[Callable[[], Copy] | None]:
-    """The outbound-webhook subscriber's hook: start it here (configured through the service's environment
-    before `start_web`/`start_worker`, and down for part of the run), and yield a function returning its copy.
-    None until the webhooks land: the final check then covers the feed consumer and the client."""
-    yield None
+# Short pauses so that the subscriber's recovery shows within seconds; the sweep re-kicks every second.
+QUICK_WEBHOOKS = {"ACCESS_WEBHOOK_MAX_PAUSE_SECONDS": "2", "SWEEP_INTERVAL_SECONDS": "1"}
+
+
+def pending_deliveries(database_url: str) -> int:
+    engine = create_engine(database_url, poolclass=NullPool)
+    with engine.connect() as connection:
+        count = connection.scalar(select(func.count()).where(WebhookDelivery.status == DeliveryStatus.PENDING))
+    engine.dispose()
+    return int(count or 0)
 
 
 def table(database_url: str) -> Copy:
@@ -110,59 +115,78 @@ def operator(service: Service, *arguments: str) -> None:
     )
 
 
-def test_a_feed_consumer_and_the_client_end_equal_to_the_table(launch, inspector: Inspector) -> None:
+def test_a_feed_consumer_the_client_and_a_webhook_subscriber_end_equal_to_the_table(
+    launch, inspector: Inspector, access_subscriber: Subscriber
+) -> None:
     stripe = FakeStripe(API_KEY, seed=11)
+    subscriber = access_subscriber
+    subscriber.down()
+    refused_while_down = 0
     with StripeSimulatorServer(stripe) as simulator:
-        service = launch(simulator.url)
-        with webhook_subscriber(service) as subscriber:
-            service.start_web(workers=2)
-            service.start_worker(processes=2, threads=4)
-            consumer = FeedConsumer(service.internal_url)
-            workload = Workload(stripe, 120, seed=11)
-            reordering = {"reorder_window": 30, "hold_back_share": 0.3, "duplicate_share": 0.10}
-            url = f"{service.url}/webhooks/stripe"
-            client: AccessClient | None = None
-            with WebhookSender(stripe, url, WEBHOOK_SECRET, seed=11, threads=8, **reordering) as sender:
-                for round_index in workload.rounds(changes=220, events_per_round=40):
-                    assert sender.throttle(60, timeout=120)
-                    if round_index == 2:  # joins mid-run, from a snapshot of a table that is moving
-                        client = AccessClient(service.internal_url, READ_TOKEN, wait_seconds=10)
-                    if round_index in (1, 3):
-                        customer = workload.customers[round_index]
-                        operator(service, "grant", customer, "sso", "--until", "30d")
-                        operator(service, "deny", customer, "api_access")
-                assert sender.drain(180)
-                accepted, undelivered = delivered(sender)
-            assert not undelivered
-            assert client is not None
-            # Stripe's mirror equals Stripe; effective access differs from it only where the operator acted.
-            operated = {workload.customers[1], workload.customers[3]}
+        service = launch(simulator.url, ACCESS_WEBHOOK_URLS=subscriber.entry, **QUICK_WEBHOOKS)
+        service.start_web(workers=2)
+        service.start_worker(processes=2, threads=4)
+        consumer = FeedConsumer(service.internal_url)
+        workload = Workload(stripe, 120, seed=11)
+        reordering = {"reorder_window": 30, "hold_back_share": 0.3, "duplicate_share": 0.10}
+        url = f"{service.url}/webhooks/stripe"
+        client: AccessClient | None = None
 
-            def converged() -> bool:
-                now = inspector.snapshot(stripe, workload.customers, accepted)
-                done = not (now.unfinished or now.mismatched or now.failed or now.missing)
-                return done and set(now.effective_mismatched) <= operated
+        def backlog() -> bool:
+            return subscriber.requests >= 3 and pending_deliveries(service.environment.database_url) >= 10
 
-            wait_until(converged, 180, "the table to converge")
-            final = inspector.snapshot(stripe, workload.customers, accepted)
-            outside = {c: rows for c, rows in final.effective_mismatched.items() if c not in operated}
-            assert_invariants(dataclasses.replace(final, effective_mismatched=outside))
+        with WebhookSender(stripe, url, WEBHOOK_SECRET, seed=11, threads=8, **reordering) as sender:
+            for round_index in workload.rounds(changes=220, events_per_round=40):
+                assert sender.throttle(60, timeout=120)
+                if round_index == 2:  # joins mid-run, from a snapshot of a table that is moving
+                    client = AccessClient(service.internal_url, READ_TOKEN, wait_seconds=10)
+                if round_index == 3:  # the subscriber comes back with a backlog waiting for it
+                    wait_until(backlog, 60, "the down subscriber to be retried with a backlog behind")
+                    refused_while_down = subscriber.requests
+                    subscriber.up()
+                if round_index in (1, 3):
+                    customer = workload.customers[round_index]
+                    operator(service, "grant", customer, "sso", "--until", "30d")
+                    operator(service, "deny", customer, "api_access")
+            assert sender.drain(180)
+            accepted, undelivered = delivered(sender)
+        assert not undelivered
+        assert client is not None
+        # Stripe's mirror equals Stripe; effective access differs from it only where the operator acted.
+        operated = {workload.customers[1], workload.customers[3]}
 
-            truth = table(service.environment.database_url)
-            followers: dict[str, Callable[[], Copy]] = {
-                "feed consumer": lambda: set(consumer.copy),
-                "AccessClient": client.granted,
-            }
-            if subscriber is not None:
-                followers["webhook subscriber"] = subscriber
-            for name, copy in followers.items():
-                wait_until(lambda copy=copy: copy() == truth, 60, f"the {name}'s copy to equal the table")
-                assert copy() == truth, name
-            assert client.snapshots == 1 and client.stale == 0.0
-            consumer.stop()
-            client.close()
+        def converged() -> bool:
+            now = inspector.snapshot(stripe, workload.customers, accepted)
+            done = not (now.unfinished or now.mismatched or now.failed or now.missing)
+            return done and set(now.effective_mismatched) <= operated
+
+        wait_until(converged, 180, "the table to converge")
+        final = inspector.snapshot(stripe, workload.customers, accepted)
+        outside = {c: rows for c, rows in final.effective_mismatched.items() if c not in operated}
+        assert_invariants(dataclasses.replace(final, effective_mismatched=outside))
+
+        truth = table(service.environment.database_url)
+        followers: dict[str, Callable[[], Copy]] = {
+            "feed consumer": lambda: set(consumer.copy),
+            "AccessClient": client.granted,
+            "webhook subscriber": subscriber.granted,
+        }
+        for name, copy in followers.items():
+            wait_until(lambda copy=copy: copy() == truth, 60, f"the {name}'s copy to equal the table")
+            assert copy() == truth, name
+        assert client.snapshots == 1 and client.stale == 0.0
+        consumer.stop()
+        client.close()
     assert len(truth) > 50 and consumer.applied > 100
+    assert refused_while_down > 0  # it was down while changes were published, and they waited
+    assert subscriber.out_of_order == [] and subscriber.rejected_signatures == 0
     record(
-        "issue 11: feed consumer + AccessClient through 120 customers' billing, reordered",
-        {"granted pairs": len(truth), "changes applied by the consumer": consumer.applied},
+        "issue 11: feed consumer + AccessClient + webhook subscriber (down for 3 rounds), 120 customers, reordered",
+        {
+            "granted pairs": len(truth),
+            "changes applied by the consumer": consumer.applied,
+            "webhook messages received": len(subscriber.messages),
+            "webhook requests refused while down": refused_while_down,
+            "redeliveries dropped by webhook-id": subscriber.redeliveries,
+        },
     )
