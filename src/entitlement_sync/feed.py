@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from . import store
+from . import policy, store
 from .db import SessionFactory, outages_reported, transaction
 from .errors import FeedCursorGone
 from .logs import get_logger
@@ -128,7 +128,7 @@ class AccessFeed:
         return SnapshotPage(
             cursor,
             [
-                SnapshotRow(row.customer_id, row.lookup_key, row.granted, store.feed.features_of(row.sources))
+                SnapshotRow(row.customer_id, row.lookup_key, row.granted, policy.features_of(row.sources))
                 for row in rows
             ],
             max(customers) if len(customers) == limit else None,

@@ -23,7 +23,7 @@ from .breaker import CircuitBreaker
 from .errors import QueueUnavailable
 from .logs import get_logger
 from .models import DeliveryStatus, EffectiveAccessChange, WebhookDelivery
-from .policy import feature_of
+from .policy import features_of
 from .ports import DeliveryQueue, WebhookSubscriber
 
 log = get_logger(__name__)
@@ -35,13 +35,15 @@ _KICK_REGISTERED = "entitlement_sync.webhooks.kick_after_commit"
 def message(change: EffectiveAccessChange) -> dict[str, Any]:
     """The webhook's payload, in the Standard Webhooks shape; `data` has the feed's field names."""
     at = change.changed_at.astimezone(UTC).isoformat()
+    features = features_of(change.sources)
     return {
         "type": f"access.{change.change}",
         "timestamp": at,
         "data": {
             "customer": change.customer_id,
             "lookup_key": change.lookup_key,
-            "feature": feature_of(change.sources or []),
+            "feature": features[0] if features else None,
+            "features": features,
             "change": change.change,
             "at": at,
             "cause": change.cause,

@@ -270,10 +270,10 @@ def sources_json(sources: Iterable[Source]) -> list[dict[str, str]]:
     return [{"kind": s.kind, "id": s.id, "detail": s.detail} for s in sources]
 
 
-def feature_of(sources: Iterable[dict[str, str]]) -> str | None:
-    """The Stripe feature id behind a decision, from its sources (an entitlement's or a product's feature);
-    several (an archived feature and its successor share a key) are joined by commas; None when none is known
-    (a grant made here, a revoke with nothing left behind it)."""
-    ids = {s["detail"] for s in sources if s.get("kind") in ("entitlement", "product") and s.get("detail")}
-    ids |= {s["id"] for s in sources if s.get("kind") == "feature" and s.get("id")}
-    return ",".join(sorted(ids)) or None
+def features_of(sources: Iterable[dict[str, str]] | None) -> list[str]:
+    """The Stripe feature ids behind a decision, sorted, from its sources (an entitlement's or a product's
+    feature): several when an archived feature and its successor share a key; none for a grant made here or
+    a revoke with nothing left behind it. The feed and the access webhooks both publish them."""
+    ids = {s["detail"] for s in sources or () if s.get("kind") in ("entitlement", "product") and s.get("detail")}
+    ids |= {s["id"] for s in sources or () if s.get("kind") == "feature" and s.get("id")}
+    return sorted(ids)

@@ -147,6 +147,7 @@ def test_a_grant_writes_one_delivery_per_subscriber_with_the_change(hooked, subs
             "customer": "cus_1",
             "lookup_key": "api_access",
             "feature": None,  # a grant made here names no Stripe feature
+            "features": [],
             "change": "granted",
             "at": change.changed_at.isoformat(),
             "cause": change.cause,

@@ -17,7 +17,7 @@ from entitlement_sync.cli import run as run_commands
 from entitlement_sync.models import EffectiveAccessChange, WebhookDelivery
 from entitlement_sync.outbound import signed_headers
 from entitlement_sync.outbox import Outbox, message
-from entitlement_sync.policy import feature_of
+from entitlement_sync.policy import features_of
 from entitlement_sync.ports import WebhookSubscriber
 from entitlement_sync.settings import Settings, parse_webhook_subscribers
 from tests.fakes import RecordingDeliveryQueue
@@ -106,6 +106,7 @@ def test_a_grant_is_sent_as_access_granted_with_the_feeds_field_names():
             "customer": "cus_1",
             "lookup_key": "api_access",
             "feature": "feat_1",
+            "features": ["feat_1"],
             "change": "granted",
             "at": "2026-11-29T12:00:00+00:00",
             "cause": "evt_1",
@@ -116,14 +117,14 @@ def test_a_grant_is_sent_as_access_granted_with_the_feeds_field_names():
 
 
 def test_the_feature_comes_from_the_entitlements_or_products_behind_the_decision():
-    assert feature_of([{"kind": "grant", "id": "7", "detail": "trial"}]) is None
+    assert features_of([{"kind": "grant", "id": "7", "detail": "trial"}]) == []
     two = [
         {"kind": "entitlement", "id": "ent_2", "detail": "feat_new"},
         {"kind": "entitlement", "id": "ent_1", "detail": "feat_old"},
         {"kind": "subscription", "id": "sub_1", "detail": "active"},
     ]
-    assert feature_of(two) == "feat_new,feat_old"  # a lookup key reused after an archive: both, sorted
-    assert feature_of([{"kind": "product", "id": "prod_1", "detail": "feat_1"}]) == "feat_1"
+    assert features_of(two) == ["feat_new", "feat_old"]  # a lookup key reused after an archive: both, sorted
+    assert features_of([{"kind": "product", "id": "prod_1", "detail": "feat_1"}]) == ["feat_1"]
 
 
 def test_the_signature_verifies_with_the_standard_webhooks_library():

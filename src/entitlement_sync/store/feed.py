@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, event, func, insert, inspect, literal, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
+from .. import policy
 from ..models import AccessFeedEntry, AccessFeedState, EffectiveAccess, EffectiveAccessChange
 from ._sql import rows_changed, upsert
 
@@ -84,15 +85,10 @@ def _entry(cursor: int, change: EffectiveAccessChange) -> dict[str, Any]:
         "customer_id": change.customer_id,
         "lookup_key": change.lookup_key,
         "change": change.change,
-        "features": features_of(change.sources),
+        "features": policy.features_of(change.sources),
         "cause": change.cause,
         "changed_at": change.changed_at,
     }
-
-
-def features_of(sources: Sequence[dict[str, str]] | None) -> list[str]:
-    """The feature ids a decision rests on: its Stripe entitlements' features, or the catalog's."""
-    return sorted({s["detail"] for s in sources or () if s.get("kind") in ("entitlement", "product")})
 
 
 def bounds(session: Session) -> tuple[int, int]:
