@@ -123,6 +123,7 @@ class Container:
         return True
 
     def close(self) -> None:
+        self.reader.close()
         self.engine.dispose()
 
 

@@ -11,6 +11,7 @@ the caller sees the database as unavailable (a 503 for a webhook, a retry later 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -30,6 +31,10 @@ class StatementDeadline:
         self._armed: dict[int, tuple[float, Any]] = {}  # id(DBAPI connection): (deadline, DBAPI connection)
         self._changed = threading.Condition()
         self._pid: int | None = None  # the process whose watcher runs: a forked child starts its own
+        # When the watcher wakes up next. Every deadline is "now + seconds", so a new one is never earlier than
+        # those armed before it: the watcher needs waking only when it sleeps longer (nothing was armed). A
+        # notify per statement would cost a thread switch on every read.
+        self._wake_at = math.inf
 
     def attach(self, engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", self._on_cursor)
@@ -40,12 +45,15 @@ class StatementDeadline:
         event.listen(engine.pool, "checkin", self._off_pooled)
 
     def arm(self, dbapi_connection: Any) -> None:
+        deadline = time.monotonic() + self._seconds
         with self._changed:
-            self._armed[id(dbapi_connection)] = (time.monotonic() + self._seconds, dbapi_connection)
+            self._armed[id(dbapi_connection)] = (deadline, dbapi_connection)
             if self._pid != os.getpid():
-                self._pid = os.getpid()
+                self._pid, self._wake_at = os.getpid(), math.inf
                 threading.Thread(target=self._watch, name="statement-deadline", daemon=True).start()
-            self._changed.notify()
+            if deadline < self._wake_at:
+                self._wake_at = deadline
+                self._changed.notify()
 
     def disarm(self, dbapi_connection: Any) -> None:
         with self._changed:
@@ -79,7 +87,8 @@ class StatementDeadline:
                     del self._armed[key]
                 upcoming = [deadline for deadline, _ in self._armed.values()]
                 if not expired:
-                    self._changed.wait(min(upcoming, default=now + 60) - now)
+                    self._wake_at = min(upcoming, default=now + 60)
+                    self._changed.wait(self._wake_at - now)
                     continue
             for _, conn in expired:
                 _cut(conn)
