@@ -130,6 +130,7 @@ RECYCLE_SECONDS = 1800
 @dataclass(eq=False)
 class _Held:
     connection: PoolProxiedConnection
+    cursor: Any  # the driver's, used for every read of this thread
     recycle_at: float
     returned: weakref.finalize[[], _Held] = field(init=False)  # hands the connection back to the pool
 
@@ -158,9 +159,8 @@ class ThreadConnections:
         dbapi_connection = held.connection.dbapi_connection
         self._deadline.arm(dbapi_connection)
         try:
-            with dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-                cursor.execute(read.driver_sql, params)
-                return list(cursor.fetchall())
+            held.cursor.execute(read.driver_sql, params)
+            return list(held.cursor.fetchall())
         except BaseException as error:
             self._drop(held)
             if isinstance(error, self._unavailable):
@@ -198,7 +198,7 @@ class ThreadConnections:
             connection.invalidate()
             connection.close()
             raise
-        held = _Held(connection, time.monotonic() + RECYCLE_SECONDS)
+        held = _Held(connection, connection.dbapi_connection.cursor(), time.monotonic() + RECYCLE_SECONDS)  # type: ignore[union-attr]
         # Back to the pool when dropped, recycled, or its thread ends (the thread's locals go with it).
         held.returned = weakref.finalize(held, connection.close)
         held.returned.atexit = False
