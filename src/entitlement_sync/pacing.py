@@ -278,16 +278,17 @@ def build_pacer(
     timeout_seconds: float = 2.0,
     fallback_share: int = 1,
 ) -> Pacer:
-    """A Redis-shared pacer when Redis answers, else one for this process only (its share of the budget: one
-    of `fallback_share` processes). `clock` and `sleep` serve the in-process pacing (Redis's own clock sets the
-    shared moments)."""
-    if redis_url:
-        try:
-            client = redis_client(redis_url, socket_timeout=timeout_seconds, connect_timeout=timeout_seconds)
-            client.ping()
-            return RedisPacer(client, key, rate, clock, sleep, fallback_share=fallback_share)
-        except (redis.RedisError, OSError) as error:
-            log.warning("pacer.redis_unavailable", error=str(error), fallback="in-process")
+    """A Redis-shared pacer when Redis answers; else one for this process only: the whole budget without Redis
+    (`dev`: one process), a share of it (one of `fallback_share` processes) when Redis does not answer. `clock`
+    and `sleep` serve the in-process pacing (Redis's own clock sets the shared moments)."""
+    if not redis_url:
+        return LocalPacer(rate, clock, sleep)
+    try:
+        client = redis_client(redis_url, socket_timeout=timeout_seconds, connect_timeout=timeout_seconds)
+        client.ping()
+        return RedisPacer(client, key, rate, clock, sleep, fallback_share=fallback_share)
+    except (redis.RedisError, OSError) as error:
+        log.warning("pacer.redis_unavailable", error=str(error), fallback="in-process")
     return LocalPacer(rate, clock, sleep, budget=Budget.per_second(rate).share(fallback_share))
 
 

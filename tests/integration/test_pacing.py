@@ -37,13 +37,19 @@ def test_two_redis_pacers_on_one_key_hand_out_one_budget():
     client.delete(key)
 
 
-def test_a_redis_that_does_not_answer_at_start_up_leaves_pacing_to_this_process():
+def test_a_redis_that_does_not_answer_at_start_up_leaves_this_process_its_share_of_the_budget():
     time = VirtualTime()
     pacer = build_pacer(
-        "redis://127.0.0.1:1/0", "stripe-pacer", 5, clock=time.now, sleep=time.sleep, timeout_seconds=0.2
+        "redis://127.0.0.1:1/0", "budget", 6, time.now, time.sleep, timeout_seconds=0.2, fallback_share=3
     )
     assert pacer.shared is False
-    assert busiest_second(paced_moments(pacer, time, 12)) <= 5
+    assert busiest_second(paced_moments(pacer, time, 12)) == 2
+
+
+def test_without_redis_configured_the_one_process_keeps_the_whole_budget():
+    time = VirtualTime()
+    pacer = build_pacer("", "budget", 6, time.now, time.sleep, fallback_share=3)
+    assert busiest_second(paced_moments(pacer, time, 12)) == 6
 
 
 @pytest.mark.skipif(not TEST_REDIS_URL, reason="needs TEST_REDIS_URL: the budget is shared through Redis")
