@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from typing import Any
 
@@ -38,20 +39,25 @@ class Stack:
             "STRIPE_WEBHOOK_SECRETS": SECRET,
             "ACCESS_API_TOKENS": READ_TOKEN,
             "STRIPE_MAX_REQUESTS_PER_SECOND": "0",
+            # Private to this stack: benches of other checkouts may run beside it on the same machine.
+            "WORKER_METRICS_PORT": str(free_port()),
+            "METRICS_DIR": tempfile.mkdtemp(prefix="es-bench-metrics-"),
             **extra,
         }
         self.servers: list[Server] = []
         self.web: Server | None = None
         self.worker: Server | None = None
         self.url = ""
+        self.internal_url = ""  # ours: the read API's port (the public one serves webhooks only); bare: url
 
     def start_web(self, workers: int = 2, internal_port: int | None = None) -> Server:
-        port = free_port()
+        port, internal_port = free_port(), internal_port or free_port()
         self.url = f"http://127.0.0.1:{port}"
+        self.internal_url = f"http://127.0.0.1:{internal_port}" if self.side == "ours" else self.url
         if self.side == "ours":
             args = ["entitlement_sync.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            args += ["--internal-port", str(internal_port)]
             args += ["--workers", str(workers)]
-            args += ["--internal-port", str(internal_port)] if internal_port else []
         else:
             args = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
             args += ["bench.reference.bare_web:app"]

@@ -108,12 +108,12 @@ def paced_moments(pacer: Callable[[], None], virtual_time: VirtualTime, count: i
     return moments
 
 
-def busiest_second(moments: Iterable[float]) -> int:
-    """The most moments within any sliding one-second window [t, t + 1)."""
+def busiest_second(moments: Iterable[float], seconds: float = 1.0) -> int:
+    """The most moments within any sliding window [t, t + seconds), one second unless told."""
     ordered = sorted(moments)
     most, start = 0, 0
     for end, moment in enumerate(ordered):
-        while moment - ordered[start] >= 1.0:
+        while moment - ordered[start] >= seconds:
             start += 1
         most = max(most, end - start + 1)
     return most

@@ -89,8 +89,8 @@ def http(cfg: Config, seconds: float) -> dict[str, Any]:
         for side, into in (("ours", ours), ("bare", bare)):
             with Stack(side, cfg) as stack:
                 stack.start_web()
-                wrk_run("wrk_reads.lua", stack.url, 16, 1, str(CUSTOMERS), READ_TOKEN)
-                into.append(wrk_run("wrk_reads.lua", stack.url, 16, seconds, str(CUSTOMERS), READ_TOKEN))
+                wrk_run("wrk_reads.lua", stack.internal_url, 16, 1, str(CUSTOMERS), READ_TOKEN)
+                into.append(wrk_run("wrk_reads.lua", stack.internal_url, 16, seconds, str(CUSTOMERS), READ_TOKEN))
     summary = side_by_side(ours, bare, ["rps", "p50_ms", "p99_ms", "non2xx"])
     summary["ratio"] = ratio(summary["ours"]["rps"], summary["bare"]["rps"])
     return summary

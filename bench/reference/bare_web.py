@@ -1,5 +1,5 @@
 """The bare web reference under gunicorn: Flask + HMAC check + fast JSON + one INSERT + one Dramatiq send,
-and a read handler running the same SELECTs as ours.
+and a read handler running the same SELECT as ours.
 
     gunicorn --workers 2 bench.reference.bare_web:app
 """
@@ -15,15 +15,15 @@ import orjson
 import psycopg
 from flask import Flask, Response, request
 
+from entitlement_sync.store import effective
+
 from .bare_worker import DSN, bare_sync
 
 SECRET = os.environ.get("STRIPE_WEBHOOK_SECRETS", "").split(",")[0].encode()
 TOKEN = os.environ.get("ACCESS_API_TOKENS", "").split(",")[0]
-ROWS = (
-    "SELECT lookup_key, feature_id, entitlement_id, granted_at FROM entitlements"
-    " WHERE customer_id = %s ORDER BY lookup_key, feature_id"
-)
-SYNCED_AT = "SELECT synced_at FROM customer_sync_state WHERE customer_id = %s"
+# The same SELECT as ours (taken from our store, so that the two never drift apart): a customer's effective
+# access and sync state in one statement.
+READ = effective.DECISIONS.driver_sql
 
 app = Flask(__name__)
 _db: dict[str, psycopg.Connection] = {}  # one connection per process (gunicorn's sync workers fork)
@@ -64,13 +64,16 @@ def webhook() -> Response:
 def entitlements(customer: str) -> Response:
     if request.headers.get("Authorization", "") != f"Bearer {TOKEN}":
         return Response(b'{"error":"unauthorized"}', 401, mimetype="application/json")
-    db = _connection()
-    rows = db.execute(ROWS, (customer,)).fetchall()
-    synced = db.execute(SYNCED_AT, (customer,)).fetchone()
+    rows = _connection().execute(READ, {"customer": customer}).fetchall()
+    synced, unseen = rows[0][0], rows[0][1]
+    rows = [r for r in rows if r[2] is not None]
+    decisions = [(r[3], {"lookup_key": r[2], "reason": r[4], "sources": r[5], "since": r[6].isoformat()}) for r in rows]
     document = {
         "customer": customer,
-        "entitlements": [{"lookup_key": r[0], "feature": r[1], "entitlement": r[2]} for r in rows],
-        "synced_at": synced[0].isoformat() if synced and synced[0] else None,
+        "entitlements": [item for granted, item in decisions if granted],
+        "refused": [item for granted, item in decisions if granted is False],
+        "synced_at": synced.isoformat() if synced else None,
+        "stale": bool(unseen),
     }
     return Response(orjson.dumps(document), 200, mimetype="application/json")
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from . import store
-from .db import create_db_engine, outages_reported
+from .db import EngineReads, Reads, ThreadConnections, create_db_engine, outages_reported
 from .models import utcnow
 from .policy import reason_without_decision
 from .ports import Clock
@@ -74,6 +74,8 @@ class AccessReader:
         # (SQLite has no round trips to save, and switching its isolation level per checkout costs more.)
         is_postgres = engine.dialect.name == "postgresql"
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT") if is_postgres else engine
+        # Effective access, the hot path: on PostgreSQL a connection kept per reading thread (db.ThreadConnections).
+        self._reads: Reads = ThreadConnections(engine) if is_postgres else EngineReads(engine)
         self._stale_after = stale_after
         self._clock = clock
 
@@ -81,16 +83,18 @@ class AccessReader:
     def connect(cls, database_url: str, stale_after: timedelta | None = None) -> AccessReader:
         return cls(create_db_engine(database_url), stale_after)
 
+    def close(self) -> None:
+        """Hand back the connections the reading threads keep."""
+        if isinstance(self._reads, ThreadConnections):
+            self._reads.close()
+
     def has_access(self, customer_id: str, lookup_key: str) -> bool:
         """Effective access, yes or no: one primary-key lookup."""
-        with outages_reported(), self._engine.connect() as connection:
-            return store.effective.is_granted(connection, customer_id, lookup_key)
+        return store.effective.is_granted(self._reads, customer_id, lookup_key)
 
     def check(self, customer_id: str, lookup_key: str) -> AccessDecision:
-        """The decision behind `has_access`, with its reason, sources and freshness."""
-        with outages_reported(), self._engine.connect() as connection:
-            row = store.effective.decision_row(connection, customer_id, lookup_key)
-            synced_at, unseen = store.effective.sync_state(connection, customer_id)
+        """The decision behind `has_access`, with its reason, sources and freshness (one statement)."""
+        row, synced_at, unseen = store.effective.decision_with_state(self._reads, customer_id, lookup_key)
         stale = self._is_stale(synced_at, unseen)
         if row is None:
             reason = reason_without_decision(synced_at is not None)
@@ -99,10 +103,9 @@ class AccessReader:
         return AccessDecision(customer_id, lookup_key, bool(granted), reason, list(sources), since, synced_at, stale)
 
     def effective_for(self, customer_id: str) -> EffectiveListing:
-        """Every decision the customer has a row for (granted, withheld or denied), by lookup key."""
-        with outages_reported(), self._engine.connect() as connection:
-            rows = store.effective.decision_rows(connection, customer_id)
-            synced_at, unseen = store.effective.sync_state(connection, customer_id)
+        """Every decision the customer has a row for (granted, withheld or denied), by lookup key, and the sync
+        state read in the same statement (one snapshot)."""
+        rows, synced_at, unseen = store.effective.decisions_with_state(self._reads, customer_id)
         stale = self._is_stale(synced_at, unseen)
         decisions = [
             AccessDecision(customer_id, key, bool(granted), reason, list(sources), since, synced_at, stale)

@@ -140,6 +140,7 @@ class Container:
 
     def close(self) -> None:
         self.feed.close()
+        self.reader.close()
         self.engine.dispose()
 
 
@@ -164,22 +165,28 @@ def bootstrap(
     )
     broker = broker or build_redis_broker(settings)
 
+    budget = settings.stripe_requests_per_second
+
     def pacer_for(rate: float) -> Pacer:
+        """A pacer on the shared log; never above the budget (`sync all --rate` may ask for less)."""
         return build_pacer(
             settings.redis_url,
-            f"{settings.redis_namespace}:stripe-pacer",
-            rate,
+            f"{settings.redis_namespace}:stripe-budget",
+            min(rate, budget) if budget > 0 else rate,
             monotonic,
             sleep,
             settings.redis_timeout_seconds,
+            # Without Redis each process keeps a share: the worker processes of a host and one ops command.
+            fallback_share=settings.worker_processes + 1,
         )
 
     retry = partial(with_retries, sleep=sleep)  # the ops use cases retry Stripe's 429/5xx in-process
 
     # The workers' calls share one budget with `sync all` and `events recover` (the same Redis key), so that
     # together they stay under Stripe's limit instead of burning their retries on 429s.
-    rate = settings.stripe_requests_per_second
-    paced = gateway.paced(LazyPacer(lambda: pacer_for(rate), rate)) if rate > 0 else gateway
+    # Every request to Stripe takes a moment in that budget: the workers' fetches and their 404 checks, every
+    # page and retry, the ops commands' listings, the catalog and `doctor`.
+    paced = gateway.paced(LazyPacer(lambda: pacer_for(budget), budget)) if budget > 0 else gateway
     stripe = stripe or paced
     wait = WaitRule(
         first_pause=timedelta(seconds=settings.sweep_interval_seconds),
@@ -231,15 +238,15 @@ def bootstrap(
         syncer=syncer,
         sweeper=Sweeper(new_session, queue, clock, stuck, telemetry),
         reader=reader,
-        gateway=gateway,
+        gateway=paced,
         inbox=Inbox(new_session, receiver, clock, stuck),
         history=AccessHistory(new_session),
         overview=Overview(new_session, clock, stuck, settings.stripe_requests_per_second),
         # The console's customer page: effective access with its reasons, and the grants made here.
         customers=CustomerLookup(new_session, clock, stuck, explainer, overrides),
         backfiller=Backfiller(new_session, paced, receiver, clock, retry),
-        reconciler=Reconciler(new_session, syncer, gateway, clock, pacer_for, retry),
-        catalog=Catalog(new_session, gateway, clock, retry, access_policy),
+        reconciler=Reconciler(new_session, syncer, paced, clock, pacer_for, retry),
+        catalog=Catalog(new_session, paced, clock, retry, access_policy),
         access_policy=access_policy,
         overrides=overrides,
         explainer=explainer,

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field, replace
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy import Connection, Engine, TextualSelect, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 
 from .errors import StorageUnavailable
 from .statement_deadline import StatementDeadline
@@ -26,11 +32,13 @@ class PoolOptions:
     threads: int = 1  # threads of this process that use the database at once: one connection each
     statement_timeout_seconds: float = 3.0
     connect_timeout_seconds: int = 3
+    # A few more for the odd extra user (a readiness probe, the sweep's lock), never a second pool's worth.
+    # -1: no bound (the readers' pool, where each reading thread keeps one).
+    overflow: int = 2
 
-    @property
-    def overflow(self) -> int:
-        # A few more for the odd extra user (a readiness probe, the sweep's lock), never a second pool's worth.
-        return 2
+
+# What each engine was built with, for the readers' pool built beside it (see ThreadConnections).
+_BUILT: weakref.WeakKeyDictionary[Engine, tuple[PoolOptions, StatementDeadline]] = weakref.WeakKeyDictionary()
 
 
 # The server cancels a statement at statement_timeout; the client gives a frozen server this much longer.
@@ -63,7 +71,9 @@ def create_db_engine(url: str, options: PoolOptions | None = None) -> Engine:
             **KEEPALIVES,
         },
     )
-    StatementDeadline(options.statement_timeout_seconds + CLIENT_GRACE_SECONDS).attach(engine)
+    deadline = StatementDeadline(options.statement_timeout_seconds + CLIENT_GRACE_SECONDS)
+    deadline.attach(engine)
+    _BUILT[engine] = (options, deadline)
     return engine
 
 
@@ -77,6 +87,128 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 SessionFactory = Callable[[], Session]
+
+
+@dataclass(frozen=True)
+class Read:
+    """A statement of the read path: SQL with `:name` parameters, and the result columns that SQLAlchemy must
+    type (JSON, booleans, aware datetimes) where the driver does not (SQLite)."""
+
+    sql: str
+    types: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def statement(self) -> TextualSelect:
+        return text(self.sql).columns(**self.types)
+
+    @cached_property
+    def driver_sql(self) -> str:
+        """The same SQL in psycopg's parameter style."""
+        return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", self.sql)
+
+
+class Reads(Protocol):
+    def rows(self, read: Read, params: dict[str, Any]) -> list[Any]:
+        """The rows of one read, as tuples; raises StorageUnavailable when the database cannot be reached."""
+
+
+class EngineReads:
+    """Each read on a connection checked out of the engine's pool for it (SQLite, where that costs nothing)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def rows(self, read: Read, params: dict[str, Any]) -> list[Any]:
+        with outages_reported(), self._engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(read.statement, params)]
+
+
+# A kept connection is handed back and a fresh one taken after this long, as the pool recycles its own.
+RECYCLE_SECONDS = 1800
+
+
+@dataclass(eq=False)
+class _Held:
+    connection: PoolProxiedConnection
+    cursor: Any  # the driver's, used for every read of this thread
+    recycle_at: float
+    returned: weakref.finalize[[], _Held] = field(init=False)  # hands the connection back to the pool
+
+
+class ThreadConnections:
+    """PostgreSQL reads on a connection each reading thread keeps between reads, from a pool of their own (so
+    they never take the connections the rest of the process needs): a read is then one round trip of a
+    statement the driver prepared on that connection, with no checkout, no transaction and no SQLAlchemy.
+
+    Each connection autocommits (every read is one statement, one snapshot), speaks UTC, keeps the engine's
+    statement deadline, and is dropped after any error: the next read takes a fresh one.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        options, _ = _BUILT[engine]
+        url = engine.url.render_as_string(hide_password=False)
+        self._engine = create_db_engine(url, replace(options, overflow=-1))
+        self._deadline = _BUILT[self._engine][1]
+        dbapi = self._engine.dialect.loaded_dbapi
+        self._unavailable = (dbapi.OperationalError, dbapi.InterfaceError)
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+    def rows(self, read: Read, params: dict[str, Any]) -> list[Any]:
+        held = self._held()
+        dbapi_connection = held.connection.dbapi_connection
+        self._deadline.arm(dbapi_connection)
+        try:
+            held.cursor.execute(read.driver_sql, params)
+            return list(held.cursor.fetchall())
+        except BaseException as error:
+            self._drop(held)
+            if isinstance(error, self._unavailable):
+                raise StorageUnavailable(str(error).splitlines()[0]) from error
+            raise
+        finally:
+            self._deadline.disarm(dbapi_connection)
+
+    def kept(self) -> int:
+        """How many connections reading threads keep now."""
+        return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _held(self) -> _Held:
+        if self._pid != os.getpid():  # forked: the parent's connections are the parent's
+            self._engine.dispose(close=False)
+            self._local, self._pid = threading.local(), os.getpid()
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and time.monotonic() < held.recycle_at:
+            return held
+        if held is not None:
+            held.returned()
+        try:
+            with outages_reported():
+                connection = self._engine.raw_connection()
+        except self._unavailable as error:  # the pool's connect raises the driver's own error
+            raise StorageUnavailable(str(error).splitlines()[0]) from error
+        try:
+            dbapi_connection: Any = connection.dbapi_connection
+            dbapi_connection.autocommit = True
+            dbapi_connection.execute("SET TIME ZONE 'UTC'")
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        held = _Held(connection, connection.dbapi_connection.cursor(), time.monotonic() + RECYCLE_SECONDS)  # type: ignore[union-attr]
+        # Back to the pool when dropped, recycled, or its thread ends (the thread's locals go with it).
+        held.returned = weakref.finalize(held, connection.close)
+        held.returned.atexit = False
+        self._local.held = held
+        return held
+
+    def _drop(self, held: _Held) -> None:
+        self._local.held = None
+        held.connection.invalidate()
+        held.returned()
 
 
 def session_factory(engine: Engine) -> SessionFactory:

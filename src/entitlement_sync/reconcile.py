@@ -107,7 +107,7 @@ class Reconciler:
         pacer = self._pacer_for(rate)
         gateway = self._gateway.paced(pacer)
         guard = guard or RevokeGuard()
-        report = ReconcileReport(dry_run=dry_run, rate=rate, shared_pacer=pacer.shared, guard=guard)
+        report = ReconcileReport(dry_run=dry_run, rate=pacer.rate, shared_pacer=pacer.shared, guard=guard)
         after = self._open_checkpoint(resume, dry_run, report)
         customers = [customer for customer in self._all_customers(gateway) if after is None or customer > after]
         report.customers = len(customers)

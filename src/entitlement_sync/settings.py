@@ -90,6 +90,8 @@ class Settings:
     # The threads that use the database at once in one process: each process's pool is sized from them.
     web_threads: int = 1  # gunicorn threads per worker process (sync workers: 1)
     worker_threads: int = 4  # `dramatiq --threads`, set by `entitlement-sync worker`
+    # `dramatiq --processes`, set by `entitlement-sync worker`: without Redis, each keeps a share of the budget.
+    worker_processes: int = 2
     # Prometheus multiprocess files: `web/` for the gunicorn processes, `worker/` for the Dramatiq ones.
     metrics_dir: str = field(default_factory=lambda: os.path.join(tempfile.gettempdir(), "entitlement-sync-metrics"))
     # Dramatiq's Prometheus exposition server (the workers' /metrics); its default port.
@@ -218,6 +220,7 @@ class Settings:
             database_breaker_seconds=number("DATABASE_BREAKER_SECONDS", defaults.database_breaker_seconds),
             web_threads=int(number("WEB_THREADS", defaults.web_threads)),
             worker_threads=int(number("WORKER_THREADS", defaults.worker_threads)),
+            worker_processes=max(1, int(number("WORKER_PROCESSES", defaults.worker_processes))),
             metrics_dir=env.get("METRICS_DIR") or defaults.metrics_dir,
             worker_metrics_host=env.get("WORKER_METRICS_HOST") or defaults.worker_metrics_host,
             worker_metrics_port=int(number("WORKER_METRICS_PORT", defaults.worker_metrics_port)),

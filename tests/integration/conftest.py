@@ -60,10 +60,10 @@ def subscribe_customers(
     return fake_stripe.events.all()
 
 
-def book_the_budget_an_hour_ahead(client: redis.Redis, key: str) -> float:
-    """Mark a Redis pacer's budget as reserved for the next hour, as busy workers would: from then on each
-    reservation takes the slot after the last one, wherever the clock is. Returns where the free slots start."""
+def book_the_budget_an_hour_ahead(client: redis.Redis, key: str, limit: int = 100) -> float:
+    """Fill a Stripe budget's log (up to `limit` a window) an hour ahead, as busy workers would: from then on
+    each request takes a moment after theirs, wherever the clock is. Returns the moment booked (Redis's clock)."""
     seconds, micros = client.time()
-    booked_until = float(seconds + micros / 1e6 + 3600)
-    client.set(key, f"{booked_until:.6f}", px=60_000)
-    return booked_until
+    booked = float(seconds + micros / 1e6 + 3600)
+    client.zadd(key, {f"booked:{n}": booked for n in range(limit)})
+    return booked

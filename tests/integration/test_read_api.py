@@ -1,14 +1,22 @@
 """The read API for internal services (HTTP with bearer tokens) and the Python API."""
 
+import gc
+import threading
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import text
+
 from entitlement_sync.bootstrap import bootstrap
+from entitlement_sync.db import Read, ThreadConnections
+from entitlement_sync.errors import StorageUnavailable
 from entitlement_sync.models import utcnow
 from entitlement_sync.web import create_app
-from tests.conftest import READ_TOKEN
+from tests.conftest import READ_TOKEN, TEST_DATABASE_URL
 
 AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
+on_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL only: SQLite reads check out per read")
 
 
 def synced(container, fake_stripe, customer, features):
@@ -117,3 +125,34 @@ def test_check_returns_the_decision_as_a_value(container, fake_stripe, database_
     assert isinstance(decision, AccessDecision)
     assert (decision.granted, decision.reason, decision.stale) == (True, "stripe_entitlement", False)
     assert decision.since is not None and decision.synced_at is not None
+
+
+@on_postgres
+def test_a_reading_thread_keeps_one_connection_and_a_dropped_one_fails_one_read_then_is_replaced(container):
+    """On PostgreSQL each reading thread keeps its connection between reads. When the server drops it (a
+    restart, a failover), that read is answered as unavailable (a 503), and the next one reads again."""
+    reads = ThreadConnections(container.engine)
+    first = reads.rows(BACKEND, {})[0][0]
+    assert reads.rows(BACKEND, {})[0][0] == first  # the same connection
+    with container.engine.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    with pytest.raises(StorageUnavailable):
+        reads.rows(BACKEND, {})
+    assert reads.rows(BACKEND, {})[0][0] != first
+    reads.close()
+
+
+@on_postgres
+def test_a_thread_that_ends_hands_its_connection_back(container):
+    reads = ThreadConnections(container.engine)
+    thread = threading.Thread(target=reads.rows, args=(BACKEND, {}))
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert reads.kept() == 0
+    reads.rows(BACKEND, {})
+    assert reads.kept() == 1
+    reads.close()
+
+
+BACKEND = Read("SELECT pg_backend_pid()")

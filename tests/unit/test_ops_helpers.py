@@ -1,65 +1,15 @@
-"""The pacer, the retry, `--since` parsing and the 30-day warning, on fakes and virtual time: no I/O."""
+"""The retry, `--since` parsing and the 30-day warning, on fakes and virtual time: no I/O."""
 
 from datetime import UTC, datetime, timedelta
 
 import click
 import pytest
-import redis
 
 from entitlement_sync.backfill import retention_warning
 from entitlement_sync.cli._common import parse_since
 from entitlement_sync.errors import StripeRejected, StripeUnavailable
-from entitlement_sync.pacing import HEADROOM, LocalPacer, RedisPacer, with_retries
-from tests.fakes import VirtualTime, busiest_second, paced_moments
-
-
-class ScriptedRedis:
-    """A Redis client whose slot-reserving script answers from a list: a wait in seconds, or an error to raise."""
-
-    def __init__(self, answers: list[str | Exception]) -> None:
-        self.answers = answers
-
-    def register_script(self, script: str):
-        def run(keys: list[str], args: list[str]) -> str:
-            answer = self.answers.pop(0)
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
-
-        return run
-
-
-def test_the_local_pacer_spaces_requests_one_slot_apart_below_the_rate():
-    time = VirtualTime()
-    moments = paced_moments(LocalPacer(10, clock=time.now, sleep=time.sleep), time, 25)
-    gaps = {round(b - a, 6) for a, b in zip(moments, moments[1:], strict=False)}
-    assert gaps == {round(1 / (10 * HEADROOM), 6)}
-    assert busiest_second(moments) == 10  # the whole budget, never more
-
-
-def test_the_local_pacer_lets_a_request_through_at_once_after_a_quiet_spell():
-    time = VirtualTime()
-    pacer = LocalPacer(10, clock=time.now, sleep=time.sleep)
-    pacer()
-    time.advance(5)
-    pacer()
-    assert time.slept == []
-
-
-def test_the_redis_pacer_waits_for_the_slot_redis_reserved():
-    time = VirtualTime()
-    pacer = RedisPacer(ScriptedRedis(["0.000000", "0.250000"]), "pacer", 10, clock=time.now, sleep=time.sleep)
-    pacer()
-    pacer()
-    assert time.slept == [0.25]
-
-
-def test_when_redis_goes_away_the_redis_pacer_keeps_pacing_this_process_alone():
-    time = VirtualTime()
-    gone = ScriptedRedis(["0.000000", *[redis.ConnectionError("Connection refused")] * 25])
-    moments = paced_moments(RedisPacer(gone, "pacer", 10, clock=time.now, sleep=time.sleep), time, 26)
-    assert busiest_second(moments) <= 10
-    assert time.slept == [pytest.approx(1 / (10 * HEADROOM))] * 25  # the first one too: Redis's slot was just used
+from entitlement_sync.pacing import with_retries
+from tests.fakes import VirtualTime
 
 
 def test_retries_stripe_unavailable_with_doubling_pauses_then_gives_up():

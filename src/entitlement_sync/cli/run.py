@@ -91,6 +91,7 @@ def worker(processes: int, threads: int) -> None:
     os.environ.update(worker_metrics_environment(directory, settings.worker_metrics_host, settings.worker_metrics_port))
     queue = settings.queue_name
     os.environ["WORKER_THREADS"] = str(threads)  # each worker process sizes its database pool from it
+    os.environ["WORKER_PROCESSES"] = str(processes)  # and, should Redis go away, its share of the Stripe budget
     _exec(
         "dramatiq",
         [

@@ -7,9 +7,10 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select
+from sqlalchemy import JSON, Boolean, func, select
 from sqlalchemy.orm import Session
 
+from ..db import Read, Reads
 from ..models import (
     CLAIMABLE,
     AccessOverride,
@@ -20,8 +21,8 @@ from ..models import (
     EventStatus,
     Feature,
     ProductFeature,
-    StripeEvent,
     Subscription,
+    UTCDateTime,
 )
 from ..policy import CatalogLink, Override, PolicyInputs, SubscriptionState
 from ..ports import ActiveEntitlement
@@ -127,59 +128,52 @@ def customers_on(session: Session, product_ids: set[str], feature_ids: set[str])
     return customers
 
 
-# --- the read path: plain Connection, statements built once (see store.access) ---------------------------
+# --- the read path: one statement per answer, so that the rows and the sync state come from one snapshot --
+# Plain SQL, one text for both databases: PostgreSQL runs it through the driver on a connection kept per
+# reading thread (prepared once per connection, no SQLAlchemy on the hot path; db.ThreadConnections), SQLite
+# through SQLAlchemy, which types the results (JSON, aware datetimes) as PostgreSQL's driver does.
 
-_SYNCED_AT = (
-    select(CustomerSyncState.synced_at).where(CustomerSyncState.customer_id == bindparam("customer")).scalar_subquery()
+# An event not yet seen by an applied fetch (stored after the last applied ticket) and not finished well:
+# in flight, waiting for Stripe, or failed.
+_UNSEEN = ", ".join(f"'{status.value}'" for status in (*CLAIMABLE, EventStatus.FAILED))
+_SYNC_STATE = f"""(SELECT synced_at FROM customer_sync_state WHERE customer_id = :customer) AS synced_at,
+ EXISTS (SELECT 1 FROM stripe_events WHERE stripe_events.customer_id = :customer
+  AND stripe_events.status IN ({_UNSEEN})
+  AND (stripe_events.customer_seq IS NULL OR stripe_events.customer_seq >=
+   (SELECT applied_seq FROM customer_sync_state WHERE customer_id = :customer))) AS unseen"""
+_DECISION_TYPES = {"synced_at": UTCDateTime(), "unseen": Boolean(), "granted": Boolean(), "sources": JSON()}
+
+GRANTED = Read("SELECT granted FROM effective_access WHERE customer_id = :customer AND lookup_key = :key")
+DECISION = Read(
+    f"SELECT {_SYNC_STATE}, d.granted, d.reason, d.sources, d.since FROM (SELECT 1 AS one) AS one"
+    " LEFT JOIN effective_access d ON d.customer_id = :customer AND d.lookup_key = :key",
+    {**_DECISION_TYPES, "since": UTCDateTime()},
 )
-_GRANTED = select(EffectiveAccess.granted).where(
-    EffectiveAccess.customer_id == bindparam("customer"), EffectiveAccess.lookup_key == bindparam("key")
+DECISIONS = Read(
+    f"SELECT {_SYNC_STATE}, d.lookup_key, d.granted, d.reason, d.sources, d.since FROM (SELECT 1 AS one) AS one"
+    " LEFT JOIN effective_access d ON d.customer_id = :customer ORDER BY d.lookup_key",
+    {**_DECISION_TYPES, "since": UTCDateTime()},
 )
-_DECISION = select(
-    EffectiveAccess.granted, EffectiveAccess.reason, EffectiveAccess.sources, EffectiveAccess.since
-).where(EffectiveAccess.customer_id == bindparam("customer"), EffectiveAccess.lookup_key == bindparam("key"))
-_DECISIONS = (
-    select(
-        EffectiveAccess.lookup_key,
-        EffectiveAccess.granted,
-        EffectiveAccess.reason,
-        EffectiveAccess.sources,
-        EffectiveAccess.since,
-    )
-    .where(EffectiveAccess.customer_id == bindparam("customer"))
-    .order_by(EffectiveAccess.lookup_key)
-)
-# An event not yet seen by an applied fetch (stored after the last applied ticket) and not finished well.
-_APPLIED_SEQ = (
-    select(CustomerSyncState.applied_seq)
-    .where(CustomerSyncState.customer_id == bindparam("customer"))
-    .scalar_subquery()
-)
-_UNSEEN_EVENT = exists().where(
-    StripeEvent.customer_id == bindparam("customer"),
-    StripeEvent.status.in_([*CLAIMABLE, EventStatus.FAILED]),  # in flight, waiting for Stripe, or failed
-    or_(StripeEvent.customer_seq.is_(None), and_(StripeEvent.customer_seq >= _APPLIED_SEQ)),
-)
-_SYNC_STATE = select(_SYNCED_AT, _UNSEEN_EVENT)
 
 
-def is_granted(connection: Connection, customer_id: str, lookup_key: str) -> bool:
+def is_granted(reads: Reads, customer_id: str, lookup_key: str) -> bool:
     """The hot path: one primary-key lookup."""
-    return bool(connection.scalar(_GRANTED, {"customer": customer_id, "key": lookup_key}))
+    rows = reads.rows(GRANTED, {"customer": customer_id, "key": lookup_key})
+    return bool(rows and rows[0][0])
 
 
-def decision_row(connection: Connection, customer_id: str, lookup_key: str) -> Any:
-    return connection.execute(_DECISION, {"customer": customer_id, "key": lookup_key}).first()
+def decision_with_state(reads: Reads, customer_id: str, lookup_key: str) -> tuple[Any, datetime | None, bool]:
+    """((granted, reason, sources, since) or None without a row, when the customer was last synced, whether an
+    event of theirs waits unseen by any applied fetch)."""
+    synced_at, unseen, *decision = reads.rows(DECISION, {"customer": customer_id, "key": lookup_key})[0]
+    return (None if decision[0] is None else tuple(decision)), synced_at, bool(unseen)
 
 
-def decision_rows(connection: Connection, customer_id: str) -> list[Any]:
-    return list(connection.execute(_DECISIONS, {"customer": customer_id}))
-
-
-def sync_state(connection: Connection, customer_id: str) -> tuple[datetime | None, bool]:
-    """(when the customer was last synced, whether an event of theirs waits unseen by any applied fetch)."""
-    synced, unseen = connection.execute(_SYNC_STATE, {"customer": customer_id}).one()
-    return synced, bool(unseen)
+def decisions_with_state(reads: Reads, customer_id: str) -> tuple[list[Any], datetime | None, bool]:
+    """Every (lookup_key, granted, reason, sources, since) of the customer, with the sync state as above."""
+    rows = reads.rows(DECISIONS, {"customer": customer_id})
+    synced_at, unseen = rows[0][0], bool(rows[0][1])
+    return [tuple(row[2:]) for row in rows if row[2] is not None], synced_at, unseen
 
 
 def customers_with_rows(session: Session) -> set[str]:
