@@ -104,7 +104,7 @@ def test_readyz_fails_while_the_schema_is_not_at_the_latest_migration(settings, 
     behind = bootstrap(replace(settings, database_url=url), broker=build_stub_broker())
     response = create_app(behind, "internal").test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.json["checks"]["database"].startswith(f"schema at {revision or 'nothing'}, code needs 0005")
+    assert response.json["checks"]["database"].startswith(f"schema at {revision or 'nothing'}, code needs 0006")
     upgrade(url)
     assert create_app(behind, "internal").test_client().get("/readyz").status_code == 200
     behind.close()

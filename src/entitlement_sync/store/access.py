@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, exists, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, insert, select
 from sqlalchemy.orm import Session
 
 from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
+from ..ordering import NOTHING_HELD, Held, Window
 from ..ports import ActiveEntitlement
-from ._sql import rows_changed, upsert
+from ._sql import upsert
 
 # --- ordering: one sequence per customer -----------------------------------------------------------------
 
@@ -33,17 +34,48 @@ def applied_seq(session: Session, customer_id: str) -> int:
     return int(value or 0)
 
 
-def claim_apply(session: Session, customer_id: str, ticket: int, now: datetime) -> bool:
-    """Take the right to write this customer's rows; False when a fetch that started later already wrote them.
+def held_state(session: Session, customer_id: str) -> Held:
+    """What the customer's rows hold, by sequence and by Stripe's clock; locks the row on PostgreSQL until commit
+    (callers hold the customer's lock already: this keeps the receiver's sequence bumps in order behind us)."""
+    row = session.execute(
+        select(
+            CustomerSyncState.synced_at,
+            CustomerSyncState.applied_seq,
+            CustomerSyncState.state_seq,
+            CustomerSyncState.as_of_from,
+            CustomerSyncState.as_of_until,
+        )
+        .where(CustomerSyncState.customer_id == customer_id)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return NOTHING_HELD
+    synced_at, applied, state_seq, as_of_from, as_of_until = row
+    return Held(synced_at is not None, int(applied or 0), int(state_seq or 0), Window(as_of_from, as_of_until))
 
-    The UPDATE locks the row, so a concurrent applier waits here and then sees the newer applied_seq.
+
+def record_write(session: Session, customer_id: str, after: Held, now: datetime) -> int:
+    """Note that the rows were just written with a state held as `after` says; returns the new `state_seq`.
+
+    The write takes its own place in the customer's sequence: a fetch whose ticket comes later started after
+    this state was in the table.
     """
+    values = {
+        "applied_seq": after.applied_seq,
+        "as_of_from": after.window.start,
+        "as_of_until": after.window.end,
+        "synced_at": now,
+    }
     statement = (
-        update(CustomerSyncState)
-        .where(CustomerSyncState.customer_id == customer_id, CustomerSyncState.applied_seq < ticket)
-        .values(applied_seq=ticket, synced_at=now)
+        upsert(session, CustomerSyncState)
+        .values(customer_id=customer_id, seq=1, state_seq=1, **values)
+        .on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={"seq": CustomerSyncState.seq + 1, "state_seq": CustomerSyncState.seq + 1, **values},
+        )
+        .returning(CustomerSyncState.state_seq)
     )
-    return rows_changed(session, statement) == 1
+    return int(session.execute(statement).scalar_one())
 
 
 # --- the rows --------------------------------------------------------------------------------------------
@@ -90,29 +122,37 @@ def replace_entitlements(
         row = current.get(item.feature_id)
         if row is not None and (row.lookup_key, row.entitlement_id) != (item.lookup_key, item.id):
             row.lookup_key, row.entitlement_id = item.lookup_key, item.id
-    session.add_all(
-        Entitlement(
-            customer_id=customer_id,
-            feature_id=item.feature_id,
-            lookup_key=item.lookup_key,
-            entitlement_id=item.id,
-            granted_at=now,
+    if diff.granted:
+        session.execute(
+            insert(Entitlement),
+            [
+                {
+                    "customer_id": customer_id,
+                    "feature_id": item.feature_id,
+                    "lookup_key": item.lookup_key,
+                    "entitlement_id": item.id,
+                    "granted_at": now,
+                }
+                for item in diff.granted
+            ],
         )
-        for item in diff.granted
-    )
     history = [(item.feature_id, item.lookup_key, AccessChangeKind.GRANTED) for item in diff.granted]
     history += [(row.feature_id, row.lookup_key, AccessChangeKind.REVOKED) for row in diff.revoked]
-    session.add_all(
-        AccessChange(
-            customer_id=customer_id,
-            feature_id=feature_id,
-            lookup_key=lookup_key,
-            change=change,
-            changed_at=now,
-            event_id=event_id,
+    if history:
+        session.execute(
+            insert(AccessChange),
+            [
+                {
+                    "customer_id": customer_id,
+                    "feature_id": feature_id,
+                    "lookup_key": lookup_key,
+                    "change": change,
+                    "changed_at": now,
+                    "event_id": event_id,
+                }
+                for feature_id, lookup_key, change in history
+            ],
         )
-        for feature_id, lookup_key, change in history
-    )
     return diff
 
 

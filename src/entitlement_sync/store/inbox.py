@@ -45,6 +45,11 @@ def set_customer_seq(session: Session, event_id: str, seq: int) -> None:
     session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(customer_seq=seq))
 
 
+def customer_of(session: Session, event_id: str) -> str | None:
+    """The event's customer, read without a lock: the worker takes the customer's lock before claiming."""
+    return session.scalar(select(StripeEvent.customer_id).where(StripeEvent.id == event_id))
+
+
 def get_event(session: Session, event_id: str) -> StripeEvent | None:
     return session.get(StripeEvent, event_id)
 
