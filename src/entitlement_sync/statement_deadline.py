@@ -30,6 +30,7 @@ class StatementDeadline:
         self._armed: dict[int, tuple[float, Any]] = {}  # id(DBAPI connection): (deadline, DBAPI connection)
         self._changed = threading.Condition()
         self._pid: int | None = None  # the process whose watcher runs: a forked child starts its own
+        self._wake_at = 0.0  # when the watcher wakes next: only an earlier deadline needs to wake it sooner
 
     def attach(self, engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", self._on_cursor)
@@ -40,12 +41,17 @@ class StatementDeadline:
         event.listen(engine.pool, "checkin", self._off_pooled)
 
     def arm(self, dbapi_connection: Any) -> None:
+        deadline = time.monotonic() + self._seconds
         with self._changed:
-            self._armed[id(dbapi_connection)] = (time.monotonic() + self._seconds, dbapi_connection)
+            self._armed[id(dbapi_connection)] = (deadline, dbapi_connection)
             if self._pid != os.getpid():
                 self._pid = os.getpid()
+                self._wake_at = 0.0
                 threading.Thread(target=self._watch, name="statement-deadline", daemon=True).start()
-            self._changed.notify()
+            # Deadlines only grow (now + a constant): waking the watcher for each statement would cost a thread
+            # switch per round trip; it is woken only when it sleeps past this deadline (nothing was armed).
+            if deadline < self._wake_at:
+                self._changed.notify()
 
     def disarm(self, dbapi_connection: Any) -> None:
         with self._changed:
@@ -79,7 +85,8 @@ class StatementDeadline:
                     del self._armed[key]
                 upcoming = [deadline for deadline, _ in self._armed.values()]
                 if not expired:
-                    self._changed.wait(min(upcoming, default=now + 60) - now)
+                    self._wake_at = min(upcoming, default=now + 60)
+                    self._changed.wait(self._wake_at - now)
                     continue
             for _, conn in expired:
                 _cut(conn)
