@@ -35,8 +35,8 @@ def applied_seq(session: Session, customer_id: str) -> int:
 
 
 def held_state(session: Session, customer_id: str) -> Held:
-    """What the customer's rows hold, by sequence and by Stripe's clock; locks the row on PostgreSQL until commit
-    (callers hold the customer's lock already: this keeps the receiver's sequence bumps in order behind us)."""
+    """What the customer's rows hold, by sequence and by Stripe's clock. Callers hold the customer's lock: only
+    writers of the rows change what this reads, and they all take it."""
     row = session.execute(
         select(
             CustomerSyncState.synced_at,
@@ -44,9 +44,7 @@ def held_state(session: Session, customer_id: str) -> Held:
             CustomerSyncState.state_seq,
             CustomerSyncState.as_of_from,
             CustomerSyncState.as_of_until,
-        )
-        .where(CustomerSyncState.customer_id == customer_id)
-        .with_for_update()
+        ).where(CustomerSyncState.customer_id == customer_id)
     ).first()
     if row is None:
         return NOTHING_HELD

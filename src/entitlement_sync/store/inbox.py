@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..events import InboundEvent
@@ -74,21 +74,20 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
     A later claim (the sweep's, after a worker died) takes ownership over an earlier one: the earlier attempt
     may still run to its end, but its finish no longer changes the event.
     """
-    claimed = rows_changed(
-        session,
+    claim = (
         update(StripeEvent)
         .where(StripeEvent.id == event_id, StripeEvent.status.in_(CLAIMABLE))
-        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now),
+        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now)
+        .returning(StripeEvent)  # the claimed row itself: no second read
+        .execution_options(synchronize_session=False)
     )
-    if not claimed:
+    event = session.scalars(claim).first()
+    if event is None:
         return None
-    attempt = EventAttempt(event_id=event_id, started_at=now)
-    session.add(attempt)
-    session.flush()
-    session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(claimed_by=attempt.id))
-    event = session.get(StripeEvent, event_id)
-    assert event is not None
-    return event, attempt.id
+    opened = insert(EventAttempt).values(event_id=event_id, started_at=now).returning(EventAttempt.id)
+    attempt_id = int(session.execute(opened).scalar_one())
+    rows_changed(session, update(StripeEvent).where(StripeEvent.id == event_id).values(claimed_by=attempt_id))
+    return event, attempt_id
 
 
 @dataclass(frozen=True)
