@@ -13,8 +13,15 @@ from ..models import Base
 
 def upsert(session: Session, entity: type[Base]) -> Any:
     """An INSERT that can say ON CONFLICT, in the dialect of the session's database (PostgreSQL or SQLite)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(entity)
+    return upsert_for(dialect_of(session), entity)
+
+
+def upsert_for(dialect: str, entity: type[Base]) -> Any:
+    return (postgresql if dialect == "postgresql" else sqlite).insert(entity)
+
+
+def dialect_of(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def rows_changed(session: Session, statement: Any) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..events import InboundEvent
@@ -47,7 +47,10 @@ def set_customer_seq(session: Session, event_id: str, seq: int) -> None:
 
 def customer_of(session: Session, event_id: str) -> str | None:
     """The event's customer, read without a lock: the worker takes the customer's lock before claiming."""
-    return session.scalar(select(StripeEvent.customer_id).where(StripeEvent.id == event_id))
+    return session.connection().execute(_CUSTOMER_OF, {"event": event_id}).scalar()
+
+
+_CUSTOMER_OF = select(StripeEvent.customer_id).where(StripeEvent.id == bindparam("event"))
 
 
 def get_event(session: Session, event_id: str) -> StripeEvent | None:
@@ -127,10 +130,20 @@ def finish_attempt(
     outcome, note = (status.value, error) if owned else ("overtaken", f"ended {status}; a later attempt owns the event")
     if not owned and error:
         note = f"{note}: {error}"
-    session.execute(
-        update(EventAttempt).where(EventAttempt.id == attempt_id).values(finished_at=now, outcome=outcome, error=note)
-    )
+    closed = {"attempt": attempt_id, "now": now, "outcome": outcome, "note": note}
+    session.connection().execute(_CLOSE_ATTEMPT, closed)
     return owned == 1
+
+
+_CLOSE_ATTEMPT = (
+    update(EventAttempt)
+    .where(EventAttempt.id == bindparam("attempt"))
+    .values(
+        finished_at=bindparam("now", type_=EventAttempt.__table__.c.finished_at.type),
+        outcome=bindparam("outcome"),
+        error=bindparam("note"),
+    )
+)
 
 
 def supersede_synced(session: Session, now: datetime, customer_id: str | None = None) -> int:
