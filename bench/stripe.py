@@ -48,10 +48,15 @@ def grant(stripe: FakeStripe, customers: Iterable[str], features: list[tuple[str
         stripe.set_entitlements(customer, features)
 
 
-def summary_body(customer: str, features: list[tuple[str, str]] = FEATURES, **fields: Any) -> bytes:
-    """A complete summary event (`has_more: false`) for this customer, as Stripe would send it."""
+def summary_body(
+    customer: str, features: list[tuple[str, str]] = FEATURES, *, complete: bool = True, **fields: Any
+) -> bytes:
+    """A complete summary event (`has_more: false`) for this customer, as Stripe would send it; `complete=False`:
+    one that says Stripe holds more than it shows (`has_more: true`, as past 10 entitlements), so ours fetches."""
     items = [active_entitlement(f, key, entitlement_id=f"ent_{customer}_{f}") for f, key in features]
-    return json.dumps(summary_event(customer, items, **fields)).encode()
+    body = summary_event(customer, items, **fields)
+    body["data"]["object"]["entitlements"]["has_more"] = not complete
+    return json.dumps(body).encode()
 
 
 class Poster:

@@ -15,8 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 import responses
 
 from entitlement_sync.errors import QueueUnavailable
-from entitlement_sync.ports import ActiveEntitlement
-from entitlement_sync.testing import FakeStripe
+from entitlement_sync.ports import ActiveEntitlement, EntitlementsRead
+from entitlement_sync.testing import FakeStripe, summary_event
 
 STRIPE_API = re.compile(r"https://api\.stripe\.com/.*")
 ACTIVE_ENTITLEMENTS = "/v1/entitlements/active_entitlements"
@@ -67,12 +67,12 @@ class GatedSource:
             self._answers.append((started, gate, entitlements))
         return started, gate
 
-    def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
+    def read_active_entitlements(self, customer_id: str) -> EntitlementsRead:
         with self._lock:
             started, gate, answer = self._answers.pop(0)
         started.set()
         assert gate.wait(10), "the test never opened the gate"
-        return answer
+        return EntitlementsRead(answer)
 
 
 class VirtualTime:
@@ -232,3 +232,12 @@ class RecordingDeliveryQueue:
 
     def kick(self, subscriber_url: str, delay_seconds: float = 0) -> None:
         self.kicks.append((subscriber_url, delay_seconds))
+
+
+def summary_signal(customer_id: str, entitlements: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """A summary event whose payload says Stripe holds more than it shows (`has_more: true`), as it does past 10
+    entitlements: the worker must fetch. Tests of the fetch path use it; a complete `summary_event` is written
+    from its payload when it is provably newer than the rows (see docs/design.md)."""
+    body = summary_event(customer_id, entitlements, **fields)
+    body["data"]["object"]["entitlements"]["has_more"] = True
+    return body

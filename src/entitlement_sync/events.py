@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .errors import InvalidWebhook
+from .ports import ActiveEntitlement
 
 SUMMARY_UPDATED = "entitlements.active_entitlement_summary.updated"
 SUBSCRIPTION_TYPES = frozenset(
@@ -181,3 +182,32 @@ def subscription_snapshot(data_object: dict[str, Any], customer_id: str) -> Subs
 
 def _id_of(value: Any) -> str:
     return value["id"] if isinstance(value, dict) else str(value)
+
+
+def complete_entitlements(event_type: str, payload: Any) -> list[ActiveEntitlement] | None:
+    """The customer's whole set of active entitlements, when the event carries it: a summary event whose list
+    says `has_more: false`. None when it does not (another type, more than the payload holds, an odd shape):
+    then only a fetch can tell. The payload is Stripe's, signed: its set is Stripe's state as of `created`."""
+    if event_type != SUMMARY_UPDATED or not isinstance(payload, dict):
+        return None
+    listing = ((payload.get("data") or {}).get("object") or {}).get("entitlements")
+    if not isinstance(listing, dict) or listing.get("has_more") is not False:
+        return None
+    items = listing.get("data")
+    if not isinstance(items, list):
+        return None
+    found = [_entitlement_in(item) for item in items]
+    return None if None in found else [item for item in found if item is not None]
+
+
+def _entitlement_in(item: Any) -> ActiveEntitlement | None:
+    if not isinstance(item, dict):
+        return None
+    feature = item.get("feature")
+    feature_id = feature.get("id") if isinstance(feature, dict) else feature
+    entitlement_id, lookup_key = item.get("id"), item.get("lookup_key")
+    if not (isinstance(feature_id, str) and isinstance(entitlement_id, str) and isinstance(lookup_key, str)):
+        return None
+    if not (feature_id and entitlement_id and lookup_key):
+        return None
+    return ActiveEntitlement(id=entitlement_id, feature_id=feature_id, lookup_key=lookup_key)

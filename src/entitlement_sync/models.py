@@ -146,6 +146,12 @@ class CustomerSyncState(Base):
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     applied_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     synced_at: Mapped[datetime | None]
+    # The customer's `seq` when the rows were last written (by a fetch or a complete payload): a fetch whose ticket
+    # is above it started after the held state existed. See docs/design.md, "Ordering by Stripe's clock".
+    state_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Stripe's clock of the state the rows hold (unix seconds): as_of_from <= τ < as_of_until; NULL: unknown.
+    as_of_from: Mapped[int | None] = mapped_column(BigInteger)
+    as_of_until: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Entitlement(Base):

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from .ordering import UNKNOWN, Window
+
 T = TypeVar("T")
 
 Clock = Callable[[], datetime]
@@ -29,6 +31,14 @@ class ActiveEntitlement:
     id: str
     feature_id: str
     lookup_key: str
+
+
+@dataclass(frozen=True)
+class EntitlementsRead:
+    """One fetch of a customer's active entitlements, with Stripe's clock of the read (see `ordering`)."""
+
+    entitlements: list[ActiveEntitlement]
+    window: Window = UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -150,8 +160,9 @@ class PostOutcome:
 
 
 class EntitlementSource(Protocol):
-    def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
-        """Every active entitlement; raises CustomerNotFound when Stripe answers 404 for the customer."""
+    def read_active_entitlements(self, customer_id: str) -> EntitlementsRead:
+        """Every active entitlement, dated by Stripe's clock; raises CustomerNotFound when Stripe answers 404
+        for the customer."""
         ...
 
     def customer_state(self, customer_id: str) -> CustomerState: ...

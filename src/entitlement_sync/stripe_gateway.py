@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any, TypeVar
 
 import stripe
 
 from .errors import CustomerNotFound, InvalidWebhook, StripeAccountUnreadable, StripeRejected, StripeUnavailable
+from .ordering import Stamp, Window
 from .ports import (
     ActiveEntitlement,
     CatalogFeature,
     CustomerState,
+    EntitlementsRead,
     EventPage,
     NoTelemetry,
     ProductFeatureLink,
@@ -56,20 +59,35 @@ class StripeGateway:
         return twin
 
     def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
-        """Every active entitlement of the customer.
+        """Every active entitlement of the customer (see `read_active_entitlements`)."""
+        return self.read_active_entitlements(customer_id).entitlements
+
+    def read_active_entitlements(self, customer_id: str) -> EntitlementsRead:
+        """Every active entitlement of the customer, with Stripe's clock of the read: each page's `Date` and
+        the round trip around it (the first page's bounds the read from below, the last page's from above).
 
         Raises CustomerNotFound on a 404 for the customer: Stripe answers so for a deleted customer and
         equally for a key of another account or mode, so the caller must ask which (`customer_state`).
         """
-        pages = self._client.v1.entitlements.active_entitlements.list
-        try:
-            items = list(self._each(pages, {"customer": customer_id}, "active_entitlements"))
-        except StripeRejected as error:
-            cause = error.__cause__
-            if isinstance(cause, stripe.InvalidRequestError) and _missing(cause, "customer"):
-                raise CustomerNotFound(str(error)) from cause
-            raise
-        return [_active_entitlement(item) for item in items]
+        listing = self._client.v1.entitlements.active_entitlements.list
+        query: dict[str, Any] = {"customer": customer_id, "limit": 100}
+        items: list[Any] = []
+        stamps: list[Stamp | None] = []
+        while True:
+            try:
+                page, rtt = _translating_errors(partial(self._timed_page, listing, query, "active_entitlements", None))
+            except StripeRejected as error:
+                cause = error.__cause__
+                if isinstance(cause, stripe.InvalidRequestError) and _missing(cause, "customer"):
+                    raise CustomerNotFound(str(error)) from cause
+                raise
+            stamps.append(_stamp(page, rtt))
+            items.extend(page.data)
+            if not page.has_more or not page.data:
+                break
+            query = {"customer": customer_id, "limit": 100, "starting_after": page.data[-1].id}
+        window = Window.of_read(stamps[0], stamps[-1])
+        return EntitlementsRead([_active_entitlement(item) for item in items], window)
 
     def customer_state(self, customer_id: str) -> CustomerState:
         """`GET /v1/customers/{id}`: a deleted customer is still answered (`deleted: true`); a 404 is unknown."""
@@ -166,6 +184,12 @@ class StripeGateway:
     def _page(
         self, listing: Callable[..., Any], query: dict[str, Any], endpoint: str, missing_param: str | None
     ) -> Any:
+        return self._timed_page(listing, query, endpoint, missing_param)[0]
+
+    def _timed_page(
+        self, listing: Callable[..., Any], query: dict[str, Any], endpoint: str, missing_param: str | None
+    ) -> tuple[Any, float]:
+        """The page and the round trip of its request alone (the pacer's wait left out)."""
         if self._before_call is not None:
             waiting = time.perf_counter()
             self._before_call()
@@ -177,16 +201,30 @@ class StripeGateway:
             status = str(error.http_status) if error.http_status else "error"
             reason = _header(error.headers, "Stripe-Rate-Limited-Reason")
             self._telemetry.stripe_called(endpoint, status, time.perf_counter() - started, reason)
-            # A deleted product has nothing; Stripe says so with a 404. (Customers: see list_active_entitlements.)
+            # A deleted product has nothing; Stripe says so with a 404. (Customers: see read_active_entitlements.)
             if isinstance(error, stripe.InvalidRequestError) and _missing(error, missing_param):
-                return None
+                return None, 0.0
             raise
-        self._telemetry.stripe_called(endpoint, "200", time.perf_counter() - started, None)
-        return page
+        rtt = time.perf_counter() - started
+        self._telemetry.stripe_called(endpoint, "200", rtt, None)
+        return page, rtt
 
 
 def _missing(error: stripe.InvalidRequestError, param: str | None) -> bool:
     return bool(param) and error.code == "resource_missing" and error.param in (None, param)
+
+
+def _stamp(page: Any, rtt: float) -> Stamp | None:
+    """The response's `Date` (HTTP date, second resolution) as unix seconds, with the round trip around it;
+    None when Stripe (or a proxy) sent no Date or one we cannot read: the read is then of unknown date."""
+    response = getattr(page, "last_response", None)
+    value = _header(getattr(response, "headers", None), "Date")
+    if not value:
+        return None
+    try:
+        return Stamp(int(parsedate_to_datetime(value).timestamp()), rtt)
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _header(headers: Any, name: str) -> str | None:

@@ -8,58 +8,50 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from . import store
 from .db import SessionFactory, transaction
 from .effective import AccessPolicy
 from .errors import CustomerNotFound, StorageUnavailable, StripeRejected, StripeUnavailable, WrongStripeAccount
-from .events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED, connect_reason, event_from_payload, subscription_snapshot
+from .events import (
+    HANDLED_TYPES,
+    SUBSCRIPTION_TYPES,
+    complete_entitlements,
+    connect_reason,
+    event_from_payload,
+    subscription_snapshot,
+)
 from .logs import bound, get_logger
 from .models import EventStatus, StripeEvent
+from .ordering import Held, Verdict, Window, judge_event
 from .policy import PolicyRules
-from .ports import ActiveEntitlement, Clock, CustomerState, EntitlementSource, NoTelemetry, Telemetry, WaitRule
+from .ports import Clock, CustomerState, EntitlementSource, EntitlementsRead, NoTelemetry, Telemetry, WaitRule
 from .store.inbox import Unavailability
+from .writing import Fetched, SyncResult, Writer
+
+__all__ = ["Fetched", "Outcome", "SyncResult", "Syncer", "fetch_entitlements"]
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
-class SyncResult:
-    customer_id: str
-    fetched: bool  # False when an applied fetch had already seen the event (coalesced)
-    applied: bool  # False when a fetch that started later won the race
-    granted: list[ActiveEntitlement] = field(default_factory=list)
-    revoked: list[str] = field(default_factory=list)  # lookup keys
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """A fetch of one customer's entitlements, taken under `ticket`, not yet applied."""
-
-    customer_id: str
-    ticket: int
-    entitlements: list[ActiveEntitlement]
-    started: float  # time.perf_counter() when the fetch began, for telemetry
-
-
-def fetch_entitlements(source: EntitlementSource, customer_id: str) -> list[ActiveEntitlement]:
+def fetch_entitlements(source: EntitlementSource, customer_id: str) -> EntitlementsRead:
     """The customer's active entitlements; none only for a customer Stripe reports deleted.
 
     Stripe answers 404 for a deleted customer and equally for a key of another account or mode. Reading the
     second as "has nothing" would revoke everyone the moment a wrong key is deployed, so ask which it is.
     """
     try:
-        return source.list_active_entitlements(customer_id)
+        return source.read_active_entitlements(customer_id)
     except CustomerNotFound as error:
         state = source.customer_state(customer_id)
         if state is CustomerState.DELETED:
-            return []
+            return EntitlementsRead([])  # of unknown date: a payload after it is in doubt, and fetched
         if state is CustomerState.UNKNOWN:
             raise WrongStripeAccount(
                 f"Stripe has no customer {customer_id} for this STRIPE_API_KEY: the key belongs to another "
@@ -72,11 +64,23 @@ def fetch_entitlements(source: EntitlementSource, customer_id: str) -> list[Acti
 
 
 @dataclass(frozen=True)
+class _Finished:
+    event: StripeEvent
+    status: EventStatus  # the status the attempt set, or would have set had it still owned the event
+
+
+@dataclass(frozen=True)
 class Outcome:
     event_id: str
     status: EventStatus | None  # None: not claimed, because the event is already finished or unknown
     error: str | None = None
     sync: SyncResult | None = None
+    finished: _Finished | None = field(default=None, repr=False, compare=False)  # for telling it after the commit
+
+
+# A fetch that a state written meanwhile leaves in doubt is taken again; this many times at most, then the
+# event goes back to the queue (a customer whose state changes faster than a round trip, for a while).
+MAX_FETCHES_PER_ATTEMPT = 3
 
 
 class Syncer:
@@ -96,31 +100,28 @@ class Syncer:
         self._telemetry = telemetry or NoTelemetry()
         # Effective access is recomputed in the transaction of every input change, so it never lags them.
         self._policy = access_policy or AccessPolicy(new_session, PolicyRules(), clock)
-        self._handlers: dict[str, Callable[[StripeEvent], SyncResult]] = {
-            SUMMARY_UPDATED: self._on_summary_event,
-            **{event_type: self._on_subscription_event for event_type in SUBSCRIPTION_TYPES},
-        }
+        self._writer = Writer(self._policy, self._telemetry, clock)
 
     def reading_from(self, stripe: EntitlementSource) -> Syncer:
         """The same use case over another source (`sync all`'s paced gateway), with the same access policy."""
         return Syncer(self._new_session, stripe, self._clock, self._wait, self._telemetry, self._policy)
 
-    def sync_customer(
-        self, customer_id: str, *, cause: str | None = None, seen_at_seq: int | None = None
-    ) -> SyncResult:
-        """Fetch the customer's entitlements and replace their rows, unless a newer fetch got there first.
+    def sync_customer(self, customer_id: str, *, cause: str | None = None) -> SyncResult:
+        """Fetch the customer's entitlements and replace their rows, unless a newer state got there first.
 
-        With `seen_at_seq` (the event's place in the customer's sequence), skip the call to Stripe when an
-        applied fetch already started after the event was stored: bursts for one customer coalesce.
+        A fetch left in doubt by a state written while it ran is taken again (a few times at most).
         """
-        with transaction(self._new_session) as session:
-            if seen_at_seq is not None and store.access.applied_seq(session, customer_id) > seen_at_seq:
-                self._telemetry.event_coalesced()
-                return SyncResult(customer_id, fetched=False, applied=False)
-        return self.apply(self.fetch(customer_id), cause=cause)
+        for _ in range(MAX_FETCHES_PER_ATTEMPT):
+            fetched = self.fetch(customer_id)
+            with transaction(self._new_session) as session:
+                result, held = self._writer.apply_fetch(session, fetched, cause)
+            self._writer.report(result, fetched.started)
+            if result.applied or held.applied_seq >= fetched.ticket:  # applied, or a later fetch was
+                return result
+        return result
 
     def fetch(self, customer_id: str, *, take_ticket: bool = True) -> Fetched:
-        """Take a ticket, then fetch: `apply` may write it only if no fetch with a later ticket was applied.
+        """Take a ticket, then fetch: `apply` may write it only if no newer state was written meanwhile.
 
         Without a ticket (a dry run writes nothing, not even the sequence) the fetch can never be applied.
         """
@@ -128,43 +129,26 @@ class Syncer:
         if take_ticket:
             with transaction(self._new_session) as session:
                 ticket = store.access.advance_customer_seq(session, customer_id)
+        return self._read(customer_id, ticket)
+
+    def _read(self, customer_id: str, ticket: int) -> Fetched:
         started = time.perf_counter()
-        return Fetched(customer_id, ticket, fetch_entitlements(self._stripe, customer_id), started)
+        read = fetch_entitlements(self._stripe, customer_id)
+        return Fetched(customer_id, ticket, read.entitlements, started, read.window)
 
     def apply(self, fetched: Fetched, *, cause: str | None = None) -> SyncResult:
-        """Replace the customer's rows with a fetch, unless a fetch that started later was applied meanwhile.
+        """Replace the customer's rows with a fetch, unless a newer state was written meanwhile.
 
         (`sync all` may hold a fetch a while before applying it: its telemetry duration includes the wait.)
         """
-        customer_id, ticket, started = fetched.customer_id, fetched.ticket, fetched.started
         with transaction(self._new_session) as session:
-            # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
-            # which the receiver needs for every event it stores.
-            store.effective.lock_customer(session, customer_id)
-            if not store.access.claim_apply(session, customer_id, ticket, self._clock()):
-                log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=ticket)
-                self._telemetry.customer_synced("dropped", time.perf_counter() - started)
-                return SyncResult(customer_id, fetched=True, applied=False)
-            now = self._clock()
-            diff = store.access.replace_entitlements(session, customer_id, fetched.entitlements, cause, now)
-            store.inbox.supersede_synced(session, now, customer_id)
-            self._policy.recompute(session, customer_id, cause or "sync", now)
-        revoked = [row.lookup_key for row in diff.revoked]
-        self._telemetry.customer_synced("applied", time.perf_counter() - started)
-        self._telemetry.access_changed(len(diff.granted), len(revoked))
-        if diff.changed:
-            log.info(
-                "access.changed",
-                customer=customer_id,
-                event_id=cause,
-                granted=[item.lookup_key for item in diff.granted],
-                revoked=revoked,
-            )
-        return SyncResult(customer_id, fetched=True, applied=True, granted=diff.granted, revoked=revoked)
+            result, _ = self._writer.apply_fetch(session, fetched, cause)
+        self._writer.report(result, fetched.started)
+        return result
 
     def preview_customer(self, customer_id: str) -> SyncResult:
         """What a sync would change now, without writing anything: the dry run of `sync_customer`."""
-        fetched = fetch_entitlements(self._stripe, customer_id)
+        fetched = fetch_entitlements(self._stripe, customer_id).entitlements
         with self._new_session() as session:
             diff = store.access.diff_entitlements(store.access.entitlements_of(session, customer_id), fetched)
         revoked = [row.lookup_key for row in diff.revoked]
@@ -173,26 +157,65 @@ class Syncer:
     def process_event(self, event_id: str, *, final_attempt: bool = True) -> Outcome:
         """Apply one stored event. Raises StripeUnavailable when a later attempt of the queue may succeed.
 
-        A failure is written to the event's row before anything is raised, so SQL always tells the story.
+        At most two commits: the claim (with the whole outcome when no call to Stripe is needed, else the
+        fetch's ticket), then the fetch's apply with the event's finish. A failure is written to the event's
+        row before anything is raised, so SQL always tells the story.
         """
         with bound(event_id=event_id):
-            with transaction(self._new_session) as session:
-                claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
-            if claimed is None:
-                return Outcome(event_id, None)
-            event, attempt_id = claimed
+            try:
+                with transaction(self._new_session) as session:
+                    first = self._claim_and_begin(session, event_id)
+            except StorageUnavailable:
+                raise  # nothing was claimed: the queue (or the sweep) hands the event over again
+            except Exception as error:
+                return self._record_bug(event_id, error, final_attempt)
+            if isinstance(first, Outcome):
+                return self._reported(first)
+            event, attempt_id, ticket = first
             # Back from waiting, an event gets one try per turn: the sweep's growing pauses space its tries now.
             final_attempt = final_attempt or event.waits > 0
             with bound(type=event.type, customer=event.customer_id):
-                return self._process(event, attempt_id, final_attempt)
+                return self._fetch_and_finish(event, attempt_id, ticket, final_attempt)
 
-    def _process(self, event: StripeEvent, attempt_id: int, final_attempt: bool) -> Outcome:
-        handler = self._handlers.get(event.type)
-        reason = _reason_to_skip(event, handler is not None)
-        if handler is None or reason:
-            return self._finish(event, attempt_id, EventStatus.IGNORED, reason)
+    def _claim_and_begin(self, session: Session, event_id: str) -> Outcome | tuple[StripeEvent, int, int]:
+        """The first transaction: claim the event, then finish it when the rows already hold its change or its
+        payload may be written; else take a fetch ticket. Returns the outcome, or (event, attempt, ticket)."""
+        customer_id = store.inbox.customer_of(session, event_id)
+        if customer_id is not None:  # the customer's lock first, as every writer of their rows takes it
+            store.effective.lock_customer(session, customer_id)
+        claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
+        if claimed is None:
+            return Outcome(event_id, None)
+        event, attempt_id = claimed
+        reason = _reason_to_skip(event, event.type in HANDLED_TYPES)
+        if reason or customer_id is None:
+            return self._finish_in(session, event, attempt_id, EventStatus.IGNORED, reason)
+        if event.type in SUBSCRIPTION_TYPES:
+            self._mirror_subscription(session, event)
+        result = self._without_fetch(session, event, store.access.held_state(session, customer_id))
+        if result is not None:
+            return replace(self._finish_in(session, event, attempt_id, EventStatus.PROCESSED, None), sync=result)
+        return event, attempt_id, store.access.advance_customer_seq(session, customer_id)
+
+    def _without_fetch(self, session: Session, event: StripeEvent, held: Held) -> SyncResult | None:
+        """The event's outcome when no call to Stripe is needed (already covered, or its complete payload is
+        provably newer than the rows: written now); None when only a fetch can tell."""
+        assert event.customer_id is not None
+        complete = complete_entitlements(event.type, event.payload)
+        verdict = judge_event(held, seq=event.customer_seq, created=event.created, complete=complete is not None)
+        if verdict is Verdict.COVERED:
+            self._telemetry.event_coalesced()
+            return SyncResult(event.customer_id, fetched=False, applied=False)
+        if verdict is Verdict.APPLY and complete is not None:
+            window = Window.of_payload(event.created)
+            written, _ = self._writer.write(session, event.customer_id, complete, window, held, event.id)
+            self._writer.report(written, None)
+            return written
+        return None
+
+    def _fetch_and_finish(self, event: StripeEvent, attempt_id: int, ticket: int, final_attempt: bool) -> Outcome:
         try:
-            result = handler(event)
+            return self._fetch_until_settled(event, attempt_id, ticket)
         except StripeUnavailable as error:
             if final_attempt:
                 return self._wait_or_fail(event, attempt_id, str(error))
@@ -214,10 +237,37 @@ class Syncer:
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
             self._finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
             raise
-        outcome = self._finish(event, attempt_id, EventStatus.PROCESSED, None)
-        if outcome.status is not None:
-            self._applied(event)
-        return replace(outcome, sync=result)
+
+    def _fetch_until_settled(self, event: StripeEvent, attempt_id: int, ticket: int) -> Outcome:
+        """Fetch, then in one transaction apply the fetch (if no newer state was written meanwhile) and finish
+        the event. A fetch left in doubt that does not cover the event is taken again under a new ticket."""
+        assert event.customer_id is not None
+        for _ in range(MAX_FETCHES_PER_ATTEMPT):
+            fetched = self._read(event.customer_id, ticket)
+            outcome: Outcome | None = None
+            with transaction(self._new_session) as session:
+                applied, held = self._writer.apply_fetch(session, fetched, event.id)
+                result = applied if applied.applied else self._without_fetch(session, event, held)
+                if result is not None:
+                    outcome = self._finish_in(session, event, attempt_id, EventStatus.PROCESSED, None)
+                else:  # in doubt, and the event not covered: fetch again, after what is held now
+                    ticket = store.access.advance_customer_seq(session, event.customer_id)
+            self._writer.report(applied, fetched.started)
+            if outcome is not None:
+                return self._reported(replace(outcome, sync=result))
+        raise StripeUnavailable(f"the state of {event.customer_id} kept changing while it was fetched; trying later")
+
+    def _record_bug(self, event_id: str, error: Exception, final_attempt: bool) -> Outcome:
+        """The first transaction failed on a bug and was rolled back: claim the event on its own to keep the
+        traceback on its row, then raise for the queue's retry."""
+        detail = "".join(traceback.format_exception_only(error)).strip()
+        with transaction(self._new_session) as session:
+            claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
+        if claimed is not None:
+            event, attempt_id = claimed
+            status = EventStatus.FAILED if final_attempt or event.waits > 0 else EventStatus.QUEUED
+            self._finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
+        raise error
 
     def _unavailable(self, event: StripeEvent, retry_at: datetime | None = None) -> Unavailability:
         since = event.unavailable_since or self._clock()
@@ -237,35 +287,23 @@ class Syncer:
         unavailable = self._unavailable(event, retry_at)
         return self._finish(event, attempt_id, EventStatus.WAITING, error, unavailable, now)
 
-    def _applied(self, event: StripeEvent) -> None:
-        # The table now holds a state at least as new as the event, whether this job fetched it or an
-        # earlier fetch covered it (coalesced): that is when the event's change counts as applied.
-        now = self._clock()
-        self._telemetry.change_applied(now.timestamp() - event.created, (now - event.received_at).total_seconds())
-
-    def _on_summary_event(self, event: StripeEvent) -> SyncResult:
-        assert event.customer_id is not None  # checked before dispatch
-        return self.sync_customer(event.customer_id, cause=event.id, seen_at_seq=event.customer_seq)
-
-    def _on_subscription_event(self, event: StripeEvent) -> SyncResult:
+    def _mirror_subscription(self, session: Session, event: StripeEvent) -> None:
         # The summary event does not fire for every change (a trial ending into `paused`), so subscription
-        # events trigger a sync as well as keeping the mirror.
+        # events trigger a sync as well as keeping the mirror. The mirror is context for ops, the access table
+        # is the contract: an odd payload or a row the mirror cannot write must never hold access back, so it
+        # is written in a savepoint of its own.
         try:
-            self._mirror_subscription(event)
-        except StorageUnavailable:
+            inbound = event_from_payload(event.payload)
+            snapshot = subscription_snapshot(inbound.data_object, event.customer_id or "")
+            with session.begin_nested():
+                if store.subscriptions.upsert_subscription(
+                    session, snapshot, inbound.created, inbound.id, self._clock()
+                ):
+                    self._policy.recompute(session, snapshot.customer_id, inbound.id)
+        except (StorageUnavailable, OperationalError, InterfaceError):
             raise  # the database is down: the sync could not write either; the event waits for it
         except Exception:
-            # The mirror is context for ops, the access table is the contract: an odd payload (a field of a
-            # shape we did not foresee) or a row the mirror cannot write must never hold access back.
             log.exception("subscription.mirror_failed", event_id=event.id, customer=event.customer_id)
-        return self._on_summary_event(event)
-
-    def _mirror_subscription(self, event: StripeEvent) -> None:
-        inbound = event_from_payload(event.payload)
-        snapshot = subscription_snapshot(inbound.data_object, event.customer_id or "")
-        with transaction(self._new_session) as session:
-            if store.subscriptions.upsert_subscription(session, snapshot, inbound.created, inbound.id, self._clock()):
-                self._policy.recompute(session, snapshot.customer_id, inbound.id)
 
     def _finish(
         self,
@@ -276,21 +314,45 @@ class Syncer:
         unavailable: Unavailability | None = None,
         now: datetime | None = None,
     ) -> Outcome:
-        now = now or self._clock()
         with transaction(self._new_session) as session:
-            if status in (EventStatus.FAILED, EventStatus.WAITING) and _seen_by_applied_fetch(session, event):
-                status = EventStatus.SUPERSEDED  # a later fetch was applied while this attempt ran
-            owned = store.inbox.finish_attempt(
-                session, event.id, attempt_id, status, error, now, unavailable=unavailable
-            )
-        first_line = (error or "").split("\n")[0] or None
-        if not owned:
+            outcome = self._finish_in(session, event, attempt_id, status, error, unavailable, now)
+        return self._reported(outcome)
+
+    def _finish_in(
+        self,
+        session: Session,
+        event: StripeEvent,
+        attempt_id: int,
+        status: EventStatus,
+        error: str | None,
+        unavailable: Unavailability | None = None,
+        now: datetime | None = None,
+    ) -> Outcome:
+        """Finish the attempt in the caller's transaction; the outcome is told (`_reported`) after the commit."""
+        now = now or self._clock()
+        if status in (EventStatus.FAILED, EventStatus.WAITING) and _seen_by_applied_fetch(session, event):
+            status = EventStatus.SUPERSEDED  # a later fetch was applied while this attempt ran
+        owned = store.inbox.finish_attempt(session, event.id, attempt_id, status, error, now, unavailable=unavailable)
+        return Outcome(event.id, status if owned else None, error, finished=_Finished(event, status))
+
+    def _reported(self, outcome: Outcome) -> Outcome:
+        """Log and count a committed finish; an event processed is an applied change (freshness)."""
+        finished = outcome.finished
+        if finished is None:
+            return outcome
+        event, status = finished.event, finished.status
+        first_line = (outcome.error or "").split("\n")[0] or None
+        if outcome.status is None:
             log.info("event.overtaken", event_id=event.id, status=status, error=first_line)
-            return Outcome(event.id, None, error)
-        outcome = "retrying" if status == EventStatus.QUEUED else str(status)
-        self._telemetry.event_finished(event.type, outcome)
-        log.info("event.finished", event_id=event.id, status=status, outcome=outcome, error=first_line)
-        return Outcome(event.id, status, error)
+            return outcome
+        label = "retrying" if status == EventStatus.QUEUED else str(status)
+        self._telemetry.event_finished(event.type, label)
+        log.info("event.finished", event_id=event.id, status=status, outcome=label, error=first_line)
+        if status == EventStatus.PROCESSED:
+            # The table now holds a state at least as new as the event, whether written now or earlier.
+            now = self._clock()
+            self._telemetry.change_applied(now.timestamp() - event.created, (now - event.received_at).total_seconds())
+        return outcome
 
 
 def _seen_by_applied_fetch(session: Session, event: StripeEvent) -> bool:

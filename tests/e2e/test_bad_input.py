@@ -58,7 +58,7 @@ class Probe:
     def valid(self) -> None:
         customer = f"cus_valid_{len(self.customers):04d}"
         self.stripe.set_entitlements(customer, [("feat_api", "api_access")])
-        payload = summary_event(customer, [active_entitlement("feat_api", "api_access")])
+        payload = summary_event(customer, self.stripe.active_entitlements(customer))  # what Stripe would send
         response = self.service.deliver(json.dumps(payload).encode())
         assert (response.status_code, response.json()["status"]) == (200, "accepted"), response.text
         self.customers.append(customer)

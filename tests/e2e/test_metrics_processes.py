@@ -9,8 +9,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from entitlement_sync.testing import active_entitlement, summary_event
+from entitlement_sync.testing import active_entitlement
 from tests.e2e.harness import wait_until
+from tests.fakes import summary_signal
 from tests.integration.test_dashboards_and_alerts import OUR_METRIC, alert_rules, dashboard_queries
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,8 @@ def test_each_webhook_and_event_is_counted_once_across_processes(service, simula
     for customer in customers:
         simulator.stripe.set_entitlements(customer, [("feat_api", "api_access")])
     simulator.stripe.fail_next(429)  # one rate-limited call: its job is retried, its event counted once
-    events = [summary_event(c, [active_entitlement("feat_api", "api_access")]) for c in customers]
+    # Incomplete payloads (`has_more: true`): each event fetches, so Stripe's metrics are exercised too.
+    events = [summary_signal(c, [active_entitlement("feat_api", "api_access")]) for c in customers]
     for payload in events:
         assert service.deliver(json.dumps(payload).encode()).json()["status"] == "accepted"
     assert service.deliver(json.dumps(events[0]).encode()).json()["status"] == "duplicate"

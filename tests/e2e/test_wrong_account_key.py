@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
+from entitlement_sync.events import complete_entitlements
 from entitlement_sync.models import UNFINISHED, AccessChange, Entitlement, StripeEvent
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer, WebhookSender
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
@@ -41,9 +42,33 @@ class Tables:
         with self._engine.connect() as connection:
             return set(connection.execute(select(Entitlement.customer_id, Entitlement.feature_id)).all())
 
-    def revocations(self) -> int:
+    def revocations(self, not_caused_by: frozenset[str] | set[str] = frozenset()) -> int:
+        query = select(func.count()).where(AccessChange.change == "revoked")
+        if not_caused_by:
+            query = query.where(AccessChange.event_id.is_(None) | AccessChange.event_id.not_in(not_caused_by))
         with self._engine.connect() as connection:
-            return connection.scalar(select(func.count()).where(AccessChange.change == "revoked")) or 0
+            return connection.scalar(query) or 0
+
+    def written_from_payloads(self, ids: set[str]) -> set[str]:
+        """The events among `ids` that were processed without a fetch: complete summary payloads (written, or
+        found covered by a newer state)."""
+        with self._engine.connect() as connection:
+            query = select(StripeEvent.id, StripeEvent.type, StripeEvent.status, StripeEvent.payload)
+            rows = connection.execute(query.where(StripeEvent.id.in_(ids))).all()
+        return {
+            event_id
+            for event_id, event_type, status, payload in rows
+            if status == "processed" and complete_entitlements(event_type, payload) is not None
+        }
+
+    def customers_of(self, ids: set[str]) -> set[str]:
+        with self._engine.connect() as connection:
+            query = select(StripeEvent.customer_id).where(StripeEvent.id.in_(ids))
+            return {customer for customer in connection.scalars(query) if customer}
+
+    def rows_of_customers_not_in(self, ids: set[str]) -> set[tuple[str, str]]:
+        customers = self.customers_of(ids)
+        return {row for row in self.rows() if row[0] not in customers}
 
     def events(self, ids: set[str]) -> list[tuple[str, str, int, str | None]]:
         with self._engine.connect() as connection:
@@ -134,11 +159,20 @@ def test_a_key_of_another_account_revokes_nobody_and_says_why(launch, services, 
             wait_until(lambda: tables.unfinished() == 0, 120, "every event to finish")
             events = tables.events(second)
             handled = [event for event in events if event[1] != "ignored"]
-            assert handled and all(status == "failed" for _, status, _, _ in handled), Counter(e[1] for e in events)
-            assert all(attempts == 1 for _, _, attempts, _ in handled)  # failed at once: no retry fixes a key
-            for _, _, _, error in handled:
+            # A complete summary payload provably newer than the rows is written without a call: it is Stripe's
+            # own signed word, and no key is asked. Every event that needed a fetch failed at once, naming the key.
+            from_payload = tables.written_from_payloads(second)
+            fetched = [event for event in handled if event[0] not in from_payload]
+            assert fetched and all(status == "failed" for _, status, _, _ in fetched), Counter(e[1] for e in events)
+            assert all(attempts == 1 for _, _, attempts, _ in fetched)  # failed at once: no retry fixes a key
+            for _, _, _, error in fetched:
                 assert error and "STRIPE_API_KEY" in error and "another account or mode" in error
-            assert tables.rows() == rows_before and tables.revocations() == revoked_before
+            # Nothing the wrong key's 404s said revoked a row: every revocation since came from a signed payload.
+            assert tables.revocations(not_caused_by=from_payload) == revoked_before
+            assert tables.rows_of_customers_not_in(from_payload) == {
+                row for row in rows_before if row[0] not in tables.customers_of(from_payload)
+            }
+            rows_after_events = tables.rows()
             wrong_calls = Counter(call.status for call in stripe.calls[calls_before:])
 
             doctor = entitlement_sync(wrong_environment, "doctor", "--json")
@@ -151,8 +185,9 @@ def test_a_key_of_another_account_revokes_nobody_and_says_why(launch, services, 
             sync_all = entitlement_sync(wrong_environment, "sync", "all", "--rate", "1000", "--json")
             report = json.loads(sync_all.stdout)
             assert sync_all.returncode == 1 and report["revoked"] == 0 and report["errors"] == report["checked"]
-            assert tables.rows() == rows_before and tables.revocations() == revoked_before
-            revoked_with_wrong_key = tables.revocations() - revoked_before
+            assert tables.rows() == rows_after_events
+            assert tables.revocations(not_caused_by=from_payload) == revoked_before
+            revoked_with_wrong_key = tables.revocations(not_caused_by=from_payload) - revoked_before
             wrong.stop()
 
             # 3. The key fixed: doctor is content, the failed events are replayed and converge.
@@ -169,7 +204,8 @@ def test_a_key_of_another_account_revokes_nobody_and_says_why(launch, services, 
                 "customers": len(workload.customers),
                 "rows before the key changed": len(rows_before),
                 **{f"wrong key: {name}": value for name, value in sent.items()},
-                "failed (each after 1 attempt)": len(handled),
+                "failed (each after 1 attempt)": len(fetched),
+                "written from complete payloads (no call)": len(from_payload),
                 "ignored (customer.updated)": len(events) - len(handled),
                 "Stripe answers to the wrong key": dict(sorted(wrong_calls.items())),
                 "rows revoked with the wrong key (events and sync all)": revoked_with_wrong_key,

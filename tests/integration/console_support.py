@@ -60,11 +60,12 @@ def fail_an_event(
     container: Container, fake_stripe: FakeStripe, event_id: str = "evt_1", customer: str = "cus_1"
 ) -> str:
     """Store a summary event that fails for good (Stripe answers 401 to its sync); a worker must be running."""
-    from entitlement_sync.testing import active_entitlement, summary_event
+    from entitlement_sync.testing import active_entitlement
     from tests.conftest import settle
+    from tests.fakes import summary_signal
 
     fake_stripe.fail_next(401)
-    payload = summary_event(customer, [active_entitlement("feat_api", "api_access")], event_id=event_id)
+    payload = summary_signal(customer, [active_entitlement("feat_api", "api_access")], event_id=event_id)
     container.receiver.accept_event(event_from_payload(payload))
     settle(container)
     return event_id

@@ -10,11 +10,12 @@ from flask import Flask
 
 from entitlement_sync.events import event_from_payload
 from entitlement_sync.models import EventStatus
-from entitlement_sync.testing import active_entitlement, summary_event
+from entitlement_sync.testing import active_entitlement
 from entitlement_sync.web import console, create_app
 from entitlement_sync.web.access import access
 from entitlement_sync.web.webhooks import webhooks
 from tests.conftest import settle, stored_event
+from tests.fakes import summary_signal as summary_event  # these tests are of the fetch path
 from tests.integration.console_support import CONSOLE_TOKEN, csrf_of, log_in, post_form, subscribe_with_catalog
 
 PAGES = [

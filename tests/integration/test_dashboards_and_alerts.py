@@ -22,9 +22,10 @@ from sqlalchemy import delete
 from entitlement_sync.bootstrap import Container, bootstrap
 from entitlement_sync.models import Base
 from entitlement_sync.settings import Settings
-from entitlement_sync.testing import FakeStripe, active_entitlement, summary_event
+from entitlement_sync.testing import FakeStripe, active_entitlement
 from entitlement_sync.web import create_app
 from tests.conftest import READ_TOKEN, post_webhook, settle
+from tests.fakes import summary_signal as summary_event  # these tests are of the fetch path
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"

@@ -11,8 +11,9 @@ import pytest
 import structlog
 
 from entitlement_sync.logs import configure_logging
-from entitlement_sync.testing import active_entitlement, summary_event
+from entitlement_sync.testing import active_entitlement
 from tests.conftest import API_KEY, READ_TOKEN, WEBHOOK_SECRET, post_webhook
+from tests.fakes import summary_signal as summary_event  # these tests are of the fetch path
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from sqlalchemy import update
 from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.events import HANDLED_TYPES, SUMMARY_UPDATED, event_from_payload
 from entitlement_sync.models import EventStatus, StripeEvent, utcnow
-from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
+from entitlement_sync.testing import active_entitlement, event, subscription
 from tests.conftest import count_events, settle, stored_event
+from tests.fakes import summary_signal as summary_event  # these tests are of the fetch path
 from tests.integration.conftest import Cli, subscribe_customers
 
 

@@ -17,9 +17,10 @@ from entitlement_sync.models import AccessChange, EventStatus, Subscription, utc
 from entitlement_sync.ports import ActiveEntitlement, StuckRule
 from entitlement_sync.sweep import Sweeper
 from entitlement_sync.sync import Syncer
-from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
+from entitlement_sync.testing import active_entitlement, event, subscription
 from tests.conftest import post_webhook, settle, stored_event
 from tests.fakes import ACTIVE_ENTITLEMENTS, GatedSource, busiest_second, entitlement_calls_per_customer
+from tests.fakes import summary_signal as summary_event  # these tests are of the fetch path
 
 
 def rows(container, customer):
@@ -275,7 +276,7 @@ def test_concurrent_syncs_pace_their_calls_to_stripe_below_the_configured_rate(
 class DatabaseGoneMidAttempt:
     """An EntitlementSource whose call ends the way a sync ends when the database drops mid-attempt."""
 
-    def list_active_entitlements(self, customer_id):
+    def read_active_entitlements(self, customer_id):
         raise StorageUnavailable("connection to server lost")
 
 

@@ -17,10 +17,11 @@ from entitlement_sync.models import Base, utcnow
 from entitlement_sync.receive import Receiver
 from entitlement_sync.settings import Settings
 from entitlement_sync.stripe_gateway import StripeGateway, WebhookVerifier
-from entitlement_sync.testing import FakeStripe, active_entitlement, sign, summary_event
+from entitlement_sync.testing import FakeStripe, active_entitlement, sign
 from entitlement_sync.web import create_app
 from tests.conftest import READ_TOKEN, WEBHOOK_SECRET, post_webhook
 from tests.fakes import RecordingTelemetry
+from tests.fakes import summary_signal as summary_event  # these tests are of the fetch path
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from entitlement_sync.db import transaction
 from entitlement_sync.errors import StripeUnavailable
 from entitlement_sync.events import event_from_payload
 from entitlement_sync.models import EventStatus, utcnow
-from entitlement_sync.ports import ActiveEntitlement, WaitRule
+from entitlement_sync.ports import ActiveEntitlement, EntitlementsRead, WaitRule
 from entitlement_sync.sync import Syncer
-from entitlement_sync.testing import summary_event
 from tests.conftest import stored_event
+from tests.fakes import summary_signal as summary_event  # these tests are of the fetch path
 
 API = ActiveEntitlement("ent_1", "feat_api", "api_access")
 
@@ -131,9 +131,9 @@ class StoresAnEventMidFetch:
     def __init__(self, container, payload):
         self._container, self._payload = container, payload
 
-    def list_active_entitlements(self, customer_id):
+    def read_active_entitlements(self, customer_id):
         accept(self._container, self._payload)
-        return [API]
+        return EntitlementsRead([API])
 
 
 def test_a_fetch_that_started_before_the_event_was_stored_does_not_supersede_it(service, fake_stripe):
@@ -181,12 +181,12 @@ class DuplicateJobWinsMidFetch:
         self.syncer = None
         self.calls = 0
 
-    def list_active_entitlements(self, customer_id):
+    def read_active_entitlements(self, customer_id):
         self.calls += 1
         if self.calls == 1:
             self.duplicate = self.syncer.process_event(self.event_id)
             raise StripeUnavailable("APIError: HTTP 503")
-        return [API]
+        return EntitlementsRead([API])
 
 
 def test_a_duplicate_job_that_loses_the_race_never_moves_a_processed_event_back(service):

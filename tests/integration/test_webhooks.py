@@ -15,10 +15,11 @@ from entitlement_sync.models import EventStatus, utcnow
 from entitlement_sync.ports import StuckRule
 from entitlement_sync.sweep import Sweeper
 from entitlement_sync.tasks import build_redis_broker
-from entitlement_sync.testing import active_entitlement, sign, summary_event
+from entitlement_sync.testing import active_entitlement, sign
 from entitlement_sync.web import create_app
 from tests.conftest import WEBHOOK_SECRET, count_events, post_webhook, settle, stored_event
 from tests.fakes import BrokerDown
+from tests.fakes import summary_signal as summary_event  # these tests are of the fetch path
 
 
 def a_summary(customer="cus_1", **fields):

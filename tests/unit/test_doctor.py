@@ -15,7 +15,7 @@ from entitlement_sync.errors import (
     StripeAccountUnreadable,
     StripeRejected,
 )
-from entitlement_sync.ports import ActiveEntitlement, CustomerState, StripeAccount
+from entitlement_sync.ports import ActiveEntitlement, CustomerState, EntitlementsRead, StripeAccount
 from entitlement_sync.settings import Settings
 
 GOOD = Settings(
@@ -40,10 +40,10 @@ class FakeStripe:
     def customer_state(self, customer_id):
         return self.customers.get(customer_id, CustomerState.UNKNOWN)
 
-    def list_active_entitlements(self, customer_id):
+    def read_active_entitlements(self, customer_id):
         if self.customers.get(customer_id) is not CustomerState.EXISTS:
             raise CustomerNotFound(f"No such customer: '{customer_id}'")
-        return [ActiveEntitlement("ent_1", "feat_1", "api_access")]
+        return EntitlementsRead([ActiveEntitlement("ent_1", "feat_1", "api_access")])
 
     def list_one_customer(self):
         return next(iter(self.customers), None)

@@ -119,7 +119,7 @@ def _check_customer(stripe: StripeProbe, customer: str | None) -> Finding:
                 "account or mode (account/mode mismatch)"
             )
             return Finding(check, Level.PROBLEM, detail, WRONG_ACCOUNT_FIX)
-        count = len(fetch_entitlements(stripe, customer))
+        count = len(fetch_entitlements(stripe, customer).entitlements)
     except StripeUnavailable as error:
         return Finding(
             check, Level.PROBLEM, f"Stripe did not answer: {error}", "check STRIPE_API_BASE and the network, then retry"

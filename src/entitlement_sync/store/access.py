@@ -6,26 +6,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, delete, exists, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
+from ..ordering import NOTHING_HELD, Held, Window
 from ..ports import ActiveEntitlement
-from ._sql import rows_changed, upsert
+from ._sql import dialect_of, upsert_for
 
 # --- ordering: one sequence per customer -----------------------------------------------------------------
 
 
 def advance_customer_seq(session: Session, customer_id: str) -> int:
     """Bump and return the customer's sequence; the row lock orders concurrent bumps by commit."""
-    statement = (
-        upsert(session, CustomerSyncState)
-        .values(customer_id=customer_id, seq=1, applied_seq=0)
+    statement = _advance(dialect_of(session))
+    return int(session.connection().execute(statement, {"customer": customer_id}).scalar_one())
+
+
+@cache
+def _advance(dialect: str) -> Any:
+    return (
+        upsert_for(dialect, CustomerSyncState)
+        .values(customer_id=bindparam("customer"), seq=1, applied_seq=0)
         .on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq + 1})
         .returning(CustomerSyncState.seq)
     )
-    return int(session.execute(statement).scalar_one())
 
 
 def applied_seq(session: Session, customer_id: str) -> int:
@@ -33,33 +41,87 @@ def applied_seq(session: Session, customer_id: str) -> int:
     return int(value or 0)
 
 
-def claim_apply(session: Session, customer_id: str, ticket: int, now: datetime) -> bool:
-    """Take the right to write this customer's rows; False when a fetch that started later already wrote them.
+def held_state(session: Session, customer_id: str) -> Held:
+    """What the customer's rows hold, by sequence and by Stripe's clock. Callers hold the customer's lock: only
+    writers of the rows change what this reads, and they all take it."""
+    row = session.connection().execute(_HELD, {"customer": customer_id}).first()
+    if row is None:
+        return NOTHING_HELD
+    synced_at, applied, state_seq, as_of_from, as_of_until = row
+    return Held(synced_at is not None, int(applied or 0), int(state_seq or 0), Window(as_of_from, as_of_until))
 
-    The UPDATE locks the row, so a concurrent applier waits here and then sees the newer applied_seq.
+
+_HELD = select(
+    CustomerSyncState.synced_at,
+    CustomerSyncState.applied_seq,
+    CustomerSyncState.state_seq,
+    CustomerSyncState.as_of_from,
+    CustomerSyncState.as_of_until,
+).where(CustomerSyncState.customer_id == bindparam("customer"))
+
+
+def record_write(session: Session, customer_id: str, after: Held, now: datetime) -> int:
+    """Note that the rows were just written with a state held as `after` says; returns the new `state_seq`.
+
+    The write takes its own place in the customer's sequence: a fetch whose ticket comes later started after
+    this state was in the table.
     """
-    statement = (
-        update(CustomerSyncState)
-        .where(CustomerSyncState.customer_id == customer_id, CustomerSyncState.applied_seq < ticket)
-        .values(applied_seq=ticket, synced_at=now)
+    values = {
+        "customer": customer_id,
+        "applied": after.applied_seq,
+        "from_": after.window.start,
+        "until": after.window.end,
+        "now": now,
+    }
+    return int(session.connection().execute(_record(dialect_of(session)), values).scalar_one())
+
+
+@cache
+def _record(dialect: str) -> Any:
+    values = {
+        "applied_seq": bindparam("applied"),
+        "as_of_from": bindparam("from_"),
+        "as_of_until": bindparam("until"),
+        "synced_at": bindparam("now", type_=CustomerSyncState.__table__.c.synced_at.type),
+    }
+    return (
+        upsert_for(dialect, CustomerSyncState)
+        .values(customer_id=bindparam("customer"), seq=1, state_seq=1, **values)
+        .on_conflict_do_update(
+            index_elements=["customer_id"],
+            set_={"seq": CustomerSyncState.seq + 1, "state_seq": CustomerSyncState.seq + 1, **values},
+        )
+        .returning(CustomerSyncState.state_seq)
     )
-    return rows_changed(session, statement) == 1
 
 
 # --- the rows --------------------------------------------------------------------------------------------
 
 
+class HeldRow(Protocol):
+    """One of the customer's rows, as an ORM object or a plain result row."""
+
+    @property
+    def feature_id(self) -> str: ...
+
+    @property
+    def lookup_key(self) -> str: ...
+
+    @property
+    def entitlement_id(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class AccessDiff:
     granted: list[ActiveEntitlement]
-    revoked: list[Entitlement]
+    revoked: list[HeldRow]
 
     @property
     def changed(self) -> bool:
         return bool(self.granted or self.revoked)
 
 
-def diff_entitlements(current: Sequence[Entitlement], fetched: Sequence[ActiveEntitlement]) -> AccessDiff:
+def diff_entitlements(current: Sequence[HeldRow], fetched: Sequence[ActiveEntitlement]) -> AccessDiff:
     """What replacing `current` with `fetched` grants and revokes; the one diff for a sync and its dry run."""
     have = {row.feature_id for row in current}
     wanted = {item.feature_id: item for item in fetched}
@@ -76,44 +138,61 @@ def replace_entitlements(
     event_id: str | None,
     now: datetime,
 ) -> AccessDiff:
-    """Make the customer's rows exactly `fetched`, and write each grant and revoke to the history."""
-    current = {row.feature_id: row for row in entitlements_of(session, customer_id)}
+    """Make the customer's rows exactly `fetched`, and write each grant and revoke to the history.
+
+    Plain SQL on the session's connection, statements built once: this runs for every event the workers apply.
+    """
+    connection = session.connection()
+    current = {row.feature_id: row for row in connection.execute(_ROWS, {"customer": customer_id})}
     diff = diff_entitlements(list(current.values()), fetched)
-    if diff.revoked:
-        session.execute(
-            delete(Entitlement).where(
-                Entitlement.customer_id == customer_id,
-                Entitlement.feature_id.in_([row.feature_id for row in diff.revoked]),
-            )
-        )
+    for row in diff.revoked:
+        connection.execute(_DELETE_ROW, {"customer": customer_id, "feature": row.feature_id})
     for item in fetched:  # a kept feature whose key or entitlement id moved on (key reuse after archiving)
-        row = current.get(item.feature_id)
-        if row is not None and (row.lookup_key, row.entitlement_id) != (item.lookup_key, item.id):
-            row.lookup_key, row.entitlement_id = item.lookup_key, item.id
-    session.add_all(
-        Entitlement(
-            customer_id=customer_id,
-            feature_id=item.feature_id,
-            lookup_key=item.lookup_key,
-            entitlement_id=item.id,
-            granted_at=now,
-        )
-        for item in diff.granted
-    )
+        held = current.get(item.feature_id)
+        if held is not None and (held.lookup_key, held.entitlement_id) != (item.lookup_key, item.id):
+            moved = {"customer": customer_id, "feature": item.feature_id, "key": item.lookup_key, "ent": item.id}
+            connection.execute(_MOVE_ROW, moved)
+    if diff.granted:
+        rows = [
+            {
+                "customer_id": customer_id,
+                "feature_id": item.feature_id,
+                "lookup_key": item.lookup_key,
+                "entitlement_id": item.id,
+                "granted_at": now,
+            }
+            for item in diff.granted
+        ]
+        connection.execute(insert(Entitlement), rows)
     history = [(item.feature_id, item.lookup_key, AccessChangeKind.GRANTED) for item in diff.granted]
     history += [(row.feature_id, row.lookup_key, AccessChangeKind.REVOKED) for row in diff.revoked]
-    session.add_all(
-        AccessChange(
-            customer_id=customer_id,
-            feature_id=feature_id,
-            lookup_key=lookup_key,
-            change=change,
-            changed_at=now,
-            event_id=event_id,
-        )
-        for feature_id, lookup_key, change in history
-    )
+    if history:
+        changes = [
+            {
+                "customer_id": customer_id,
+                "feature_id": feature_id,
+                "lookup_key": lookup_key,
+                "change": str(change),
+                "changed_at": now,
+                "event_id": event_id,
+            }
+            for feature_id, lookup_key, change in history
+        ]
+        connection.execute(insert(AccessChange), changes)
     return diff
+
+
+_ROWS = select(Entitlement.feature_id, Entitlement.lookup_key, Entitlement.entitlement_id).where(
+    Entitlement.customer_id == bindparam("customer")
+)
+_DELETE_ROW = delete(Entitlement).where(
+    Entitlement.customer_id == bindparam("customer"), Entitlement.feature_id == bindparam("feature")
+)
+_MOVE_ROW = (
+    update(Entitlement)
+    .where(Entitlement.customer_id == bindparam("customer"), Entitlement.feature_id == bindparam("feature"))
+    .values(lookup_key=bindparam("key"), entitlement_id=bindparam("ent"))
+)
 
 
 def a_customer_with_access(session: Session) -> str | None:

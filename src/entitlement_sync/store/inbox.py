@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -126,6 +126,14 @@ def set_customer_seq(session: Session, event_id: str, seq: int) -> None:
     session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(customer_seq=seq))
 
 
+def customer_of(session: Session, event_id: str) -> str | None:
+    """The event's customer, read without a lock: the worker takes the customer's lock before claiming."""
+    return session.connection().execute(_CUSTOMER_OF, {"event": event_id}).scalar()
+
+
+_CUSTOMER_OF = select(StripeEvent.customer_id).where(StripeEvent.id == bindparam("event"))
+
+
 def get_event(session: Session, event_id: str) -> StripeEvent | None:
     return session.get(StripeEvent, event_id)
 
@@ -150,21 +158,20 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
     A later claim (the sweep's, after a worker died) takes ownership over an earlier one: the earlier attempt
     may still run to its end, but its finish no longer changes the event.
     """
-    claimed = rows_changed(
-        session,
+    claim = (
         update(StripeEvent)
         .where(StripeEvent.id == event_id, StripeEvent.status.in_(CLAIMABLE))
-        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now),
+        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now)
+        .returning(StripeEvent)  # the claimed row itself: no second read
+        .execution_options(synchronize_session=False)
     )
-    if not claimed:
+    event = session.scalars(claim).first()
+    if event is None:
         return None
-    attempt = EventAttempt(event_id=event_id, started_at=now)
-    session.add(attempt)
-    session.flush()
-    session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(claimed_by=attempt.id))
-    event = session.get(StripeEvent, event_id)
-    assert event is not None
-    return event, attempt.id
+    opened = insert(EventAttempt).values(event_id=event_id, started_at=now).returning(EventAttempt.id)
+    attempt_id = int(session.execute(opened).scalar_one())
+    rows_changed(session, update(StripeEvent).where(StripeEvent.id == event_id).values(claimed_by=attempt_id))
+    return event, attempt_id
 
 
 @dataclass(frozen=True)
@@ -204,10 +211,20 @@ def finish_attempt(
     outcome, note = (status.value, error) if owned else ("overtaken", f"ended {status}; a later attempt owns the event")
     if not owned and error:
         note = f"{note}: {error}"
-    session.execute(
-        update(EventAttempt).where(EventAttempt.id == attempt_id).values(finished_at=now, outcome=outcome, error=note)
-    )
+    closed = {"attempt": attempt_id, "now": now, "outcome": outcome, "note": note}
+    session.connection().execute(_CLOSE_ATTEMPT, closed)
     return owned == 1
+
+
+_CLOSE_ATTEMPT = (
+    update(EventAttempt)
+    .where(EventAttempt.id == bindparam("attempt"))
+    .values(
+        finished_at=bindparam("now", type_=EventAttempt.__table__.c.finished_at.type),
+        outcome=bindparam("outcome"),
+        error=bindparam("note"),
+    )
+)
 
 
 def supersede_synced(session: Session, now: datetime, customer_id: str | None = None) -> int:

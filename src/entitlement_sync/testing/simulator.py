@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -106,9 +107,11 @@ class FakeStripe(BillingModel):
         for hook in hooks:
             hook(method, path, query)
         status, answer_headers, body = self._answer(method, path, query, headers)
+        # Stamped once the answer is read, on the clock that stamps events' `created`, as Stripe's servers do.
+        date = formatdate(self.clock(), usegmt=True)
         with self._calls_lock:
             self.calls.append(Call(method, path, query, status, arrived))
-        return status, {"Request-Id": shapes.new_id("req"), **answer_headers}, body
+        return status, {"Request-Id": shapes.new_id("req"), "Date": date, **answer_headers}, body
 
     def _answer(self, method: str, path: str, query: Query, headers: dict[str, str]) -> Answer:
         authorization = {key.lower(): value for key, value in headers.items()}.get("authorization", "")
@@ -185,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, body = self.stripe.handle(method, url.path, query, dict(self.headers))
         payload = json.dumps(body).encode()
         try:
-            self.send_response(status)
+            self.send_response_only(status)  # not send_response: its Date is the server's, not the model's clock
             for name, value in {"Content-Type": "application/json", **headers}.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))

@@ -1,0 +1,99 @@
+"""Write a customer's rows from Stripe, in the caller's transaction: a fetch, or a complete summary payload, and
+only ever a state provably at least as new as the one the rows hold (see `ordering`, docs/design.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from . import store
+from .effective import AccessPolicy
+from .logs import get_logger
+from .ordering import Held, Window, after_applying, may_apply_fetch
+from .ports import ActiveEntitlement, Clock, Telemetry
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    customer_id: str
+    fetched: bool  # False when no call to Stripe was needed (covered already, or written from the payload)
+    applied: bool  # False when the rows already held a newer state (or one that leaves this one in doubt)
+    granted: list[ActiveEntitlement] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)  # lookup keys
+    from_payload: bool = False  # written from a complete summary payload, without a call to Stripe
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A fetch of one customer's entitlements, taken under `ticket`, not yet applied."""
+
+    customer_id: str
+    ticket: int
+    entitlements: list[ActiveEntitlement]
+    started: float  # time.perf_counter() when the fetch began, for telemetry
+    window: Window = Window(None, None)  # Stripe's clock of the read
+
+
+class Writer:
+    def __init__(self, policy: AccessPolicy, telemetry: Telemetry, clock: Clock) -> None:
+        self._policy = policy
+        self._telemetry = telemetry
+        self._clock = clock
+
+    def apply_fetch(self, session: Session, fetched: Fetched, cause: str | None) -> tuple[SyncResult, Held]:
+        """Replace the rows with the fetch unless the rows hold a state it may not overwrite; returns the result
+        and what the rows hold now."""
+        customer_id = fetched.customer_id
+        # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
+        # which the receiver needs for every event it stores.
+        store.effective.lock_customer(session, customer_id)
+        held = store.access.held_state(session, customer_id)
+        if not may_apply_fetch(held, fetched.ticket, fetched.window):
+            log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=fetched.ticket)
+            return SyncResult(customer_id, fetched=True, applied=False), held
+        return self.write(session, customer_id, fetched.entitlements, fetched.window, held, cause, fetched.ticket)
+
+    def write(
+        self,
+        session: Session,
+        customer_id: str,
+        entitlements: Sequence[ActiveEntitlement],
+        window: Window,
+        held: Held,
+        cause: str | None,
+        ticket: int = 0,
+    ) -> tuple[SyncResult, Held]:
+        """Make the rows `entitlements`, a state dated `window` that the caller proved newer than `held`."""
+        now = self._clock()
+        after = after_applying(held, window, state_seq=0, ticket=ticket)
+        state_seq = store.access.record_write(session, customer_id, after, now)
+        diff = store.access.replace_entitlements(session, customer_id, entitlements, cause, now)
+        if after.applied_seq > held.applied_seq:  # a fetch's ticket moved on: events it covers need no retry
+            store.inbox.supersede_synced(session, now, customer_id)
+        self._policy.recompute(session, customer_id, cause or "sync", now)
+        revoked = [row.lookup_key for row in diff.revoked]
+        if diff.changed:
+            log.info(
+                "access.changed",
+                customer=customer_id,
+                event_id=cause,
+                granted=[item.lookup_key for item in diff.granted],
+                revoked=revoked,
+            )
+        result = SyncResult(customer_id, ticket > 0, True, diff.granted, revoked, from_payload=ticket == 0)
+        return result, after_applying(held, window, state_seq=state_seq, ticket=ticket)
+
+    def report(self, result: SyncResult, started: float | None) -> None:
+        """Count a committed write (or a dropped fetch)."""
+        seconds = time.perf_counter() - started if started is not None else 0.0
+        if result.fetched:
+            self._telemetry.customer_synced("applied" if result.applied else "dropped", seconds)
+        elif result.from_payload:
+            self._telemetry.customer_synced("from_payload", seconds)
+        if result.applied:
+            self._telemetry.access_changed(len(result.granted), len(result.revoked))
