@@ -159,10 +159,11 @@ def test_a_key_of_another_account_revokes_nobody_and_says_why(launch, services, 
             wait_until(lambda: tables.unfinished() == 0, 120, "every event to finish")
             events = tables.events(second)
             handled = [event for event in events if event[1] != "ignored"]
-            # A complete summary payload provably newer than the rows is written without a call: it is Stripe's
-            # own signed word, and no key is asked. Every event that needed a fetch failed at once, naming the key.
+            # Processed events made no call that answered: a complete summary payload provably newer than the
+            # rows is written from Stripe's own signed word, and an event whose change a newer state already
+            # covers needs no call. Every event that needed a fetch failed at once, naming the key.
             from_payload = tables.written_from_payloads(second)
-            fetched = [event for event in handled if event[0] not in from_payload]
+            fetched = [event for event in handled if event[1] != "processed"]
             assert fetched and all(status == "failed" for _, status, _, _ in fetched), Counter(e[1] for e in events)
             assert all(attempts == 1 for _, _, attempts, _ in fetched)  # failed at once: no retry fixes a key
             for _, _, _, error in fetched:
@@ -174,6 +175,7 @@ def test_a_key_of_another_account_revokes_nobody_and_says_why(launch, services, 
             }
             rows_after_events = tables.rows()
             wrong_calls = Counter(call.status for call in stripe.calls[calls_before:])
+            assert wrong_calls and set(wrong_calls) == {404}  # the wrong key read nothing: no processed event fetched
 
             doctor = entitlement_sync(wrong_environment, "doctor", "--json")
             assert doctor.returncode == 1, doctor.stderr
