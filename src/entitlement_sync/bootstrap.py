@@ -106,7 +106,8 @@ class Container:
     def enable_sweep(self) -> None:
         """Make every worker of this broker sweep unfinished events at start-up and periodically (the same
         thread applies what the clock changes in effective access: expired grants, ended graces), and do the
-        upkeep: fold the event counts, prune the inbox once a day when INBOX_RETENTION_DAYS is set."""
+        upkeep: fold the event counts, prune the inbox once a day when INBOX_RETENTION_DAYS is set, and the feed
+        and delivered access webhooks past ACCESS_FEED_RETENTION_DAYS."""
         self.broker.add_middleware(SweepMiddleware(self.sweep_once, self.settings.sweep_interval_seconds))
         self.broker.add_middleware(UpkeepMiddleware(self.upkeep, UPKEEP_INTERVAL_SECONDS, name="upkeep"))
 
@@ -126,6 +127,9 @@ class Container:
             store.counts.fold_event_counts(session)
         if self.settings.inbox_retention_days is not None:
             self.pruner.prune_if_due(self.settings.inbox_retention_days)
+        days = self.settings.access_feed_retention_days
+        if days is not None and self.feed.prune_if_due(days) is not None:
+            self.deliveries.prune_delivered(timedelta(days=days))
 
     def enable_worker_metrics(self) -> bool:
         """Expose the worker processes' metrics through Dramatiq's Prometheus middleware (its own port).

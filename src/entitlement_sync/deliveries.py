@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -82,6 +82,17 @@ class Deliveries:
             kicked = sorted({row.subscriber for row in rows if row.id in report.reopened})
             report.unkicked = [url for url in kicked if not self._kick(url)]
         return report
+
+    def prune_delivered(self, older_than: timedelta, batch_size: int = 1000) -> int:
+        """Delete deliveries delivered longer ago than this, a short transaction per batch. Failed ones wait
+        for a person (`deliveries replay --failed`) and are kept."""
+        cutoff, deleted = self._clock() - older_than, 0
+        while True:
+            with transaction(self._new_session) as session:
+                batch = store.deliveries.delete_delivered_batch(session, cutoff, batch_size)
+            deleted += batch
+            if batch < batch_size:
+                return deleted
 
     def _replayable(
         self, session: Session, ids: Sequence[int], failed: bool, since: datetime | None, subscriber: str | None

@@ -31,6 +31,9 @@ log = get_logger(__name__)
 MAX_WAIT_SECONDS = 15.0
 MAX_LIMIT = 1000
 MAX_SNAPSHOT_CUSTOMERS = 5000
+PRUNE_SLICE = 10_000
+PERIODIC_PRUNE_NAME = "feed-prune"
+DAILY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -139,13 +142,27 @@ class AccessFeed:
         with outages_reported(), self._new_session() as session:
             return store.feed.bounds(session)
 
-    def prune(self, older_than: timedelta) -> int:
-        """Delete the feed's entries older than this (the history in effective_access_changes stays)."""
-        with transaction(self._new_session) as session:
-            cursor = store.feed.last_cursor_before(session, self._clock() - older_than)
-            deleted = store.feed.prune_through(session, cursor) if cursor is not None else 0
-        log.info("feed.pruned", entries=deleted, through=cursor)
+    def prune(self, older_than: timedelta, slice_size: int = PRUNE_SLICE) -> int:
+        """Delete the feed's entries older than this (the history in effective_access_changes stays).
+
+        In slices of `slice_size` cursors, one short transaction each: a busy day is millions of entries, and
+        an interrupted prune keeps what it did (`pruned_through` moves with each slice)."""
+        with self._new_session() as session:
+            through = store.feed.last_cursor_before(session, self._clock() - older_than)
+            _, done = store.feed.bounds(session)
+        deleted = 0
+        while through is not None and done < through:
+            done = min(done + slice_size, through)
+            with transaction(self._new_session) as session:
+                deleted += store.feed.prune_through(session, done)
+        log.info("feed.pruned", entries=deleted, through=through)
         return deleted
+
+    def prune_if_due(self, retention_days: int) -> int | None:
+        """The workers' daily prune: runs in whichever process claims today's run first, None elsewhere."""
+        with transaction(self._new_session) as session:
+            due = store.retention.claim_periodic_run(session, PERIODIC_PRUNE_NAME, DAILY, self._clock())
+        return self.prune(timedelta(days=retention_days)) if due else None
 
     def close(self) -> None:
         self._wakeups.close()

@@ -101,6 +101,9 @@ class Settings:
     database_url_given: bool = True
     # Workers delete finished events older than this many days, once a day (None: keep everything).
     inbox_retention_days: int | None = None
+    # Workers delete feed entries and delivered access webhooks older than this many days, once a day (None:
+    # keep them). A consumer further behind than this re-snapshots (410); the history table is kept anyway.
+    access_feed_retention_days: int | None = 30
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{item.name}={_redacted(item.name, getattr(self, item.name))!r}" for item in fields(self))
@@ -225,6 +228,9 @@ class Settings:
             worker_metrics_host=env.get("WORKER_METRICS_HOST") or defaults.worker_metrics_host,
             worker_metrics_port=int(number("WORKER_METRICS_PORT", defaults.worker_metrics_port)),
             inbox_retention_days=_retention_days(env.get("INBOX_RETENTION_DAYS")),
+            access_feed_retention_days=_feed_retention_days(
+                env.get("ACCESS_FEED_RETENTION_DAYS"), defaults.access_feed_retention_days
+            ),
             access_withhold_statuses=frozenset(_split(env.get("ACCESS_WITHHOLD_STATUSES"))),
             past_due_grace_days=number("PAST_DUE_GRACE_DAYS", -1) if env.get("PAST_DUE_GRACE_DAYS") else None,
             access_catalog_grants=_flag(env.get("ACCESS_CATALOG_GRANTS")),
@@ -252,6 +258,18 @@ def _retention_days(raw: str | None) -> int | None:
         check_window(timedelta(days=days))
     except ValueError as error:
         raise ValueError(f"INBOX_RETENTION_DAYS={raw}: {error}") from None
+    return days
+
+
+def _feed_retention_days(raw: str | None, default: int | None) -> int | None:
+    """A whole number of days (1 or more), or `off` to keep the feed for ever."""
+    if not raw:
+        return default
+    if raw.strip().lower() == "off":
+        return None
+    days = int(raw)
+    if days < 1:
+        raise ValueError(f"ACCESS_FEED_RETENTION_DAYS={raw}: give 1 or more days, or `off`")
     return days
 
 

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from entitlement_sync.bootstrap import Container, bootstrap
 from entitlement_sync.db import transaction
 from entitlement_sync.deliver import Deliverer
-from entitlement_sync.models import AccessOverride, EffectiveAccessChange, WebhookDelivery
+from entitlement_sync.models import AccessFeedEntry, AccessOverride, EffectiveAccessChange, WebhookDelivery
 from entitlement_sync.outbound import SignedPoster
 from entitlement_sync.settings import Settings, parse_webhook_subscribers
 from entitlement_sync.tasks import build_redis_broker, build_stub_broker
@@ -363,3 +363,40 @@ def test_metrics_show_pending_deliveries_and_the_oldest_ones_age(hooked):
     text = create_app(hooked).test_client().get("/metrics").get_data(as_text=True)
     assert "entitlement_sync_access_webhooks_pending 2.0" in text
     assert "entitlement_sync_access_webhooks_oldest_pending_age_seconds" in text
+
+
+def test_the_daily_upkeep_prunes_old_feed_entries_and_delivered_webhooks_but_keeps_the_rest(hooked, subscriber, clock):
+    drain = deliverer(hooked, clock, RecordingDeliveryQueue()).drain
+    grant(hooked, "cus_old")
+    assert drain(subscriber.url).delivered == 1
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    with transaction(hooked.new_session) as session:  # 40 days pass for what is there now
+        session.execute(update(AccessFeedEntry).values(changed_at=long_ago))
+        session.execute(update(WebhookDelivery).values(created_at=long_ago, delivered_at=long_ago))
+    grant(hooked, "cus_new")
+    assert drain(subscriber.url).delivered == 1
+
+    hooked.upkeep()  # ACCESS_FEED_RETENTION_DAYS: 30 by default
+
+    assert [change.customer for change in hooked.feed.changes(1).changes] == ["cus_new"]
+    assert hooked.feed.bounds() == (2, 1)  # a consumer at cursor 0 must re-snapshot
+    kept = {(row.customer_id, row.subscriber, row.status) for row in deliveries(hooked)}
+    assert kept == {
+        ("cus_old", ELSEWHERE_URL, "pending"),  # never delivered: kept however old
+        ("cus_new", subscriber.url, "delivered"),
+        ("cus_new", ELSEWHERE_URL, "pending"),
+    }
+    assert hooked.feed.prune_if_due(30) is None  # done for today, in whichever process ran it
+
+
+def test_the_feed_is_pruned_in_slices_and_can_be_kept_for_ever(hooked):
+    for n in range(5):
+        grant(hooked, f"cus_{n}")
+    with transaction(hooked.new_session) as session:
+        session.execute(update(AccessFeedEntry).values(changed_at=datetime.now(UTC) - timedelta(days=2)))
+    assert hooked.feed.prune(timedelta(days=1), slice_size=2) == 5
+    assert hooked.feed.bounds() == (5, 5)
+    assert Settings.from_env({"ACCESS_FEED_RETENTION_DAYS": "off"}).access_feed_retention_days is None
+    assert Settings.from_env({"ACCESS_FEED_RETENTION_DAYS": "7"}).access_feed_retention_days == 7
+    with pytest.raises(ValueError, match="ACCESS_FEED_RETENTION_DAYS=0"):
+        Settings.from_env({"ACCESS_FEED_RETENTION_DAYS": "0"})

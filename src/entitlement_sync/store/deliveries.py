@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exc, func, select, update
+from sqlalchemy import delete, exc, func, select, update
 from sqlalchemy.orm import Session
 
 from ..models import DeliveryStatus, WebhookDelivery
+from ._sql import rows_changed
 
 # PostgreSQL's lock_not_available: FOR UPDATE NOWAIT met a row another transaction holds.
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -106,6 +107,15 @@ def reopen(session: Session, ids: Sequence[int], now: datetime) -> None:
     )
     for start in range(0, len(ids), 500):  # SQLite's limit on bound parameters
         session.execute(statement.where(WebhookDelivery.id.in_(ids[start : start + 500])))
+
+
+def delete_delivered_batch(session: Session, before: datetime, limit: int) -> int:
+    """Delete up to `limit` deliveries delivered before this moment (failed and pending ones are kept)."""
+    ids = select(WebhookDelivery.id).where(
+        WebhookDelivery.status == DeliveryStatus.DELIVERED, WebhookDelivery.delivered_at < before
+    )
+    batch = ids.limit(limit).scalar_subquery()
+    return rows_changed(session, delete(WebhookDelivery).where(WebhookDelivery.id.in_(batch)))
 
 
 def pending_summary(session: Session) -> tuple[int, datetime | None]:
