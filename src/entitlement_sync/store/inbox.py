@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ def store_event_if_new(
 
     `sequenced`: also advance its customer's sequence and record the value on the event (a fetch that takes a
     later ticket saw this event). Portable, in up to three statements; PostgreSQL's receiver sends the same as
-    one (`store_event_alone`).
+    one (`store_events_together`).
     """
     values = _row(event, status, note, now)
     if session.execute(_insert_statement(session.get_bind().dialect.name), values).first() is None:
@@ -97,22 +97,54 @@ _STORE_SEQUENCED = (
 _IF_NEW = " ON CONFLICT (id) DO NOTHING RETURNING id"
 
 
-def store_event_alone(
-    connection: Connection,
-    event: InboundEvent,
-    status: EventStatus,
-    note: str | None,
-    now: datetime,
-    *,
-    sequenced: bool,
-) -> bool:
-    """`store_event_if_new` as one PostgreSQL statement, for a connection in autocommit: one round trip, one
-    commit, and nothing else in its transaction."""
-    values = _row(event, status, note, now)
+@dataclass(frozen=True)
+class EventToStore:
+    """One webhook's write: the event, the status it is stored in, why it is ignored (None: it is not), and
+    whether its customer's sequence advances."""
+
+    event: InboundEvent
+    status: EventStatus
+    note: str | None
+    now: datetime
+    sequenced: bool
+
+
+def store_events_together(cursor: Any, writes: Sequence[EventToStore]) -> list[bool]:
+    """`store_event_if_new` for each write, on PostgreSQL's driver cursor (autocommit): one statement each, all
+    in one transaction (one alone is its own); True for each one stored, False for a duplicate.
+
+    Sent in the order of their customers (then ids), so two processes' batches lock customers' rows in the
+    same order and never wait for each other in a cycle.
+    """
+    order = sorted(range(len(writes)), key=lambda i: (writes[i].event.customer_id or "", writes[i].event.id))
+    stored = [False] * len(writes)
+    if len(writes) == 1:
+        statement, values = _store_statement(writes[0])
+        cursor.execute(statement, values)
+        return [cursor.fetchone() is not None]
+    with cursor.connection.transaction():
+        for sequenced in (True, False):
+            group = [i for i in order if _is_sequenced(writes[i]) == sequenced]
+            if not group:
+                continue
+            statement, _ = _store_statement(writes[group[0]])
+            cursor.executemany(statement, [_store_statement(writes[i])[1] for i in group], returning=True)
+            for i in group:
+                stored[i] = cursor.fetchone() is not None
+                cursor.nextset()
+    return stored
+
+
+def _is_sequenced(write: EventToStore) -> bool:
+    return write.sequenced and write.event.customer_id is not None
+
+
+def _store_statement(write: EventToStore) -> tuple[str, dict[str, Any]]:
+    event = write.event
+    values = _row(event, write.status, write.note, write.now)
     # The verified body as Stripe sent it: the payload is not serialized again.
-    values.update(payload=event.body if event.body is not None else json.dumps(event.payload), status=str(status))
-    statement = _STORE_SEQUENCED if sequenced and event.customer_id else _STORE
-    return connection.exec_driver_sql(statement + _IF_NEW, values).first() is not None
+    values.update(payload=event.body if event.body is not None else json.dumps(event.payload), status=str(write.status))
+    return (_STORE_SEQUENCED if _is_sequenced(write) else _STORE) + _IF_NEW, values
 
 
 def insert_event_if_new(
