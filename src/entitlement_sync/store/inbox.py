@@ -74,27 +74,10 @@ def _insert_statement(dialect_name: str) -> Any:
     return statement.on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
 
 
-# PostgreSQL's hot path, written out: the event and its customer's sequence in one statement, sent as it
-# stands (no compiling, no bind processing) on an autocommit connection, where it is its own transaction.
-# The sequence advances only for an id not stored yet, so a redelivery takes no lock on the customer's row.
-# (Two copies arriving at once may both advance it; a gap in the sequence orders nothing differently.)
 _COLUMNS = (
     "id, type, customer_id, livemode, created, payload, status, customer_seq, attempts, last_error,"
     " received_at, status_changed_at, waits"
 )
-_VALUES = (
-    "%(id)s, %(type)s, %(customer_id)s, %(livemode)s, %(created)s, %(payload)s::json, %(status)s, {seq}, 0,"
-    " %(note)s, %(now)s, %(now)s, 0"
-)
-_STORE = f"INSERT INTO stripe_events ({_COLUMNS}) VALUES ({_VALUES.format(seq='NULL')})"
-_STORE_SEQUENCED = (
-    "WITH advanced AS ("
-    " INSERT INTO customer_sync_state (customer_id, seq, applied_seq)"
-    " SELECT %(customer_id)s, 1, 0 WHERE NOT EXISTS (SELECT FROM stripe_events WHERE id = %(id)s)"
-    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1 RETURNING seq)"
-    f" INSERT INTO stripe_events ({_COLUMNS}) VALUES ({_VALUES.format(seq='(SELECT seq FROM advanced)')})"
-)
-_IF_NEW = " ON CONFLICT (id) DO NOTHING RETURNING id"
 
 
 @dataclass(frozen=True)
@@ -110,41 +93,30 @@ class EventToStore:
 
 
 def store_events_together(cursor: Any, writes: Sequence[EventToStore]) -> list[bool]:
-    """`store_event_if_new` for each write, on PostgreSQL's driver cursor (autocommit): one statement each, all
-    in one transaction (one alone is its own); True for each one stored, False for a duplicate.
-
-    Sent in the order of their customers (then ids), so two processes' batches lock customers' rows in the
-    same order and never wait for each other in a cycle.
-    """
-    order = sorted(range(len(writes)), key=lambda i: (writes[i].event.customer_id or "", writes[i].event.id))
-    stored = [False] * len(writes)
-    if len(writes) == 1:
-        statement, values = _store_statement(writes[0])
-        cursor.execute(statement, values)
-        return [cursor.fetchone() is not None]
-    with cursor.connection.transaction():
-        for sequenced in (True, False):
-            group = [i for i in order if _is_sequenced(writes[i]) == sequenced]
-            if not group:
-                continue
-            statement, _ = _store_statement(writes[group[0]])
-            cursor.executemany(statement, [_store_statement(writes[i])[1] for i in group], returning=True)
-            for i in group:
-                stored[i] = cursor.fetchone() is not None
-                cursor.nextset()
-    return stored
-
-
-def _is_sequenced(write: EventToStore) -> bool:
-    return write.sequenced and write.event.customer_id is not None
-
-
-def _store_statement(write: EventToStore) -> tuple[str, dict[str, Any]]:
-    event = write.event
-    values = _row(event, write.status, write.note, write.now)
-    # The verified body as Stripe sent it: the payload is not serialized again.
-    values.update(payload=event.body if event.body is not None else json.dumps(event.payload), status=str(write.status))
-    return (_STORE_SEQUENCED if _is_sequenced(write) else _STORE) + _IF_NEW, values
+    """`store_event_if_new` for each write, as one PostgreSQL statement on the driver's cursor (in autocommit: one
+    transaction, one round trip, one firing of the count triggers for the whole batch); True for each write
+    that stored its event, False for a duplicate (of a stored event, or of an earlier write in the batch)."""
+    first: dict[str, int] = {}
+    for index, write in enumerate(writes):
+        first.setdefault(write.event.id, index)
+    columns: dict[str, list[Any]] = {name: [] for name in _BATCH_COLUMNS}
+    for index in first.values():
+        write = writes[index]
+        event = write.event
+        columns["id"].append(event.id)
+        columns["type"].append(event.type)
+        columns["customer_id"].append(event.customer_id)
+        columns["livemode"].append(event.livemode)
+        columns["created"].append(event.created)
+        # The verified body as Stripe sent it: the payload is not serialized again.
+        columns["payload"].append(event.body if event.body is not None else json.dumps(event.payload))
+        columns["status"].append(str(write.status))
+        columns["note"].append(write.note)
+        columns["now"].append(write.now)
+        columns["sequenced"].append(write.sequenced and event.customer_id is not None)
+    cursor.execute(_STORE_BATCH, columns)
+    stored = {row[0] for row in cursor.fetchall()}
+    return [first[write.event.id] == index and write.event.id in stored for index, write in enumerate(writes)]
 
 
 def insert_event_if_new(
@@ -406,3 +378,44 @@ def events_by_id(session: Session, event_ids: Sequence[str]) -> dict[str, Stripe
 
 def oldest_unfinished_received_at(session: Session) -> datetime | None:
     return session.scalar(select(func.min(StripeEvent.received_at)).where(StripeEvent.status.in_(UNFINISHED)))
+
+
+# PostgreSQL's hot path, written out: a batch of webhooks (group_commit.py) in one statement, sent as it stands
+# (no compiling, no bind processing; the driver prepares it) on an autocommit connection, where it is its own
+# transaction. Each event not stored yet advances its customer's sequence, several of one customer by one each
+# in id order; an id already stored takes no lock on its customer's row. (Two copies arriving at once may both
+# advance it; a gap in the sequence orders nothing differently.) Customers' rows are locked in id order, so two
+# batches never wait for each other in a cycle over them. Ids are unique within a batch (store_events_together).
+_BATCH_COLUMNS = {
+    "id": "text",
+    "type": "text",
+    "customer_id": "text",
+    "livemode": "boolean",
+    "created": "bigint",
+    "payload": "text",
+    "status": "text",
+    "note": "text",
+    "now": "timestamptz",
+    "sequenced": "boolean",
+}
+_STORE_BATCH = (
+    "WITH batch AS (SELECT * FROM unnest("
+    + ", ".join(f"%({name})s::{kind}[]" for name, kind in _BATCH_COLUMNS.items())
+    + f") AS b({', '.join(_BATCH_COLUMNS)})),"
+    " numbered AS ("
+    " SELECT id, customer_id, row_number() OVER mine AS nth, count(*) OVER mine AS of_customer FROM batch b"
+    " WHERE sequenced AND NOT EXISTS (SELECT FROM stripe_events e WHERE e.id = b.id)"
+    " WINDOW mine AS (PARTITION BY customer_id ORDER BY id"
+    " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),"
+    " advanced AS ("
+    " INSERT INTO customer_sync_state (customer_id, seq, applied_seq)"
+    " SELECT customer_id, count(*), 0 FROM numbered GROUP BY customer_id ORDER BY customer_id"
+    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + excluded.seq"
+    " RETURNING customer_id, seq)"
+    f" INSERT INTO stripe_events ({_COLUMNS})"
+    " SELECT b.id, b.type, b.customer_id, b.livemode, b.created, b.payload::json, b.status,"
+    " a.seq - n.of_customer + n.nth, 0, b.note, b.now, b.now, 0"
+    " FROM batch b LEFT JOIN numbered n ON n.id = b.id LEFT JOIN advanced a ON a.customer_id = n.customer_id"
+    " ORDER BY b.id"
+    " ON CONFLICT (id) DO NOTHING RETURNING id"
+)
