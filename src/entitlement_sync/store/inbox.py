@@ -99,24 +99,30 @@ def store_events_together(cursor: Any, writes: Sequence[EventToStore]) -> list[b
     first: dict[str, int] = {}
     for index, write in enumerate(writes):
         first.setdefault(write.event.id, index)
-    columns: dict[str, list[Any]] = {name: [] for name in _BATCH_COLUMNS}
-    for index in first.values():
-        write = writes[index]
-        event = write.event
-        columns["id"].append(event.id)
-        columns["type"].append(event.type)
-        columns["customer_id"].append(event.customer_id)
-        columns["livemode"].append(event.livemode)
-        columns["created"].append(event.created)
-        # The verified body as Stripe sent it: the payload is not serialized again.
-        columns["payload"].append(event.body if event.body is not None else json.dumps(event.payload))
-        columns["status"].append(str(write.status))
-        columns["note"].append(write.note)
-        columns["now"].append(write.now)
-        columns["sequenced"].append(write.sequenced and event.customer_id is not None)
-    cursor.execute(_STORE_BATCH, columns)
+    cursor.execute(_STORE_BATCH, {"batch": "[" + ",".join(_batch_row(writes[index]) for index in first.values()) + "]"})
     stored = {row[0] for row in cursor.fetchall()}
     return [first[write.event.id] == index and write.event.id in stored for index, write in enumerate(writes)]
+
+
+def _batch_row(write: EventToStore) -> str:
+    """One write as a JSON object; the verified body goes in as Stripe sent it, neither parsed nor escaped again
+    (the driver would otherwise quote every byte of every payload into an array)."""
+    event = write.event
+    head = json.dumps(
+        {
+            "id": event.id,
+            "type": event.type,
+            "customer_id": event.customer_id,
+            "livemode": event.livemode,
+            "created": event.created,
+            "status": str(write.status),
+            "note": write.note,
+            "now": write.now.isoformat(),
+            "sequenced": write.sequenced and event.customer_id is not None,
+        }
+    )
+    body = event.body if event.body is not None else json.dumps(event.payload)
+    return f'{head[:-1]},"payload":{body}}}'
 
 
 def insert_event_if_new(
@@ -386,22 +392,9 @@ def oldest_unfinished_received_at(session: Session) -> datetime | None:
 # in id order; an id already stored takes no lock on its customer's row. (Two copies arriving at once may both
 # advance it; a gap in the sequence orders nothing differently.) Customers' rows are locked in id order, so two
 # batches never wait for each other in a cycle over them. Ids are unique within a batch (store_events_together).
-_BATCH_COLUMNS = {
-    "id": "text",
-    "type": "text",
-    "customer_id": "text",
-    "livemode": "boolean",
-    "created": "bigint",
-    "payload": "text",
-    "status": "text",
-    "note": "text",
-    "now": "timestamptz",
-    "sequenced": "boolean",
-}
 _STORE_BATCH = (
-    "WITH batch AS (SELECT * FROM unnest("
-    + ", ".join(f"%({name})s::{kind}[]" for name, kind in _BATCH_COLUMNS.items())
-    + f") AS b({', '.join(_BATCH_COLUMNS)})),"
+    "WITH batch AS (SELECT * FROM json_to_recordset(%(batch)s::json) AS b(id text, type text, customer_id text,"
+    " livemode boolean, created bigint, status text, note text, now timestamptz, sequenced boolean, payload json)),"
     " numbered AS ("
     " SELECT id, customer_id, row_number() OVER mine AS nth, count(*) OVER mine AS of_customer FROM batch b"
     " WHERE sequenced AND NOT EXISTS (SELECT FROM stripe_events e WHERE e.id = b.id)"
@@ -413,7 +406,7 @@ _STORE_BATCH = (
     " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + excluded.seq"
     " RETURNING customer_id, seq)"
     f" INSERT INTO stripe_events ({_COLUMNS})"
-    " SELECT b.id, b.type, b.customer_id, b.livemode, b.created, b.payload::json, b.status,"
+    " SELECT b.id, b.type, b.customer_id, b.livemode, b.created, b.payload, b.status,"
     " a.seq - n.of_customer + n.nth, 0, b.note, b.now, b.now, 0"
     " FROM batch b LEFT JOIN numbered n ON n.id = b.id LEFT JOIN advanced a ON a.customer_id = n.customer_id"
     " ORDER BY b.id"
