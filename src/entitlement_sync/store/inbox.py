@@ -105,10 +105,11 @@ def store_events_together(cursor: Any, writes: Sequence[EventToStore]) -> list[b
 
 
 def _batch_row(write: EventToStore) -> str:
-    """One write as a JSON object; the verified body goes in as Stripe sent it, neither parsed nor escaped again
-    (the driver would otherwise quote every byte of every payload into an array)."""
+    """One write as a JSON object. The verified body goes in as a string, cast to json only where it is stored:
+    the server then checks it as it did alone (a lone surrogate escape is valid json text, which a document
+    that held it as an object could not be taken apart with), and the driver quotes no array."""
     event = write.event
-    head = json.dumps(
+    return json.dumps(
         {
             "id": event.id,
             "type": event.type,
@@ -119,10 +120,10 @@ def _batch_row(write: EventToStore) -> str:
             "note": write.note,
             "now": write.now.isoformat(),
             "sequenced": write.sequenced and event.customer_id is not None,
+            # As Stripe sent it: the payload is not serialized again.
+            "payload": event.body if event.body is not None else json.dumps(event.payload),
         }
     )
-    body = event.body if event.body is not None else json.dumps(event.payload)
-    return f'{head[:-1]},"payload":{body}}}'
 
 
 def insert_event_if_new(
@@ -394,7 +395,7 @@ def oldest_unfinished_received_at(session: Session) -> datetime | None:
 # batches never wait for each other in a cycle over them. Ids are unique within a batch (store_events_together).
 _STORE_BATCH = (
     "WITH batch AS (SELECT * FROM json_to_recordset(%(batch)s::json) AS b(id text, type text, customer_id text,"
-    " livemode boolean, created bigint, status text, note text, now timestamptz, sequenced boolean, payload json)),"
+    " livemode boolean, created bigint, status text, note text, now timestamptz, sequenced boolean, payload text)),"
     " numbered AS ("
     " SELECT id, customer_id, row_number() OVER mine AS nth, count(*) OVER mine AS of_customer FROM batch b"
     " WHERE sequenced AND NOT EXISTS (SELECT FROM stripe_events e WHERE e.id = b.id)"
@@ -406,7 +407,7 @@ _STORE_BATCH = (
     " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + excluded.seq"
     " RETURNING customer_id, seq)"
     f" INSERT INTO stripe_events ({_COLUMNS})"
-    " SELECT b.id, b.type, b.customer_id, b.livemode, b.created, b.payload, b.status,"
+    " SELECT b.id, b.type, b.customer_id, b.livemode, b.created, b.payload::json, b.status,"
     " a.seq - n.of_customer + n.nth, 0, b.note, b.now, b.now, 0"
     " FROM batch b LEFT JOIN numbered n ON n.id = b.id LEFT JOIN advanced a ON a.customer_id = n.customer_id"
     " ORDER BY b.id"
