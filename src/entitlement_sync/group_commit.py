@@ -40,9 +40,9 @@ class _Slot(Generic[Item, Result]):
 class GroupCommit(Generic[Item, Result]):
     """`commit_batch(items)` writes the items in one transaction and returns one result per item, in order.
 
-    When a batch fails for want of the database (StorageUnavailable), every write in it fails so: nothing of
-    it was committed. When it fails otherwise (one bad item, say), each of its items is tried again alone,
-    so that one bad write fails only itself.
+    When a batch fails for want of the database (StorageUnavailable), every write in it fails so (nothing of
+    it was committed), and so does every write waiting behind it. When it fails otherwise (one bad item, say),
+    each of its items is tried again alone, so that one bad write fails only itself.
     """
 
     def __init__(self, commit_batch: Callable[[Sequence[Item]], Sequence[Result]], max_batch: int = MAX_BATCH) -> None:
@@ -93,6 +93,11 @@ class GroupCommit(Generic[Item, Result]):
             if len(results) != len(batch):
                 raise RuntimeError(f"{len(batch)} writes gave {len(results)} results")
         except StorageUnavailable as error:
+            # The writes that queued up meanwhile fail with it, at once: a database that just failed (a server
+            # that hangs costs a batch its statement deadline) would most likely fail them too, after another
+            # wait each. Stripe delivers them again; the receiver's breaker answers the next ones at once.
+            with self._changed:
+                batch, self._waiting = batch + self._waiting, []
             for slot in batch:
                 slot.error = error
         except BaseException as error:

@@ -127,3 +127,18 @@ def test_the_writer_survives_a_failed_write():
     with pytest.raises(RuntimeError, match="bad"):
         group.write(1)
     assert group.write(2) == 4
+
+
+def test_when_the_database_fails_the_writes_waiting_behind_the_batch_fail_with_it_at_once():
+    transactions = HeldTransactions(fail=lambda batch: StorageUnavailable("statement deadline passed"))
+    group: GroupCommit[int, int] = GroupCommit(transactions)
+    first, first_threads = write_in_threads(group, [1])
+    assert eventually(lambda: transactions.batches == [[1]])
+    rest, rest_threads = write_in_threads(group, [2, 3])
+    assert eventually(lambda: group.waiting == 2)
+    transactions.release()
+    for thread in first_threads + rest_threads:
+        thread.join(10)
+    assert all(isinstance(answer, StorageUnavailable) for answer in [*first.values(), *rest.values()])
+    assert len(first) + len(rest) == 3
+    assert transactions.batches == [[1]]  # the waiting ones were not tried against a database that just failed
