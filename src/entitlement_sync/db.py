@@ -189,6 +189,13 @@ class ThreadConnections:
         finally:
             self._deadline.disarm(dbapi_connection)
 
+    def release(self) -> None:
+        """Hand back the connection this thread keeps (a thread that stops for good before the process)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            self._local.held = None
+            held.returned()
+
     def kept(self) -> int:
         """How many connections reading threads keep now."""
         return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]

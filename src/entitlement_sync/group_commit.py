@@ -45,22 +45,34 @@ class GroupCommit(Generic[Item, Result]):
     each of its items is tried again alone, so that one bad write fails only itself.
     """
 
-    def __init__(self, commit_batch: Callable[[Sequence[Item]], Sequence[Result]], max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        commit_batch: Callable[[Sequence[Item]], Sequence[Result]],
+        max_batch: int = MAX_BATCH,
+        on_stop: Callable[[], None] = lambda: None,
+    ) -> None:
+        """`on_stop` runs in the writer thread when it stops (`close`): it hands back what the thread keeps."""
         self._commit_batch = commit_batch
         self._max_batch = max_batch
+        self._on_stop = on_stop
         self._waiting: list[_Slot[Item, Result]] = []
         self._changed = threading.Condition()
         self._pid: int | None = None  # the process whose writer runs: a forked child starts its own
+        self._writer: threading.Thread | None = None
+        self._closed = False
         self.transactions = 0  # sent by this process's writer: for the tests and the curious
 
     def write(self, item: Item) -> Result:
         """Block until the item's transaction has committed; its result, or its error."""
         slot: _Slot[Item, Result] = _Slot(item)
         with self._changed:
+            if self._closed:
+                raise StorageUnavailable("the writer is closed")
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._waiting = []
-                threading.Thread(target=self._run, name="group-commit", daemon=True).start()
+                self._writer = threading.Thread(target=self._run, name="group-commit", daemon=True)
+                self._writer.start()
             self._waiting.append(slot)
             self._changed.notify()
         slot.done.wait()
@@ -78,13 +90,27 @@ class GroupCommit(Generic[Item, Result]):
         with self._changed:
             return len(self._waiting)
 
+    def close(self) -> None:
+        """Stop the writer once the writes waiting now are committed; later writes fail as unavailable."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+            writer = self._writer if self._pid == os.getpid() else None
+        if writer is not None:
+            writer.join()
+
     def _run(self) -> None:
-        while True:
-            with self._changed:
-                while not self._waiting:
-                    self._changed.wait()
-                batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
-            self._commit(batch)
+        try:
+            while True:
+                with self._changed:
+                    while not self._waiting and not self._closed:
+                        self._changed.wait()
+                    if not self._waiting:
+                        return
+                    batch, self._waiting = self._waiting[: self._max_batch], self._waiting[self._max_batch :]
+                self._commit(batch)
+        finally:
+            self._on_stop()
 
     def _commit(self, batch: list[_Slot[Item, Result]]) -> None:
         try:

@@ -44,7 +44,7 @@ class GroupedWrites:
 
     def __init__(self, engine: Engine) -> None:
         self._connections = ThreadConnections(engine)
-        self._group: GroupCommit[EventToStore, bool] = GroupCommit(self._commit)
+        self._group: GroupCommit[EventToStore, bool] = GroupCommit(self._commit, on_stop=self._connections.release)
 
     def store(self, write: EventToStore) -> bool:
         """True once committed, False for a duplicate; StorageUnavailable when the database cannot be reached."""
@@ -59,6 +59,7 @@ class GroupedWrites:
         return self._group.waiting
 
     def close(self) -> None:
+        self._group.close()  # the writer hands its connection back as it stops
         self._connections.close()
 
     def _commit(self, writes: Sequence[EventToStore]) -> list[bool]:

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select, text
 
+from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.breaker import CircuitBreaker
+from entitlement_sync.errors import StorageUnavailable
 from entitlement_sync.events import parse_event
 from entitlement_sync.models import CustomerSyncState, EventStatus, utcnow
 from entitlement_sync.ports import StuckRule
@@ -220,3 +222,22 @@ def eventually(condition: Any, timeout: float = 30.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def test_on_postgresql_closing_the_container_hands_back_the_writers_connection(settings, broker, container):
+    if not on_postgresql(container):
+        pytest.skip("group commit is PostgreSQL's")
+
+    def connections_to_the_database() -> int:
+        with container.engine.connect() as connection:
+            sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            return int(connection.execute(text(sql)).scalar_one())
+
+    before = connections_to_the_database()
+    other = bootstrap(settings, broker=broker)
+    other.receiver.accept_event(parse_event(_body(a_summary("cus_1"))))
+    assert connections_to_the_database() == before + 1  # the writer's, kept between batches
+    other.close()
+    assert eventually(lambda: connections_to_the_database() == before)
+    with pytest.raises(StorageUnavailable):  # closed: nothing waits for a writer that is gone
+        other.receiver.accept_event(parse_event(_body(a_summary("cus_2"))))
