@@ -40,7 +40,7 @@ from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
 from .ports import Clock, EntitlementSource, FeedWakeups, Pacer, StuckRule, Telemetry, WaitRule
 from .prune import Pruner
-from .receive import Receiver
+from .receive import GroupedWrites, Receiver
 from .reconcile import Reconciler
 from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier
@@ -145,6 +145,7 @@ class Container:
     def close(self) -> None:
         self.feed.close()
         self.reader.close()
+        self.receiver.close()
         self.engine.dispose()
 
 
@@ -222,7 +223,7 @@ def bootstrap(
         breaker=CircuitBreaker(settings.broker_breaker_seconds, on_change=telemetry.breaker_changed),
         database_breaker=CircuitBreaker(settings.database_breaker_seconds),
         telemetry=telemetry,
-        autocommit_engine=engine if engine.dialect.name == "postgresql" else None,
+        grouped_writes=GroupedWrites(engine) if engine.dialect.name == "postgresql" else None,
     )
     reader = AccessReader(engine, settings.stale_after, clock)
     explainer = Explainer(new_session, reader, settings.policy_rules, clock)

@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, TextualSelect, create_engine, event, exc, text
+from sqlalchemy import Engine, TextualSelect, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -22,6 +22,7 @@ from .errors import StorageUnavailable
 from .statement_deadline import StatementDeadline
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 # Errors that mean "the database is not there right now", as opposed to a bug in our SQL.
 _UNAVAILABLE = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError)
@@ -139,6 +140,7 @@ class ThreadConnections:
     """PostgreSQL reads on a connection each reading thread keeps between reads, from a pool of their own (so
     they never take the connections the rest of the process needs): a read is then one round trip of a
     statement the driver prepared on that connection, with no checkout, no transaction and no SQLAlchemy.
+    (The receiver's group-commit writer keeps one the same way for its writes: `run`.)
 
     Each connection autocommits (every read is one statement, one snapshot), speaks UTC, keeps the engine's
     statement deadline, and is dropped after any error: the next read takes a fresh one.
@@ -168,6 +170,31 @@ class ThreadConnections:
             raise
         finally:
             self._deadline.disarm(dbapi_connection)
+
+    def run(self, work: Callable[[Any], T]) -> T:
+        """`work(cursor)` with the cursor of this thread's kept driver connection (psycopg, in autocommit: a
+        statement alone is its own transaction; `with cursor.connection.transaction():` makes one of several),
+        under the statement deadline. StorageUnavailable when the database cannot be reached; the connection
+        is dropped after any error."""
+        held = self._held()
+        dbapi_connection = held.connection.dbapi_connection
+        self._deadline.arm(dbapi_connection)
+        try:
+            return work(held.cursor)
+        except BaseException as error:
+            self._drop(held)
+            if isinstance(error, self._unavailable):
+                raise StorageUnavailable(str(error).splitlines()[0]) from error
+            raise
+        finally:
+            self._deadline.disarm(dbapi_connection)
+
+    def release(self) -> None:
+        """Hand back the connection this thread keeps (a thread that stops for good before the process)."""
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            self._local.held = None
+            held.returned()
 
     def kept(self) -> int:
         """How many connections reading threads keep now."""
@@ -229,14 +256,6 @@ def transaction(new_session: SessionFactory) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on error, and say so when the database is down."""
     with outages_reported(), new_session() as session, session.begin():
         yield session
-
-
-@contextmanager
-def autocommitted(engine: Engine) -> Iterator[Connection]:
-    """A connection on which each statement is its own transaction: no BEGIN, no COMMIT round trips. For a use
-    case whose whole unit of work is one statement (PostgreSQL's webhook receiver)."""
-    with outages_reported(), engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        yield connection
 
 
 def ping(engine: Engine) -> None:

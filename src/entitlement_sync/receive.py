@@ -11,12 +11,14 @@ from sqlalchemy import Engine
 
 from . import store
 from .breaker import CircuitBreaker
-from .db import SessionFactory, autocommitted, transaction
+from .db import SessionFactory, ThreadConnections, transaction
 from .errors import InvalidWebhook, QueueUnavailable, StorageUnavailable
 from .events import HANDLED_TYPES, InboundEvent, connect_reason, envelope_only, parse_event
+from .group_commit import GroupCommit
 from .logs import bound, get_logger
 from .models import EventStatus
 from .ports import Clock, JobQueue, NoTelemetry, Telemetry, WebhookVerifier
+from .store.inbox import EventToStore
 
 log = get_logger(__name__)
 
@@ -35,6 +37,35 @@ class Acceptance:
     queued: bool = False
 
 
+class GroupedWrites:
+    """PostgreSQL: the webhooks' writes of this process, committed together (group_commit.py) by one writer
+    thread on a connection it keeps (db.ThreadConnections): no checkout, statements the driver prepared, and
+    one commit for all the webhooks that arrived while the previous one was being written."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._connections = ThreadConnections(engine)
+        self._group: GroupCommit[EventToStore, bool] = GroupCommit(self._commit, on_stop=self._connections.release)
+
+    def store(self, write: EventToStore) -> bool:
+        """True once committed, False for a duplicate; StorageUnavailable when the database cannot be reached."""
+        return self._group.write(write)
+
+    @property
+    def transactions(self) -> int:
+        return self._group.transactions
+
+    @property
+    def waiting(self) -> int:
+        return self._group.waiting
+
+    def close(self) -> None:
+        self._group.close()  # the writer hands its connection back as it stops
+        self._connections.close()
+
+    def _commit(self, writes: Sequence[EventToStore]) -> list[bool]:
+        return self._connections.run(lambda cursor: store.inbox.store_events_together(cursor, writes))
+
+
 class Receiver:
     def __init__(
         self,
@@ -46,12 +77,12 @@ class Receiver:
         breaker: CircuitBreaker | None = None,
         database_breaker: CircuitBreaker | None = None,
         telemetry: Telemetry | None = None,
-        autocommit_engine: Engine | None = None,
+        grouped_writes: GroupedWrites | None = None,
     ) -> None:
         self._new_session = new_session
-        # PostgreSQL: the webhook's whole unit of work is one statement, sent on a connection in autocommit, so
-        # it is its own transaction (one round trip, no BEGIN or COMMIT). None: a session's transaction (SQLite).
-        self._autocommit_engine = autocommit_engine
+        # PostgreSQL: the webhook's whole unit of work is one statement, committed with those of the webhooks
+        # that arrived meanwhile (one alone is its own transaction). None: a session's transaction (SQLite).
+        self._grouped_writes = grouped_writes
         self._verifier = verifier
         self._queue = queue
         self._clock = clock
@@ -125,9 +156,8 @@ class Receiver:
     def _store(self, event: InboundEvent, status: EventStatus, reason: str | None) -> bool:
         """Store the event (and advance its customer's sequence, unless ignored) in one commit; False: a duplicate."""
         now, sequenced = self._clock(), reason is None
-        if self._autocommit_engine is not None:
-            with autocommitted(self._autocommit_engine) as connection:
-                return store.inbox.store_event_alone(connection, event, status, reason, now, sequenced=sequenced)
+        if self._grouped_writes is not None:
+            return self._grouped_writes.store(EventToStore(event, status, reason, now, sequenced))
         with transaction(self._new_session) as session:
             return store.inbox.store_event_if_new(session, event, status, reason, now, sequenced=sequenced)
 
@@ -151,6 +181,14 @@ class Receiver:
             return False
         self._breaker.succeeded()
         return True
+
+    @property
+    def grouped_writes(self) -> GroupedWrites | None:
+        return self._grouped_writes
+
+    def close(self) -> None:
+        if self._grouped_writes is not None:
+            self._grouped_writes.close()
 
     def enqueue_many(self, event_ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """Enqueue committed events; returns (queued, pending). The first broker failure leaves the rest pending

@@ -63,7 +63,7 @@ class SlowClient:
 
 
 def test_slow_clients_holding_connections_do_not_keep_webhooks_waiting(service):
-    # One process, the default 8 threads; bodies must arrive within 3 s (10 s by default).
+    # One process, the default 16 threads; bodies must arrive within 3 s (10 s by default).
     service.start_web(1, "--body-timeout", "3")
     body_head = b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     slow = [

@@ -185,3 +185,42 @@ def test_a_chunked_body_over_one_mebibyte_is_a_413_too(client, container):
     _, status, _ = run_wsgi_app(client.application, environ, buffered=True)
     assert status.startswith("413")
     assert count_events(container) == 0
+
+
+def test_the_plain_wsgi_route_answers_as_the_flask_view_would(container):
+    """create_app answers POST /webhooks/stripe in plain WSGI; the blueprint's view alone must say the same."""
+    from flask import Flask
+
+    from entitlement_sync.web.webhooks import webhooks
+
+    view_only = Flask("view_only")
+    view_only.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    view_only.extensions["entitlement_sync"] = container
+    view_only.register_blueprint(webhooks)
+    plain, flask_view = create_app(container).test_client(), view_only.test_client()
+    assert create_app(container).wsgi_app.__class__.__name__ == "WebhookRoute"
+
+    answers = []
+    for client in (plain, flask_view):
+        accepted, ignored = a_summary("cus_1"), a_summary("cus_3", livemode=True)
+        answers.append(
+            [
+                (response.status_code, response.json, response.headers.get("Content-Type"))
+                for response in (
+                    post_webhook(client, accepted),
+                    post_webhook(client, ignored),
+                    post_webhook(client, a_summary(), secret="whsec_wrong"),
+                    client.post("/webhooks/stripe", data=b"x" * (1024 * 1024 + 1)),
+                )
+            ]
+        )
+        assert answers[-1][0][1] == {"status": "accepted", "event": accepted["id"]}
+        assert answers[-1][1][1]["event"] == ignored["id"]
+    plain_answers, view_answers = answers
+    plain_answers[0][1]["event"] = plain_answers[1][1]["event"] = view_answers[0][1]["event"]  # different events
+    view_answers[1][1]["event"] = view_answers[0][1]["event"]
+    assert plain_answers[:3] == view_answers[:3]  # (the view alone has no JSON error pages: create_app adds them)
+    assert [answer[0] for answer in plain_answers] == [answer[0] for answer in view_answers] == [200, 200, 400, 413]
+    assert plain_answers[3][1] == {"error": "body over 1048576 bytes"}
+    assert plain_answers[1][1]["status"] == "ignored" and "live-mode" in plain_answers[1][1]["reason"]
+    assert plain.get("/webhooks/stripe").status_code == 405

@@ -45,7 +45,7 @@ def db_upgrade(revision: str) -> None:
     help="Internal port: the read API, /metrics, /readyz, /healthz. Never expose it.",
 )
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn worker processes")
-@click.option("--threads", default=8, show_default=True, type=int, help="threads per worker process")
+@click.option("--threads", default=16, show_default=True, type=int, help="threads per worker process")
 @click.option("--body-timeout", default=10.0, show_default=True, type=float, help="seconds to receive a body")
 def serve(host: str, port: int, internal_port: int, workers: int, threads: int, body_timeout: float) -> None:
     """Run the webhook receiver (public port) and the read API (internal port) under gunicorn."""
@@ -63,8 +63,8 @@ def serve(host: str, port: int, internal_port: int, workers: int, threads: int, 
 def gunicorn_arguments(
     host: str, port: int, internal_port: int, workers: int, threads: int, body_timeout: float = 10.0
 ) -> list[str]:
-    # Threaded workers: a client that sends slowly holds one thread, not a whole process (see
-    # docs/runbook.md for the measurements); the app bounds body reads (web/serving.py).
+    # Threaded workers: a client that sends slowly holds one thread, not a whole process; 2 × 16 measured best
+    # for webhooks on 2 cores (docs/runbook.md); the app bounds body reads (web/serving.py).
     return [
         *("--bind", f"{host}:{port}", "--bind", f"{host}:{internal_port}"),
         *("--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads)),

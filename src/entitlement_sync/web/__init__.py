@@ -22,7 +22,7 @@ from .access import access
 from .feed import feed
 from .health import health, readiness
 from .metrics import metrics
-from .webhooks import MAX_BODY_BYTES, webhooks
+from .webhooks import MAX_BODY_BYTES, WebhookRoute, webhooks
 
 Surface = Literal["public", "internal", "all"]
 log = get_logger(__name__)
@@ -43,6 +43,8 @@ def create_app(container: Container | None = None, surface: Surface = "all") -> 
     app.extensions["entitlement_sync"] = container
     for blueprint in SURFACES[surface]:
         app.register_blueprint(blueprint)
+    if webhooks in SURFACES[surface]:  # the busiest route, answered in plain WSGI (see web/webhooks.py)
+        app.wsgi_app = WebhookRoute(app.wsgi_app, container)  # type: ignore[method-assign]
 
     @app.errorhandler(StorageUnavailable)
     def database_down(error: StorageUnavailable) -> ResponseReturnValue:
