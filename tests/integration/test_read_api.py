@@ -6,17 +6,17 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import JSON, Boolean, create_engine, text
 
 from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.db import Read, ThreadConnections
 from entitlement_sync.errors import StorageUnavailable
-from entitlement_sync.models import utcnow
+from entitlement_sync.models import UTCDateTime, utcnow
 from entitlement_sync.web import create_app
 from tests.conftest import READ_TOKEN, TEST_DATABASE_URL
 
 AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
-on_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL only: SQLite reads check out per read")
+on_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL only: a backend to terminate")
 
 
 def synced(container, fake_stripe, customer, features):
@@ -142,17 +142,39 @@ def test_a_reading_thread_keeps_one_connection_and_a_dropped_one_fails_one_read_
     reads.close()
 
 
-@on_postgres
 def test_a_thread_that_ends_hands_its_connection_back(container):
     reads = ThreadConnections(container.engine)
-    thread = threading.Thread(target=reads.rows, args=(BACKEND, {}))
+    thread = threading.Thread(target=reads.rows, args=(ONE, {}))
     thread.start()
     thread.join()
     gc.collect()
     assert reads.kept() == 0
-    reads.rows(BACKEND, {})
+    reads.rows(ONE, {})
     assert reads.kept() == 1
     reads.close()
 
 
+def test_reads_of_their_own_connections_come_typed_as_sqlalchemy_types_them(container):
+    """SQLite hands back text and integers; a read types them as PostgreSQL's driver does."""
+    reads = ThreadConnections(container.engine)
+    typed = Read(
+        "SELECT :moment AS moment, :document AS document, :flag AS flag, :plain AS plain",
+        {"moment": UTCDateTime(), "document": JSON(), "flag": Boolean()},
+    )
+    moment = "2026-11-29 13:48:40.107087" if container.engine.dialect.name == "sqlite" else utcnow()
+    params = {"moment": moment, "document": '{"a": [1]}', "flag": True, "plain": 7}
+    if container.engine.dialect.name == "postgresql":
+        typed = Read(typed.sql.replace(":document", "CAST(:document AS json)"), typed.types)
+    [(when, document, flag, plain)] = reads.rows(typed, params)
+    assert when.tzinfo is not None and when.utcoffset() == timedelta(0)
+    assert (document, flag, plain) == ({"a": [1]}, True, 7)
+    reads.close()
+
+
+def test_an_in_memory_sqlite_database_is_read_through_the_engine_which_alone_has_it():
+    assert not ThreadConnections.suit(create_engine("sqlite://"))
+    assert ThreadConnections.suit(create_engine("sqlite:////tmp/some.db"))
+
+
 BACKEND = Read("SELECT pg_backend_pid()")
+ONE = Read("SELECT 1")
