@@ -108,12 +108,32 @@ class Read:
     @cached_property
     def driver_sql(self) -> str:
         """The same SQL in psycopg's parameter style."""
-        return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", self.sql)
+        return re.sub(_PARAMETER, r"%(\1)s", self.sql)
+
+    @cached_property
+    def numbered(self) -> tuple[bytes, tuple[str, ...]]:
+        """The same SQL with libpq's `$1, $2 …`, and the parameters' names in that order."""
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match[1] not in names:
+                names.append(match[1])
+            return f"${names.index(match[1]) + 1}"
+
+        return re.sub(_PARAMETER, number, self.sql).encode(), tuple(names)
+
+
+_PARAMETER = r"(?<![:\w]):(\w+)"
+_LIBPQ_SUCCEEDED = (1, 2)  # libpq's PGRES_COMMAND_OK, PGRES_TUPLES_OK (psycopg.pq.ExecStatus)
 
 
 class Reads(Protocol):
     def rows(self, read: Read, params: dict[str, Any]) -> list[Any]:
         """The rows of one read, as tuples; raises StorageUnavailable when the database cannot be reached."""
+
+    def flag(self, read: Read, params: dict[str, str]) -> bool | None:
+        """The first column of the first row as a boolean (None: no row), for a read of one boolean column
+        with text parameters; raises StorageUnavailable as `rows` does."""
 
 
 class EngineReads:
@@ -127,6 +147,10 @@ class EngineReads:
         with outages_reported(), self._engine.connect() as connection:
             return [tuple(row) for row in connection.execute(read.statement, params)]
 
+    def flag(self, read: Read, params: dict[str, str]) -> bool | None:
+        rows = self.rows(read, params)
+        return bool(rows[0][0]) if rows else None
+
 
 # A kept connection is handed back and a fresh one taken after this long, as the pool recycles its own.
 RECYCLE_SECONDS = 1800
@@ -138,6 +162,7 @@ class _Held:
     cursor: Any  # the driver's, used for every read of this thread
     recycle_at: float
     returned: weakref.finalize[[], _Held] = field(init=False)  # hands the connection back to the pool
+    prepared: dict[bytes, bytes] = field(default_factory=dict)  # PostgreSQL: libpq statement names, by SQL
 
 
 # Turns a column of SQLite's plain values into what PostgreSQL's driver returns (JSON, booleans, aware datetimes).
@@ -199,6 +224,34 @@ class ThreadConnections:
             if self._deadline is not None:
                 self._deadline.disarm(dbapi_connection)
 
+    def flag(self, read: Read, params: dict[str, str]) -> bool | None:
+        """PostgreSQL: a statement libpq prepared on the kept connection, its answer read as text (`t`/`f`),
+        none of the driver's execute machinery, which was a third of a lookup's time on a local server."""
+        if not self._postgres:
+            rows = self.rows(read, params)
+            return bool(rows[0][0]) if rows else None
+        held = self._held()
+        dbapi_connection: Any = held.connection.dbapi_connection
+        assert self._deadline is not None
+        self._deadline.arm(dbapi_connection)
+        try:
+            pgconn = dbapi_connection.pgconn
+            sql, names = read.numbered
+            name = held.prepared.get(sql)
+            if name is None:
+                name = f"entitlement_sync_{len(held.prepared)}".encode()
+                _succeeded(pgconn.prepare(name, sql), pgconn)
+                held.prepared[sql] = name
+            result = _succeeded(pgconn.exec_prepared(name, [params[key].encode() for key in names]), pgconn)
+            return None if result.ntuples == 0 else result.get_value(0, 0) == b"t"
+        except BaseException as error:
+            self._drop(held)
+            if isinstance(error, self._unavailable):
+                raise StorageUnavailable(str(error).splitlines()[0]) from error
+            raise
+        finally:
+            self._deadline.disarm(dbapi_connection)
+
     def kept(self) -> int:
         """How many connections reading threads keep now."""
         return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
@@ -255,6 +308,17 @@ class ThreadConnections:
         self._local.held = None
         held.connection.invalidate()
         held.returned()
+
+
+def _succeeded(result: Any, pgconn: Any) -> Any:
+    """libpq's result, or the driver's error for it: a lost connection as OperationalError (unavailable)."""
+    if result.status in _LIBPQ_SUCCEEDED:
+        return result
+    from psycopg import OperationalError, errors, pq
+
+    if pgconn.status != pq.ConnStatus.OK:
+        raise OperationalError(result.get_error_message() or "the connection to the server was lost")
+    raise errors.error_from_result(result)
 
 
 def _typed(row: tuple[Any, ...], typing: _Typing) -> tuple[Any, ...]:

@@ -5,11 +5,12 @@ import threading
 from dataclasses import replace
 from datetime import timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import JSON, Boolean, create_engine, text
 
 from entitlement_sync.bootstrap import bootstrap
-from entitlement_sync.db import Read, ThreadConnections
+from entitlement_sync.db import PoolOptions, Read, ThreadConnections, create_db_engine
 from entitlement_sync.errors import StorageUnavailable
 from entitlement_sync.models import UTCDateTime, utcnow
 from entitlement_sync.web import create_app
@@ -142,6 +143,37 @@ def test_a_reading_thread_keeps_one_connection_and_a_dropped_one_fails_one_read_
     reads.close()
 
 
+def test_a_flag_read_answers_true_false_or_none_without_a_row(container):
+    reads = ThreadConnections(container.engine)
+    assert reads.flag(SAME, {"a": "x", "b": "x"}) is True
+    assert reads.flag(SAME, {"a": "x", "b": "y"}) is False
+    assert reads.flag(Read("SELECT :a = :a AS same WHERE :a = 'never'"), {"a": "x"}) is None
+    reads.close()
+
+
+@on_postgres
+def test_a_flag_read_on_a_dropped_connection_fails_once_then_reads_again(container):
+    reads = ThreadConnections(container.engine)
+    assert reads.flag(SAME, {"a": "x", "b": "x"}) is True  # prepared on the kept connection
+    with container.engine.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": reads.rows(BACKEND, {})[0][0]})
+    with pytest.raises(StorageUnavailable):
+        reads.flag(SAME, {"a": "x", "b": "x"})
+    assert reads.flag(SAME, {"a": "x", "b": "y"}) is False  # prepared again on the fresh one
+    reads.close()
+
+
+@on_postgres
+def test_a_flag_read_past_the_statement_timeout_is_unavailable_and_a_wrong_one_is_a_bug(database_url):
+    reads = ThreadConnections(create_db_engine(database_url, PoolOptions(statement_timeout_seconds=0.2)))
+    with pytest.raises(StorageUnavailable):
+        reads.flag(Read("SELECT true FROM pg_sleep(CAST(:seconds AS float))"), {"seconds": "2"})
+    with pytest.raises(psycopg.errors.UndefinedColumn):
+        reads.flag(Read("SELECT no_such_column WHERE :a = :a"), {"a": "x"})
+    assert reads.flag(SAME, {"a": "x", "b": "x"}) is True
+    reads.close()
+
+
 def test_a_thread_that_ends_hands_its_connection_back(container):
     reads = ThreadConnections(container.engine)
     thread = threading.Thread(target=reads.rows, args=(ONE, {}))
@@ -178,3 +210,4 @@ def test_an_in_memory_sqlite_database_is_read_through_the_engine_which_alone_has
 
 BACKEND = Read("SELECT pg_backend_pid()")
 ONE = Read("SELECT 1")
+SAME = Read("SELECT :a = :b AS same")
