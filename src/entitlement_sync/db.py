@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
 from .errors import StorageUnavailable
+from .forks import reset_in_forked_child
 from .statement_deadline import StatementDeadline
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -195,7 +195,7 @@ class ThreadConnections:
         dbapi = self._engine.dialect.loaded_dbapi
         self._unavailable = (dbapi.OperationalError, dbapi.InterfaceError)
         self._local = threading.local()
-        self._pid = os.getpid()
+        reset_in_forked_child(self._forget_the_parents)
 
     @staticmethod
     def suit(engine: Engine) -> bool:
@@ -228,8 +228,7 @@ class ThreadConnections:
         """PostgreSQL: a statement libpq prepared on the kept connection, its answer read as text (`t`/`f`),
         none of the driver's execute machinery, which was a third of a lookup's time on a local server."""
         if not self._postgres:
-            rows = self.rows(read, params)
-            return bool(rows[0][0]) if rows else None
+            return self._sqlite_flag(read, params)
         held = self._held()
         dbapi_connection: Any = held.connection.dbapi_connection
         assert self._deadline is not None
@@ -252,6 +251,18 @@ class ThreadConnections:
         finally:
             self._deadline.disarm(dbapi_connection)
 
+    def _sqlite_flag(self, read: Read, params: dict[str, str]) -> bool | None:
+        held = self._held()
+        try:
+            # All of them: a statement read to its end is reset, and holds no snapshot between reads.
+            rows = held.cursor.execute(read.sql, params).fetchall()
+        except BaseException as error:
+            self._drop(held)
+            if isinstance(error, self._unavailable):
+                raise StorageUnavailable(str(error).splitlines()[0]) from error
+            raise
+        return bool(rows[0][0]) if rows else None
+
     def kept(self) -> int:
         """How many connections reading threads keep now."""
         return int(self._engine.pool.checkedout())  # type: ignore[attr-defined]
@@ -272,10 +283,12 @@ class ThreadConnections:
             self._typings[read.sql] = typing
         return typing
 
+    def _forget_the_parents(self) -> None:
+        """In a forked child: the parent's connections are the parent's (never closed from here)."""
+        self._engine.dispose(close=False)
+        self._local = threading.local()
+
     def _held(self) -> _Held:
-        if self._pid != os.getpid():  # forked: the parent's connections are the parent's
-            self._engine.dispose(close=False)
-            self._local, self._pid = threading.local(), os.getpid()
         held: _Held | None = getattr(self._local, "held", None)
         if held is not None and time.monotonic() < held.recycle_at:
             return held

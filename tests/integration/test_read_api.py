@@ -1,6 +1,7 @@
 """The read API for internal services (HTTP with bearer tokens) and the Python API."""
 
 import gc
+import os
 import threading
 from dataclasses import replace
 from datetime import timedelta
@@ -171,6 +172,26 @@ def test_a_flag_read_past_the_statement_timeout_is_unavailable_and_a_wrong_one_i
     with pytest.raises(psycopg.errors.UndefinedColumn):
         reads.flag(Read("SELECT no_such_column WHERE :a = :a"), {"a": "x"})
     assert reads.flag(SAME, {"a": "x", "b": "x"}) is True
+    reads.close()
+
+
+@on_postgres
+def test_a_forked_child_reads_on_a_connection_of_its_own_and_leaves_the_parents_alone(container):
+    """gunicorn and Dramatiq fork after import: a child must never talk on its parent's socket."""
+    reads = ThreadConnections(container.engine)
+    parents = reads.rows(BACKEND, {})[0][0]
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.write(write_end, str(reads.rows(BACKEND, {})[0][0]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    childs = int(os.read(read_end, 64) or b"0")
+    os.waitpid(child, 0)
+    assert childs not in (0, parents)
+    assert reads.rows(BACKEND, {})[0][0] == parents
     reads.close()
 
 
