@@ -74,8 +74,8 @@ class AccessReader:
         # (SQLite has no round trips to save, and switching its isolation level per checkout costs more.)
         is_postgres = engine.dialect.name == "postgresql"
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT") if is_postgres else engine
-        # Effective access, the hot path: on PostgreSQL a connection kept per reading thread (db.ThreadConnections).
-        self._reads: Reads = ThreadConnections(engine) if is_postgres else EngineReads(engine)
+        # Effective access, the hot path: a connection kept per reading thread (db.ThreadConnections).
+        self._reads: Reads = ThreadConnections(engine) if ThreadConnections.suit(engine) else EngineReads(engine)
         self._stale_after = stale_after
         self._clock = clock
 

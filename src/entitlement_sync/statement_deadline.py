@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
+from .forks import reset_in_forked_child
 from .logs import get_logger
 
 log = get_logger(__name__)
@@ -29,8 +30,14 @@ class StatementDeadline:
         self._seconds = seconds
         self._armed: dict[int, tuple[float, Any]] = {}  # id(DBAPI connection): (deadline, DBAPI connection)
         self._changed = threading.Condition()
-        self._pid: int | None = None  # the process whose watcher runs: a forked child starts its own
+        self._watching = False  # this process's watcher runs (a forked child starts its own)
         self._wakes_at = 0.0  # when the watcher looks next (monotonic); 0: it is looking now
+        reset_in_forked_child(self._forget_the_parents)
+
+    def _forget_the_parents(self) -> None:
+        # The parent's watcher did not come along, its calls are not ours, and its lock may have been held by
+        # another of its threads at the fork.
+        self._armed, self._changed, self._watching, self._wakes_at = {}, threading.Condition(), False, 0.0
 
     def attach(self, engine: Engine) -> None:
         event.listen(engine, "before_cursor_execute", self._on_cursor)
@@ -44,8 +51,8 @@ class StatementDeadline:
         deadline = time.monotonic() + self._seconds
         with self._changed:
             self._armed[id(dbapi_connection)] = (deadline, dbapi_connection)
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
+            if not self._watching:
+                self._watching = True
                 self._wakes_at = 0.0
                 threading.Thread(target=self._watch, name="statement-deadline", daemon=True).start()
             # Wake the watcher only when it would look too late: every deadline is now + the same seconds, so

@@ -1,22 +1,24 @@
 """The read API for internal services (HTTP with bearer tokens) and the Python API."""
 
 import gc
+import os
 import threading
 from dataclasses import replace
 from datetime import timedelta
 
+import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import JSON, Boolean, create_engine, text
 
 from entitlement_sync.bootstrap import bootstrap
-from entitlement_sync.db import Read, ThreadConnections
+from entitlement_sync.db import PoolOptions, Read, ThreadConnections, create_db_engine
 from entitlement_sync.errors import StorageUnavailable
-from entitlement_sync.models import utcnow
+from entitlement_sync.models import UTCDateTime, utcnow
 from entitlement_sync.web import create_app
 from tests.conftest import READ_TOKEN, TEST_DATABASE_URL
 
 AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
-on_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL only: SQLite reads check out per read")
+on_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL only: a backend to terminate")
 
 
 def synced(container, fake_stripe, customer, features):
@@ -142,17 +144,91 @@ def test_a_reading_thread_keeps_one_connection_and_a_dropped_one_fails_one_read_
     reads.close()
 
 
+def test_a_flag_read_answers_true_false_or_none_without_a_row(container):
+    reads = ThreadConnections(container.engine)
+    assert reads.flag(SAME, {"a": "x", "b": "x"}) is True
+    assert reads.flag(SAME, {"a": "x", "b": "y"}) is False
+    assert reads.flag(Read("SELECT :a = :a AS same WHERE :a = 'never'"), {"a": "x"}) is None
+    reads.close()
+
+
 @on_postgres
+def test_a_flag_read_on_a_dropped_connection_fails_once_then_reads_again(container):
+    reads = ThreadConnections(container.engine)
+    assert reads.flag(SAME, {"a": "x", "b": "x"}) is True  # prepared on the kept connection
+    with container.engine.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": reads.rows(BACKEND, {})[0][0]})
+    with pytest.raises(StorageUnavailable):
+        reads.flag(SAME, {"a": "x", "b": "x"})
+    assert reads.flag(SAME, {"a": "x", "b": "y"}) is False  # prepared again on the fresh one
+    reads.close()
+
+
+@on_postgres
+def test_a_flag_read_past_the_statement_timeout_is_unavailable_and_a_wrong_one_is_a_bug(database_url):
+    reads = ThreadConnections(create_db_engine(database_url, PoolOptions(statement_timeout_seconds=0.2)))
+    with pytest.raises(StorageUnavailable):
+        reads.flag(Read("SELECT true FROM pg_sleep(CAST(:seconds AS float))"), {"seconds": "2"})
+    with pytest.raises(psycopg.errors.UndefinedColumn):
+        reads.flag(Read("SELECT no_such_column WHERE :a = :a"), {"a": "x"})
+    assert reads.flag(SAME, {"a": "x", "b": "x"}) is True
+    reads.close()
+
+
+@on_postgres
+def test_a_forked_child_reads_on_a_connection_of_its_own_and_leaves_the_parents_alone(container):
+    """gunicorn and Dramatiq fork after import: a child must never talk on its parent's socket."""
+    reads = ThreadConnections(container.engine)
+    parents = reads.rows(BACKEND, {})[0][0]
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.write(write_end, str(reads.rows(BACKEND, {})[0][0]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    childs = int(os.read(read_end, 64) or b"0")
+    os.waitpid(child, 0)
+    assert childs not in (0, parents)
+    assert reads.rows(BACKEND, {})[0][0] == parents
+    reads.close()
+
+
 def test_a_thread_that_ends_hands_its_connection_back(container):
     reads = ThreadConnections(container.engine)
-    thread = threading.Thread(target=reads.rows, args=(BACKEND, {}))
+    thread = threading.Thread(target=reads.rows, args=(ONE, {}))
     thread.start()
     thread.join()
     gc.collect()
     assert reads.kept() == 0
-    reads.rows(BACKEND, {})
+    reads.rows(ONE, {})
     assert reads.kept() == 1
     reads.close()
 
 
+def test_reads_of_their_own_connections_come_typed_as_sqlalchemy_types_them(container):
+    """SQLite hands back text and integers; a read types them as PostgreSQL's driver does."""
+    reads = ThreadConnections(container.engine)
+    typed = Read(
+        "SELECT :moment AS moment, :document AS document, :flag AS flag, :plain AS plain",
+        {"moment": UTCDateTime(), "document": JSON(), "flag": Boolean()},
+    )
+    moment = "2026-11-29 13:48:40.107087" if container.engine.dialect.name == "sqlite" else utcnow()
+    params = {"moment": moment, "document": '{"a": [1]}', "flag": True, "plain": 7}
+    if container.engine.dialect.name == "postgresql":
+        typed = Read(typed.sql.replace(":document", "CAST(:document AS json)"), typed.types)
+    [(when, document, flag, plain)] = reads.rows(typed, params)
+    assert when.tzinfo is not None and when.utcoffset() == timedelta(0)
+    assert (document, flag, plain) == ({"a": [1]}, True, 7)
+    reads.close()
+
+
+def test_an_in_memory_sqlite_database_is_read_through_the_engine_which_alone_has_it():
+    assert not ThreadConnections.suit(create_engine("sqlite://"))
+    assert ThreadConnections.suit(create_engine("sqlite:////tmp/some.db"))
+
+
 BACKEND = Read("SELECT pg_backend_pid()")
+ONE = Read("SELECT 1")
+SAME = Read("SELECT :a = :b AS same")

@@ -34,7 +34,7 @@ def read_through_deadline(seconds, send):
         seen["body"] = environ["wsgi.input"].read(100)
         return []
 
-    environ = {"gunicorn.socket": server, "wsgi.input": LoopingReader(server)}
+    environ = {"gunicorn.socket": server, "wsgi.input": LoopingReader(server), "CONTENT_LENGTH": "100"}
     try:
         BodyDeadline(app, seconds, Watchdog())(environ, lambda *args: None)
     finally:
@@ -60,3 +60,23 @@ def test_a_body_trickled_past_the_deadline_is_cut_off():
 
 def test_a_body_sent_in_time_is_read_whole():
     assert read_through_deadline(5, lambda client: client.sendall(b"y" * 100)) == b"y" * 100
+
+
+def test_a_request_without_a_body_is_not_watched():
+    server, client = socket.socketpair()
+    reader = LoopingReader(server)
+    seen = {}
+
+    def app(environ, start_response):
+        seen["input"] = environ["wsgi.input"]
+        return []
+
+    for framing in ({}, {"CONTENT_LENGTH": "0"}):
+        BodyDeadline(app, 5, Watchdog())({"gunicorn.socket": server, "wsgi.input": reader, **framing}, None)
+        assert seen["input"] is reader
+    BodyDeadline(app, 5, Watchdog())(
+        {"gunicorn.socket": server, "wsgi.input": reader, "HTTP_TRANSFER_ENCODING": "chunked"}, None
+    )
+    assert seen["input"] is not reader
+    client.close()
+    server.close()

@@ -50,8 +50,10 @@ def test_the_internal_surface_serves_reads_metrics_and_probes_but_no_webhooks(co
 class _Socket:
     def __init__(self, port):
         self.port = port
+        self.asked = 0
 
     def getsockname(self):
+        self.asked += 1
         return ("127.0.0.1", self.port)
 
 
@@ -71,6 +73,18 @@ def test_requests_are_routed_by_the_port_they_arrived_on_never_by_the_host_heade
     assert status(8001, "internal").startswith("200")
     assert status(8000, "evil").startswith("404")  # Host says 8001; the connection came in on 8000
     assert status(None, "evil").startswith("404")  # a server that does not say: the public app
+
+
+def test_a_kept_alive_connection_has_its_port_asked_once(container):
+    public, internal = create_app(container, "public"), create_app(container, "internal")
+    dispatcher = PortDispatcher({8001: internal}, default=public)
+    connection, answers = _Socket(8001), []
+    for _ in range(3):
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "SERVER_NAME": "x", "SERVER_PORT": "8001"}
+        environ |= {"wsgi.url_scheme": "http", "wsgi.input": None, "gunicorn.socket": connection}
+        dispatcher(environ, lambda code, headers, exc_info=None: answers.append(code))
+    assert [code[:3] for code in answers] == ["200"] * 3
+    assert connection.asked == 1
 
 
 def test_serve_binds_both_ports_with_threaded_workers_and_refuses_one_port_for_both():

@@ -158,8 +158,7 @@ DECISIONS = Read(
 
 def is_granted(reads: Reads, customer_id: str, lookup_key: str) -> bool:
     """The hot path: one primary-key lookup."""
-    rows = reads.rows(GRANTED, {"customer": customer_id, "key": lookup_key})
-    return bool(rows and rows[0][0])
+    return bool(reads.flag(GRANTED, {"customer": customer_id, "key": lookup_key}))
 
 
 def decision_with_state(reads: Reads, customer_id: str, lookup_key: str) -> tuple[Any, datetime | None, bool]:

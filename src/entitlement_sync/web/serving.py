@@ -6,8 +6,9 @@ a deadline on reading request bodies so that a slow client cannot hold a thread 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..bootstrap import bootstrap
 from ..logs import configure_logging
@@ -44,15 +45,24 @@ class PortDispatcher:
     def __init__(self, apps: dict[int, WSGIApplication], default: WSGIApplication) -> None:
         self._apps = apps
         self._default = default
+        # A kept-alive connection brings many requests: its port is asked of the kernel once, not per request.
+        self._ports: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        return self._apps.get(_local_port(environ), self._default)(environ, start_response)
+        return self._apps.get(self._local_port(environ.get("gunicorn.socket")), self._default)(environ, start_response)
+
+    def _local_port(self, connection: Any) -> int:
+        """The port this connection was accepted on; 0 (no app's) when the server does not say."""
+        if connection is None:
+            return 0
+        port = self._ports.get(connection)
+        if port is None:
+            port = self._ports[connection] = _asked_port(connection)
+        return port
 
 
-def _local_port(environ: WSGIEnvironment) -> int:
-    """The port this connection was accepted on; 0 (no app's) when the server does not say."""
-    connection = environ.get("gunicorn.socket")
+def _asked_port(connection: Any) -> int:
     try:
-        return int(connection.getsockname()[1]) if connection is not None else 0
+        return int(connection.getsockname()[1])
     except (OSError, IndexError, TypeError, ValueError):
         return 0

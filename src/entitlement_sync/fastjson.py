@@ -1,0 +1,15 @@
+"""The one home of orjson: JSON for the hot paths, several times faster than the standard library's.
+
+Compact, keys sorted (as Flask's `jsonify`, so a body reads the same), aware datetimes as ISO 8601 with their
+offset (`2026-11-29T13:48:40.107087+00:00`, what `datetime.isoformat()` gives).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def dumps(document: Any) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
