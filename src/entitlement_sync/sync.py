@@ -183,16 +183,16 @@ class Syncer:
         customer_id = store.inbox.customer_of(session, event_id)
         if customer_id is not None:  # the customer's lock first, as every writer of their rows takes it
             store.effective.lock_customer(session, customer_id)
-        claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
+        claimed = store.inbox.claim_with_held(session, event_id, self._clock())
         if claimed is None:
             return Outcome(event_id, None)
-        event, attempt_id = claimed
+        event, attempt_id, held = claimed
         reason = _reason_to_skip(event, event.type in HANDLED_TYPES)
         if reason or customer_id is None:
             return self._finish_in(session, event, attempt_id, EventStatus.IGNORED, reason)
         if event.type in SUBSCRIPTION_TYPES:
-            self._mirror_subscription(session, event)
-        result = self._without_fetch(session, event, store.access.held_state(session, customer_id))
+            self._mirror_subscription(session, event)  # writes no sync state: `held` stays true
+        result = self._without_fetch(session, event, held)
         if result is not None:
             return replace(self._finish_in(session, event, attempt_id, EventStatus.PROCESSED, None), sync=result)
         return event, attempt_id, store.access.advance_customer_seq(session, customer_id)

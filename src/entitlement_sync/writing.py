@@ -71,10 +71,11 @@ class Writer:
         """Make the rows `entitlements`, a state dated `window` that the caller proved newer than `held`."""
         now = self._clock()
         after = after_applying(held, window, state_seq=0, ticket=ticket)
-        state_seq = store.access.record_write(session, customer_id, after, now)
-        diff = store.access.replace_entitlements(session, customer_id, entitlements, cause, now)
         if after.applied_seq > held.applied_seq:  # a fetch's ticket moved on: events it covers need no retry
-            store.inbox.supersede_synced(session, now, customer_id)
+            state_seq = store.inbox.record_fetch_write(session, customer_id, after, now)
+        else:
+            state_seq = store.access.record_write(session, customer_id, after, now)
+        diff = store.access.replace_entitlements(session, customer_id, entitlements, cause, now)
         self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:

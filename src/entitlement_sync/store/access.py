@@ -3,6 +3,7 @@ it (`customer_sync_state`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,10 +46,12 @@ def held_state(session: Session, customer_id: str) -> Held:
     """What the customer's rows hold, by sequence and by Stripe's clock. Callers hold the customer's lock: only
     writers of the rows change what this reads, and they all take it."""
     row = session.connection().execute(_HELD, {"customer": customer_id}).first()
-    if row is None:
-        return NOTHING_HELD
-    synced_at, applied, state_seq, as_of_from, as_of_until = row
-    return Held(synced_at is not None, int(applied or 0), int(state_seq or 0), Window(as_of_from, as_of_until))
+    return NOTHING_HELD if row is None else held_from(*row)
+
+
+def held_from(synced_at: Any, applied: int | None, state_seq: int | None, start: int | None, end: int | None) -> Held:
+    """The held state from `customer_sync_state`'s columns (all None: no row, nothing held)."""
+    return Held(synced_at is not None, int(applied or 0), int(state_seq or 0), Window(start, end))
 
 
 _HELD = select(
@@ -145,13 +148,14 @@ def replace_entitlements(
     connection = session.connection()
     current = {row.feature_id: row for row in connection.execute(_ROWS, {"customer": customer_id})}
     diff = diff_entitlements(list(current.values()), fetched)
+    _move_kept_rows(connection, customer_id, current, fetched)
+    if not diff.changed:
+        return diff
+    if dialect_of(session) == "postgresql":
+        _write_diff_in_one_statement(connection, customer_id, diff, event_id, now)
+        return diff
     for row in diff.revoked:
         connection.execute(_DELETE_ROW, {"customer": customer_id, "feature": row.feature_id})
-    for item in fetched:  # a kept feature whose key or entitlement id moved on (key reuse after archiving)
-        held = current.get(item.feature_id)
-        if held is not None and (held.lookup_key, held.entitlement_id) != (item.lookup_key, item.id):
-            moved = {"customer": customer_id, "feature": item.feature_id, "key": item.lookup_key, "ent": item.id}
-            connection.execute(_MOVE_ROW, moved)
     if diff.granted:
         rows = [
             {
@@ -181,6 +185,44 @@ def replace_entitlements(
         connection.execute(insert(AccessChange), changes)
     return diff
 
+
+def _move_kept_rows(
+    connection: Connection, customer_id: str, current: dict[str, Any], fetched: Sequence[ActiveEntitlement]
+) -> None:
+    for item in fetched:  # a kept feature whose key or entitlement id moved on (key reuse after archiving)
+        held = current.get(item.feature_id)
+        if held is not None and (held.lookup_key, held.entitlement_id) != (item.lookup_key, item.id):
+            moved = {"customer": customer_id, "feature": item.feature_id, "key": item.lookup_key, "ent": item.id}
+            connection.execute(_MOVE_ROW, moved)
+
+
+def _write_diff_in_one_statement(
+    connection: Connection, customer_id: str, diff: AccessDiff, event_id: str | None, now: datetime
+) -> None:
+    """PostgreSQL: the revokes, the grants and their history in one statement."""
+    granted = [{"feature": item.feature_id, "key": item.lookup_key, "ent": item.id} for item in diff.granted]
+    history = [{"feature": item.feature_id, "key": item.lookup_key, "change": "granted"} for item in diff.granted]
+    history += [{"feature": row.feature_id, "key": row.lookup_key, "change": "revoked"} for row in diff.revoked]
+    values = {
+        "customer": customer_id,
+        "revoked": [row.feature_id for row in diff.revoked],
+        "granted": json.dumps(granted),
+        "history": json.dumps(history),
+        "now": now,
+        "event": event_id,
+    }
+    connection.exec_driver_sql(_WRITE_DIFF, values)
+
+
+_WRITE_DIFF = (
+    "WITH revoked AS (DELETE FROM entitlements WHERE customer_id = %(customer)s AND feature_id = ANY(%(revoked)s)),"
+    " granted AS (INSERT INTO entitlements (customer_id, feature_id, lookup_key, entitlement_id, granted_at)"
+    " SELECT %(customer)s, g.feature, g.key, g.ent, %(now)s FROM json_to_recordset(%(granted)s::json)"
+    " AS g(feature text, key text, ent text))"
+    " INSERT INTO access_changes (customer_id, feature_id, lookup_key, change, changed_at, event_id)"
+    " SELECT %(customer)s, h.feature, h.key, h.change, %(now)s, %(event)s FROM json_to_recordset(%(history)s::json)"
+    " AS h(feature text, key text, change text)"
+)
 
 _ROWS = select(Entitlement.feature_id, Entitlement.lookup_key, Entitlement.entitlement_id).where(
     Entitlement.customer_id == bindparam("customer")

@@ -18,6 +18,7 @@ record changes, and a path added later cannot forget to publish what it records.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from .. import policy
 from ..models import AccessFeedEntry, AccessFeedState, EffectiveAccess, EffectiveAccessChange
-from ._sql import rows_changed, upsert
+from ._sql import flushed_connection, rows_changed, upsert
 
 CHANNEL = "access_feed"  # LISTEN/NOTIFY channel on PostgreSQL; the payload is the last cursor committed
 PUBLISHED = ("granted", "revoked")  # `updated` (same access, new reason) is history, not news for a copy
@@ -64,6 +65,8 @@ def publish(session: Session, changes: Sequence[EffectiveAccessChange]) -> int:
         return 0
     # An upsert: the row exists from the migration on, but a test (or a restore) that empties the tables
     # must not stop the feed. Either way the statement locks the row until COMMIT.
+    if session.get_bind().dialect.name == "postgresql":
+        return _publish_in_one_statement(session, kept)
     statement = (
         upsert(session, AccessFeedState)
         .values(id=_STATE_ID, last_cursor=len(kept), pruned_through=0)
@@ -76,6 +79,28 @@ def publish(session: Session, changes: Sequence[EffectiveAccessChange]) -> int:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(CHANNEL, str(last))))  # delivered at COMMIT, dropped on rollback
     return last
+
+
+# PostgreSQL: numbering, entries and the notification in one statement (one round trip at the commit's tail).
+_PUBLISH = (
+    "WITH numbered AS (INSERT INTO access_feed_state (id, last_cursor, pruned_through) VALUES (%(id)s, %(n)s, 0)"
+    " ON CONFLICT (id) DO UPDATE SET last_cursor = access_feed_state.last_cursor + %(n)s RETURNING last_cursor),"
+    " entries AS (INSERT INTO access_feed (cursor, change_id, customer_id, lookup_key, change, features, cause,"
+    " changed_at) SELECT numbered.last_cursor - %(n)s + e.place, e.change_id, e.customer_id, e.lookup_key, e.change,"
+    " e.features, e.cause, e.changed_at FROM numbered, json_to_recordset(%(entries)s::json) AS e(place bigint,"
+    " change_id integer, customer_id text, lookup_key text, change text, features json, cause text,"
+    " changed_at timestamptz))"
+    " SELECT last_cursor, pg_notify(%(channel)s, last_cursor::text) FROM numbered"
+)
+
+
+def _publish_in_one_statement(session: Session, kept: Sequence[EffectiveAccessChange]) -> int:
+    entries = [
+        {**_entry(place, change), "place": place, "changed_at": change.changed_at.isoformat()}
+        for place, change in enumerate(kept, start=1)
+    ]
+    values = {"id": _STATE_ID, "n": len(kept), "entries": json.dumps(entries), "channel": CHANNEL}
+    return int(flushed_connection(session).exec_driver_sql(_PUBLISH, values).scalar_one())
 
 
 def _entry(cursor: int, change: EffectiveAccessChange) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from ..events import InboundEvent
 from ..models import CLAIMABLE, UNFINISHED, CustomerSyncState, EventAttempt, EventStatus, StripeEvent
+from ..ordering import NOTHING_HELD, Held
 from ..ports import StuckRule
-from ._sql import rows_changed
-from .access import advance_customer_seq
+from ._sql import dialect_of, flushed_connection, rows_changed
+from .access import advance_customer_seq, held_from, held_state, record_write
 
 
 def store_event_if_new(
@@ -158,6 +159,9 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
     A later claim (the sweep's, after a worker died) takes ownership over an earlier one: the earlier attempt
     may still run to its end, but its finish no longer changes the event.
     """
+    if dialect_of(session) == "postgresql":
+        claimed = _claim_in_one_statement(session, event_id, now)
+        return claimed[:2] if claimed is not None else None
     claim = (
         update(StripeEvent)
         .where(StripeEvent.id == event_id, StripeEvent.status.in_(CLAIMABLE))
@@ -172,6 +176,50 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
     attempt_id = int(session.execute(opened).scalar_one())
     rows_changed(session, update(StripeEvent).where(StripeEvent.id == event_id).values(claimed_by=attempt_id))
     return event, attempt_id
+
+
+def claim_with_held(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int, Held] | None:
+    """`claim_for_processing`, and what the event's customer's rows hold (`access.held_state`). Call it with the
+    customer's lock held: only holders of that lock change what it reads. One statement on PostgreSQL."""
+    if dialect_of(session) == "postgresql":
+        return _claim_in_one_statement(session, event_id, now)
+    claimed = claim_for_processing(session, event_id, now)
+    if claimed is None:
+        return None
+    event, attempt_id = claimed
+    return event, attempt_id, held_state(session, event.customer_id) if event.customer_id else NOTHING_HELD
+
+
+# PostgreSQL's worker path, written out: the claim and its attempt in one statement. The attempt's id is drawn
+# from its sequence first, so the event can name its owner in the same UPDATE that claims it (the foreign key
+# of the attempt's row is checked at the statement's end, when both rows exist).
+_EVENT_COLUMNS = tuple(column.name for column in cast(Table, StripeEvent.__table__).columns)
+_CLAIM = (
+    "WITH claimed AS ("
+    " UPDATE stripe_events SET status = %(processing)s, attempts = attempts + 1, status_changed_at = %(now)s,"
+    " claimed_by = nextval(pg_get_serial_sequence('event_attempts', 'id'))"
+    " WHERE id = %(event)s AND status = ANY(%(claimable)s)"
+    f" RETURNING {', '.join(_EVENT_COLUMNS)}),"
+    " opened AS (INSERT INTO event_attempts (id, event_id, started_at) SELECT claimed_by, id, %(now)s FROM claimed)"
+    f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
+    " held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until"
+    " FROM claimed LEFT JOIN customer_sync_state held ON held.customer_id = claimed.customer_id"
+)
+_CLAIMABLE = [str(status) for status in CLAIMABLE]
+
+
+def _claim_in_one_statement(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int, Held] | None:
+    values = {"event": event_id, "now": now, "processing": str(EventStatus.PROCESSING), "claimable": _CLAIMABLE}
+    row = flushed_connection(session).exec_driver_sql(_CLAIM, values).first()
+    if row is None:
+        return None
+    fields = dict(zip(_EVENT_COLUMNS, row[: len(_EVENT_COLUMNS)], strict=True))
+    held = held_from(*row[len(_EVENT_COLUMNS) :])
+    for name, value in fields.items():  # the driver's datetimes come in the connection's zone; ours are UTC
+        if isinstance(value, datetime):
+            fields[name] = value.astimezone(UTC)
+    # A detached copy of the row: the worker reads it and never writes it back through the session.
+    return StripeEvent(**fields), int(fields["claimed_by"]), held
 
 
 @dataclass(frozen=True)
@@ -204,16 +252,48 @@ def finish_attempt(
     values["retry_at"] = unavailable.retry_at if unavailable and status == EventStatus.WAITING else None
     if status in (EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED):
         values.update(unavailable_since=None, waits=0)
+    overtaken = f"ended {status}; a later attempt owns the event" + (f": {error}" if error else "")
+    if dialect_of(session) == "postgresql":
+        return _finish_in_one_statement(session, event_id, attempt_id, values, status.value, error, overtaken, now)
     owned = rows_changed(
         session,
         update(StripeEvent).where(StripeEvent.id == event_id, StripeEvent.claimed_by == attempt_id).values(**values),
     )
-    outcome, note = (status.value, error) if owned else ("overtaken", f"ended {status}; a later attempt owns the event")
-    if not owned and error:
-        note = f"{note}: {error}"
+    outcome, note = (status.value, error) if owned else ("overtaken", overtaken)
     closed = {"attempt": attempt_id, "now": now, "outcome": outcome, "note": note}
     session.connection().execute(_CLOSE_ATTEMPT, closed)
     return owned == 1
+
+
+def _finish_in_one_statement(
+    session: Session,
+    event_id: str,
+    attempt_id: int,
+    values: dict[str, Any],
+    outcome: str,
+    error: str | None,
+    overtaken: str,
+    now: datetime,
+) -> bool:
+    """PostgreSQL: the event's outcome (if the attempt still owns it) and the attempt's close in one statement."""
+    params = {f"set_{name}": str(value) if isinstance(value, EventStatus) else value for name, value in values.items()}
+    params.update(event=event_id, attempt=attempt_id, now=now, outcome=outcome, error=error, overtaken=overtaken)
+    row = flushed_connection(session).exec_driver_sql(_finish_statement(tuple(values)), params).first()
+    return bool(row and row[0])
+
+
+@cache
+def _finish_statement(columns: tuple[str, ...]) -> str:
+    assignments = ", ".join(f"{name} = %(set_{name})s" for name in columns)
+    return (
+        f"WITH finished AS (UPDATE stripe_events SET {assignments}"
+        " WHERE id = %(event)s AND claimed_by = %(attempt)s RETURNING 1),"
+        " closed AS (UPDATE event_attempts SET finished_at = %(now)s,"
+        " outcome = CASE WHEN EXISTS (SELECT FROM finished) THEN %(outcome)s ELSE 'overtaken' END,"
+        " error = CASE WHEN EXISTS (SELECT FROM finished) THEN %(error)s ELSE %(overtaken)s END"
+        " WHERE id = %(attempt)s)"
+        " SELECT EXISTS (SELECT FROM finished)"
+    )
 
 
 _CLOSE_ATTEMPT = (
@@ -245,6 +325,39 @@ def supersede_synced(session: Session, now: datetime, customer_id: str | None = 
         statement = statement.where(StripeEvent.customer_id == customer_id)
     values = {"status": EventStatus.SUPERSEDED, "status_changed_at": now, "retry_at": None}
     return rows_changed(session, statement.values(**values).execution_options(synchronize_session=False))
+
+
+def record_fetch_write(session: Session, customer_id: str, after: Held, now: datetime) -> int:
+    """`access.record_write` for a write that moved `applied_seq` on (a fetch's), and `supersede_synced` for the
+    customer: the events that fetch covers need no retry. One statement on PostgreSQL; returns the `state_seq`."""
+    if dialect_of(session) != "postgresql":
+        state_seq = record_write(session, customer_id, after, now)
+        supersede_synced(session, now, customer_id)
+        return state_seq
+    values = {
+        "customer": customer_id,
+        "applied": after.applied_seq,
+        "from_": after.window.start,
+        "until": after.window.end,
+        "now": now,
+        "superseded": str(EventStatus.SUPERSEDED),
+        "covered": [str(EventStatus.FAILED), str(EventStatus.WAITING)],
+    }
+    return int(flushed_connection(session).exec_driver_sql(_RECORD_AND_SUPERSEDE, values).scalar_one())
+
+
+_RECORD_AND_SUPERSEDE = (
+    "WITH written AS ("
+    " INSERT INTO customer_sync_state (customer_id, seq, state_seq, applied_seq, as_of_from, as_of_until, synced_at)"
+    " VALUES (%(customer)s, 1, 1, %(applied)s, %(from_)s, %(until)s, %(now)s)"
+    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1,"
+    " state_seq = customer_sync_state.seq + 1, applied_seq = EXCLUDED.applied_seq, as_of_from = EXCLUDED.as_of_from,"
+    " as_of_until = EXCLUDED.as_of_until, synced_at = EXCLUDED.synced_at"
+    " RETURNING state_seq),"
+    " superseded AS (UPDATE stripe_events SET status = %(superseded)s, status_changed_at = %(now)s, retry_at = NULL"
+    " WHERE customer_id = %(customer)s AND status = ANY(%(covered)s) AND customer_seq < %(applied)s)"
+    " SELECT state_seq FROM written"
+)
 
 
 def is_stuck(now: datetime, rule: StuckRule) -> ColumnElement[bool]:
