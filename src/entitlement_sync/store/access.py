@@ -49,6 +49,37 @@ def held_state(session: Session, customer_id: str) -> Held:
     return NOTHING_HELD if row is None else held_from(*row)
 
 
+def held_state_and_rows(session: Session, customer_id: str) -> tuple[Held, list[HeldRow] | None]:
+    """`held_state`, and on PostgreSQL the customer's rows too, read by the same statement (else None: the
+    writer reads them itself)."""
+    if dialect_of(session) != "postgresql":
+        return held_state(session, customer_id), None
+    row = session.connection().exec_driver_sql(_HELD_AND_ROWS, {"customer": customer_id}).one()
+    return held_from(*row[:-1]), rows_from_json(row[-1])
+
+
+def rows_from_json(value: list[list[str]] | None) -> list[HeldRow]:
+    """The customer's rows as `json_agg(json_build_array(feature_id, lookup_key, entitlement_id))` reads them."""
+    return [_Row(*item) for item in value or ()]
+
+
+ROWS_JSON = "(SELECT json_agg(json_build_array(feature_id, lookup_key, entitlement_id)) FROM entitlements"
+
+
+_HELD_AND_ROWS = (
+    "SELECT held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
+    f" {ROWS_JSON} WHERE customer_id = %(customer)s)"
+    " FROM (SELECT 1) AS one LEFT JOIN customer_sync_state held ON held.customer_id = %(customer)s"
+)
+
+
+@dataclass(frozen=True)
+class _Row:
+    feature_id: str
+    lookup_key: str
+    entitlement_id: str
+
+
 def held_from(synced_at: Any, applied: int | None, state_seq: int | None, start: int | None, end: int | None) -> Held:
     """The held state from `customer_sync_state`'s columns (all None: no row, nothing held)."""
     return Held(synced_at is not None, int(applied or 0), int(state_seq or 0), Window(start, end))
@@ -140,13 +171,17 @@ def replace_entitlements(
     fetched: Sequence[ActiveEntitlement],
     event_id: str | None,
     now: datetime,
+    rows: Sequence[HeldRow] | None = None,
 ) -> AccessDiff:
-    """Make the customer's rows exactly `fetched`, and write each grant and revoke to the history.
+    """Make the customer's rows exactly `fetched`, and write each grant and revoke to the history. `rows`: the
+    rows the customer holds, when the caller read them already in this transaction, under the customer's lock.
 
     Plain SQL on the session's connection, statements built once: this runs for every event the workers apply.
     """
     connection = session.connection()
-    current = {row.feature_id: row for row in connection.execute(_ROWS, {"customer": customer_id})}
+    if rows is None:
+        rows = list(connection.execute(_ROWS, {"customer": customer_id}))
+    current = {row.feature_id: row for row in rows}
     diff = diff_entitlements(list(current.values()), fetched)
     _move_kept_rows(connection, customer_id, current, fetched)
     if not diff.changed:
@@ -157,7 +192,7 @@ def replace_entitlements(
     for row in diff.revoked:
         connection.execute(_DELETE_ROW, {"customer": customer_id, "feature": row.feature_id})
     if diff.granted:
-        rows = [
+        granted = [
             {
                 "customer_id": customer_id,
                 "feature_id": item.feature_id,
@@ -167,7 +202,7 @@ def replace_entitlements(
             }
             for item in diff.granted
         ]
-        connection.execute(insert(Entitlement), rows)
+        connection.execute(insert(Entitlement), granted)
     history = [(item.feature_id, item.lookup_key, AccessChangeKind.GRANTED) for item in diff.granted]
     history += [(row.feature_id, row.lookup_key, AccessChangeKind.REVOKED) for row in diff.revoked]
     if history:

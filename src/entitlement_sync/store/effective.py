@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Protocol, cast
 
 from sqlalchemy import JSON, Boolean, Table, bindparam, delete, select
@@ -28,7 +29,7 @@ from ..models import (
 from ..policy import CatalogLink, Override, PolicyInputs, SubscriptionState
 from ..ports import ActiveEntitlement
 from . import feed
-from ._sql import flushed_connection, upsert
+from ._sql import dialect_of, flushed_connection, upsert, upsert_for
 
 
 def lock_customer(session: Session, customer_id: str) -> None:
@@ -227,15 +228,18 @@ def write_rows(session: Session, customer_id: str, rows: list[dict[str, Any]], d
     plain statements, one of each at most, instead of the unit of work on the path of every write."""
     connection = flushed_connection(session)
     if rows:
-        statement = upsert(session, EffectiveAccess)
-        updated = {name: statement.excluded[name] for name in _UPDATED_COLUMNS}
-        connection.execute(statement.on_conflict_do_update(index_elements=_KEY, set_=updated), rows)
+        connection.execute(_upsert_effective(dialect_of(session)), rows)
     if deleted:
         connection.execute(_DELETE_EFFECTIVE, {"customer": customer_id, "keys": deleted})
 
 
-_KEY = ["customer_id", "lookup_key"]
-_UPDATED_COLUMNS = ("granted", "reason", "sources", "since", "computed_at", "review_at")
+@cache
+def _upsert_effective(dialect: str) -> Any:
+    statement = upsert_for(dialect, EffectiveAccess)
+    updated = {
+        name: statement.excluded[name] for name in ("granted", "reason", "sources", "since", "computed_at", "review_at")
+    }
+    return statement.on_conflict_do_update(index_elements=["customer_id", "lookup_key"], set_=updated)
 
 
 def add_change(session: Session, **values: Any) -> EffectiveAccessChange:

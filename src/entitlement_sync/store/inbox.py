@@ -18,7 +18,7 @@ from ..models import CLAIMABLE, UNFINISHED, CustomerSyncState, EventAttempt, Eve
 from ..ordering import NOTHING_HELD, Held
 from ..ports import StuckRule
 from ._sql import dialect_of, flushed_connection, rows_changed
-from .access import advance_customer_seq, held_from, held_state, record_write
+from .access import ROWS_JSON, HeldRow, advance_customer_seq, held_from, held_state, record_write, rows_from_json
 
 
 def store_event_if_new(
@@ -161,7 +161,7 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
     """
     if dialect_of(session) == "postgresql":
         claimed = _claim_in_one_statement(session, event_id, now)
-        return claimed[:2] if claimed is not None else None
+        return (claimed.event, claimed.attempt_id) if claimed is not None else None
     claim = (
         update(StripeEvent)
         .where(StripeEvent.id == event_id, StripeEvent.status.in_(CLAIMABLE))
@@ -178,16 +178,25 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
     return event, attempt_id
 
 
-def claim_with_held(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int, Held] | None:
-    """`claim_for_processing`, and what the event's customer's rows hold (`access.held_state`). Call it with the
-    customer's lock held: only holders of that lock change what it reads. One statement on PostgreSQL."""
+@dataclass(frozen=True)
+class Claimed:
+    event: StripeEvent
+    attempt_id: int
+    held: Held  # what the customer's rows hold (`access.held_state`)
+    rows: list[HeldRow] | None  # the customer's rows, when read with the claim (PostgreSQL); else None
+
+
+def claim_with_held(session: Session, event_id: str, now: datetime) -> Claimed | None:
+    """`claim_for_processing`, and what the event's customer's rows hold. Call it with the customer's lock held:
+    only holders of that lock change what it reads. One statement on PostgreSQL."""
     if dialect_of(session) == "postgresql":
         return _claim_in_one_statement(session, event_id, now)
     claimed = claim_for_processing(session, event_id, now)
     if claimed is None:
         return None
     event, attempt_id = claimed
-    return event, attempt_id, held_state(session, event.customer_id) if event.customer_id else NOTHING_HELD
+    held = held_state(session, event.customer_id) if event.customer_id else NOTHING_HELD
+    return Claimed(event, attempt_id, held, None)
 
 
 # PostgreSQL's worker path, written out: the claim and its attempt in one statement. The attempt's id is drawn
@@ -202,24 +211,25 @@ _CLAIM = (
     f" RETURNING {', '.join(_EVENT_COLUMNS)}),"
     " opened AS (INSERT INTO event_attempts (id, event_id, started_at) SELECT claimed_by, id, %(now)s FROM claimed)"
     f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
-    " held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until"
+    " held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
+    f" {ROWS_JSON} WHERE entitlements.customer_id = claimed.customer_id)"
     " FROM claimed LEFT JOIN customer_sync_state held ON held.customer_id = claimed.customer_id"
 )
 _CLAIMABLE = [str(status) for status in CLAIMABLE]
 
 
-def _claim_in_one_statement(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int, Held] | None:
+def _claim_in_one_statement(session: Session, event_id: str, now: datetime) -> Claimed | None:
     values = {"event": event_id, "now": now, "processing": str(EventStatus.PROCESSING), "claimable": _CLAIMABLE}
     row = flushed_connection(session).exec_driver_sql(_CLAIM, values).first()
     if row is None:
         return None
     fields = dict(zip(_EVENT_COLUMNS, row[: len(_EVENT_COLUMNS)], strict=True))
-    held = held_from(*row[len(_EVENT_COLUMNS) :])
+    held = held_from(*row[len(_EVENT_COLUMNS) : -1])
     for name, value in fields.items():  # the driver's datetimes come in the connection's zone; ours are UTC
         if isinstance(value, datetime):
             fields[name] = value.astimezone(UTC)
     # A detached copy of the row: the worker reads it and never writes it back through the session.
-    return StripeEvent(**fields), int(fields["claimed_by"]), held
+    return Claimed(StripeEvent(**fields), int(fields["claimed_by"]), held, rows_from_json(row[-1]))
 
 
 @dataclass(frozen=True)
