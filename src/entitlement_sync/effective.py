@@ -9,7 +9,7 @@ past_due grace ending) are picked up by `review_due`, which the workers' sweep t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,7 @@ class EffectiveChange:
     reason: str
     previous_reason: str | None
     cause: str
+    decision: Decision = field(repr=False, compare=False)
 
 
 class AccessPolicy:
@@ -75,10 +76,11 @@ class AccessPolicy:
                 deleted.append(key)  # no decision, no row
             elif (values := _row_values(customer_id, key, decision, row, now)) is not None:
                 written.append(values)
-            if before == (decision.granted, decision.reason):
-                continue
-            changes.append(_record(session, customer_id, key, before, decision, why, now, self._publish))
-        store.effective.write_rows(session, customer_id, written, deleted)
+            if before != (decision.granted, decision.reason):
+                changes.append(_change(customer_id, key, before, decision, why))
+        # In this transaction: the change and its webhook deliveries commit together.
+        for recorded in store.effective.save(session, customer_id, written, deleted, _history_rows(changes, now)):
+            self._publish(session, recorded)
         if changes:
             log.info(
                 "access.effective_changed", customer=customer_id, changes=[(c.lookup_key, c.change) for c in changes]
@@ -150,33 +152,28 @@ def _row_values(
     }
 
 
-def _record(
-    session: Session,
-    customer_id: str,
-    key: str,
-    before: tuple[bool, str],
-    decision: Decision,
-    cause: str,
-    now: datetime,
-    publish: ChangePublisher,
-) -> EffectiveChange:
+def _history_rows(changes: list[EffectiveChange], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "customer_id": change.customer_id,
+            "lookup_key": change.lookup_key,
+            "change": change.change,
+            "granted": change.decision.granted,
+            "reason": change.reason,
+            "previous_reason": change.previous_reason,
+            "sources": policy.sources_json(change.decision.sources),
+            "cause": change.cause[:255],
+            "changed_at": now,
+        }
+        for change in changes
+    ]
+
+
+def _change(customer_id: str, key: str, before: tuple[bool, str], decision: Decision, cause: str) -> EffectiveChange:
     was_granted, previous_reason = before
     flipped = "granted" if decision.granted else "revoked"
     change = flipped if was_granted != decision.granted else "updated"
-    row = store.effective.add_change(
-        session,
-        customer_id=customer_id,
-        lookup_key=key,
-        change=change,
-        granted=decision.granted,
-        reason=decision.reason,
-        previous_reason=previous_reason,
-        sources=policy.sources_json(decision.sources),
-        cause=cause[:255],
-        changed_at=now,
-    )
-    publish(session, row)  # in this transaction: the change and its webhook deliveries commit together
-    return EffectiveChange(customer_id, key, change, decision.reason, previous_reason, cause)
+    return EffectiveChange(customer_id, key, change, decision.reason, previous_reason, cause, decision)
 
 
 def _clock_cause(key: str, inputs: PolicyInputs, rules: PolicyRules, row: EffectiveRow | None, now: datetime) -> str:
