@@ -75,11 +75,11 @@ class Writer:
         (`rows`: the rows held now, if the caller read them with `held`)."""
         now = self._clock()
         after = after_applying(held, window, state_seq=0, ticket=ticket)
-        if after.applied_seq > held.applied_seq:  # a fetch's ticket moved on: events it covers need no retry
-            state_seq = store.inbox.record_fetch_write(session, customer_id, after, now)
-        else:
-            state_seq = store.access.record_write(session, customer_id, after, now)
-        diff = store.access.replace_entitlements(session, customer_id, entitlements, cause, now, rows)
+        # A fetch's ticket that moved on covers the events stored before it: they need no retry (superseded).
+        superseding = after.applied_seq > held.applied_seq
+        state_seq, diff = store.writes.record_and_replace(
+            session, customer_id, after, now, entitlements, cause, rows, supersede=superseding
+        )
         self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:

@@ -179,15 +179,11 @@ def replace_entitlements(
     Plain SQL on the session's connection, statements built once: this runs for every event the workers apply.
     """
     connection = session.connection()
-    if rows is None:
-        rows = list(connection.execute(_ROWS, {"customer": customer_id}))
-    current = {row.feature_id: row for row in rows}
-    diff = diff_entitlements(list(current.values()), fetched)
-    _move_kept_rows(connection, customer_id, current, fetched)
+    diff = diff_and_move(session, customer_id, fetched, rows)
     if not diff.changed:
         return diff
     if dialect_of(session) == "postgresql":
-        _write_diff_in_one_statement(connection, customer_id, diff, event_id, now)
+        connection.exec_driver_sql(_WRITE_DIFF, diff_values(customer_id, diff, event_id, now))
         return diff
     for row in diff.revoked:
         connection.execute(_DELETE_ROW, {"customer": customer_id, "feature": row.feature_id})
@@ -231,14 +227,25 @@ def _move_kept_rows(
             connection.execute(_MOVE_ROW, moved)
 
 
-def _write_diff_in_one_statement(
-    connection: Connection, customer_id: str, diff: AccessDiff, event_id: str | None, now: datetime
-) -> None:
-    """PostgreSQL: the revokes, the grants and their history in one statement."""
+def diff_and_move(
+    session: Session, customer_id: str, fetched: Sequence[ActiveEntitlement], rows: Sequence[HeldRow] | None
+) -> AccessDiff:
+    """What replacing the customer's rows (`rows`, or read now) with `fetched` grants and revokes; kept rows
+    whose key or entitlement id moved on are updated now (rare: key reuse after archiving)."""
+    connection = session.connection()
+    if rows is None:
+        rows = list(connection.execute(_ROWS, {"customer": customer_id}))
+    current = {row.feature_id: row for row in rows}
+    _move_kept_rows(connection, customer_id, current, fetched)
+    return diff_entitlements(list(current.values()), fetched)
+
+
+def diff_values(customer_id: str, diff: AccessDiff, event_id: str | None, now: datetime) -> dict[str, Any]:
+    """The parameters of `DIFF_CTES`: the revokes, the grants and their history."""
     granted = [{"feature": item.feature_id, "key": item.lookup_key, "ent": item.id} for item in diff.granted]
     history = [{"feature": item.feature_id, "key": item.lookup_key, "change": "granted"} for item in diff.granted]
     history += [{"feature": row.feature_id, "key": row.lookup_key, "change": "revoked"} for row in diff.revoked]
-    values = {
+    return {
         "customer": customer_id,
         "revoked": [row.feature_id for row in diff.revoked],
         "granted": json.dumps(granted),
@@ -246,18 +253,19 @@ def _write_diff_in_one_statement(
         "now": now,
         "event": event_id,
     }
-    connection.exec_driver_sql(_WRITE_DIFF, values)
 
 
-_WRITE_DIFF = (
-    "WITH revoked AS (DELETE FROM entitlements WHERE customer_id = %(customer)s AND feature_id = ANY(%(revoked)s)),"
+# PostgreSQL: the revokes, the grants and their history, as parts of one WITH statement (`diff_values`).
+DIFF_CTES = (
+    "revoked AS (DELETE FROM entitlements WHERE customer_id = %(customer)s AND feature_id = ANY(%(revoked)s)),"
     " granted AS (INSERT INTO entitlements (customer_id, feature_id, lookup_key, entitlement_id, granted_at)"
     " SELECT %(customer)s, g.feature, g.key, g.ent, %(now)s FROM json_to_recordset(%(granted)s::json)"
-    " AS g(feature text, key text, ent text))"
-    " INSERT INTO access_changes (customer_id, feature_id, lookup_key, change, changed_at, event_id)"
+    " AS g(feature text, key text, ent text)),"
+    " history AS (INSERT INTO access_changes (customer_id, feature_id, lookup_key, change, changed_at, event_id)"
     " SELECT %(customer)s, h.feature, h.key, h.change, %(now)s, %(event)s FROM json_to_recordset(%(history)s::json)"
-    " AS h(feature text, key text, change text)"
+    " AS h(feature text, key text, change text))"
 )
+_WRITE_DIFF = f"WITH {DIFF_CTES} SELECT 1"
 
 _ROWS = select(Entitlement.feature_id, Entitlement.lookup_key, Entitlement.entitlement_id).where(
     Entitlement.customer_id == bindparam("customer")

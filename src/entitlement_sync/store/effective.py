@@ -239,7 +239,7 @@ def save(
         "rows": json.dumps([_json_ready(row) for row in rows]),
         "changes": json.dumps([{**_json_ready(change), "place": n} for n, change in enumerate(changes)]),
     }
-    ids: dict[str, int] = dict(flushed_connection(session).exec_driver_sql(_SAVE, values).tuples().all())
+    ids = {key: change_id for key, change_id in flushed_connection(session).exec_driver_sql(_SAVE, values)}
     return [_recorded(session, ids[change["lookup_key"]], change) for change in changes]
 
 

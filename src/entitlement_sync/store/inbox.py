@@ -18,7 +18,7 @@ from ..models import CLAIMABLE, UNFINISHED, CustomerSyncState, EventAttempt, Eve
 from ..ordering import NOTHING_HELD, Held
 from ..ports import StuckRule
 from ._sql import dialect_of, flushed_connection, rows_changed
-from .access import ROWS_JSON, HeldRow, advance_customer_seq, held_from, held_state, record_write, rows_from_json
+from .access import ROWS_JSON, HeldRow, advance_customer_seq, held_from, held_state, rows_from_json
 
 
 def store_event_if_new(
@@ -335,39 +335,6 @@ def supersede_synced(session: Session, now: datetime, customer_id: str | None = 
         statement = statement.where(StripeEvent.customer_id == customer_id)
     values = {"status": EventStatus.SUPERSEDED, "status_changed_at": now, "retry_at": None}
     return rows_changed(session, statement.values(**values).execution_options(synchronize_session=False))
-
-
-def record_fetch_write(session: Session, customer_id: str, after: Held, now: datetime) -> int:
-    """`access.record_write` for a write that moved `applied_seq` on (a fetch's), and `supersede_synced` for the
-    customer: the events that fetch covers need no retry. One statement on PostgreSQL; returns the `state_seq`."""
-    if dialect_of(session) != "postgresql":
-        state_seq = record_write(session, customer_id, after, now)
-        supersede_synced(session, now, customer_id)
-        return state_seq
-    values = {
-        "customer": customer_id,
-        "applied": after.applied_seq,
-        "from_": after.window.start,
-        "until": after.window.end,
-        "now": now,
-        "superseded": str(EventStatus.SUPERSEDED),
-        "covered": [str(EventStatus.FAILED), str(EventStatus.WAITING)],
-    }
-    return int(flushed_connection(session).exec_driver_sql(_RECORD_AND_SUPERSEDE, values).scalar_one())
-
-
-_RECORD_AND_SUPERSEDE = (
-    "WITH written AS ("
-    " INSERT INTO customer_sync_state (customer_id, seq, state_seq, applied_seq, as_of_from, as_of_until, synced_at)"
-    " VALUES (%(customer)s, 1, 1, %(applied)s, %(from_)s, %(until)s, %(now)s)"
-    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1,"
-    " state_seq = customer_sync_state.seq + 1, applied_seq = EXCLUDED.applied_seq, as_of_from = EXCLUDED.as_of_from,"
-    " as_of_until = EXCLUDED.as_of_until, synced_at = EXCLUDED.synced_at"
-    " RETURNING state_seq),"
-    " superseded AS (UPDATE stripe_events SET status = %(superseded)s, status_changed_at = %(now)s, retry_at = NULL"
-    " WHERE customer_id = %(customer)s AND status = ANY(%(covered)s) AND customer_seq < %(applied)s)"
-    " SELECT state_seq FROM written"
-)
 
 
 def is_stuck(now: datetime, rule: StuckRule) -> ColumnElement[bool]:
