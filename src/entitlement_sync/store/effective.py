@@ -42,15 +42,14 @@ def lock_customer(session: Session, customer_id: str) -> None:
     hold up webhooks. SQLite serializes writers anyway: a no-op write takes the database's write lock up
     front (reading first and writing later could fail on a snapshot another writer moved past).
     """
-    held = _locks_held(session)
-    if customer_id in held:
+    if customer_id in _locks_held(session):
         return  # taken earlier in this transaction: once is enough (a transaction lock is held until its end)
     if session.get_bind().dialect.name == "postgresql":
         digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
         flushed_connection(session).exec_driver_sql(_ADVISORY_LOCK, (int.from_bytes(digest, "big", signed=True),))
         # Remembered only outside a SAVEPOINT: rolling one back releases the locks taken inside it.
         if not session.in_nested_transaction():
-            held.add(customer_id)
+            _locks_held(session).add(customer_id)
         return
     statement = upsert(session, CustomerSyncState).values(customer_id=customer_id, seq=0, applied_seq=0)
     statement = statement.on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq})
@@ -64,7 +63,9 @@ _LOCKS_HELD = "entitlement_sync.effective.locks_held"
 def _locks_held(session: Session) -> set[str]:
     """The customers whose lock this session's current transaction holds (a fresh set for each transaction)."""
     root = session.get_transaction()
-    while root is not None and root.parent is not None:
+    if root is None:
+        return set()  # no transaction yet: nothing held (and nothing to remember it in)
+    while root.parent is not None:
         root = root.parent
     kept = session.info.get(_LOCKS_HELD)
     if kept is None or kept[0] is not root:
