@@ -9,17 +9,19 @@ past_due grace ending) are picked up by `review_due`, which the workers' sweep t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from . import policy, store
 from .db import SessionFactory, transaction
 from .logs import get_logger
-from .models import EffectiveAccess, EffectiveAccessChange
+from .models import EffectiveAccessChange
 from .policy import Decision, PolicyInputs, PolicyRules
 from .ports import Clock
+from .store.effective import EffectiveRow
 
 log = get_logger(__name__)
 
@@ -39,6 +41,7 @@ class EffectiveChange:
     reason: str
     previous_reason: str | None
     cause: str
+    decision: Decision = field(repr=False, compare=False)
 
 
 class AccessPolicy:
@@ -59,19 +62,25 @@ class AccessPolicy:
         """
         now = now or self._clock()
         store.effective.lock_customer(session, customer_id)
-        inputs = store.effective.policy_inputs(session, customer_id)
+        inputs, current = store.effective.inputs_and_rows(session, customer_id)
         decisions = policy.evaluate(inputs, self.rules, now)
-        current = store.effective.rows_of(session, customer_id)
         nothing = Decision(False, policy.reason_without_decision(inputs.synced))
         changes: list[EffectiveChange] = []
+        written: list[dict[str, Any]] = []
+        deleted: list[str] = []
         for key in sorted(decisions.keys() | current.keys()):
             row, decision = current.get(key), decisions.get(key, nothing)
             before = (row.granted, row.reason) if row is not None else (False, nothing.reason)
             why = cause or _clock_cause(key, inputs, self.rules, row, now)  # before the row moves on
-            _write(session, customer_id, key, decisions.get(key), row, now)
-            if before == (decision.granted, decision.reason):
-                continue
-            changes.append(_record(session, customer_id, key, before, decision, why, now, self._publish))
+            if key not in decisions:
+                deleted.append(key)  # no decision, no row
+            elif (values := _row_values(customer_id, key, decision, row, now)) is not None:
+                written.append(values)
+            if before != (decision.granted, decision.reason):
+                changes.append(_change(customer_id, key, before, decision, why))
+        # In this transaction: the change and its webhook deliveries commit together.
+        for recorded in store.effective.save(session, customer_id, written, deleted, _history_rows(changes, now)):
+            self._publish(session, recorded)
         if changes:
             log.info(
                 "access.effective_changed", customer=customer_id, changes=[(c.lookup_key, c.change) for c in changes]
@@ -118,61 +127,56 @@ class AccessPolicy:
             return store.subscriptions.local_customer_ids(session) | store.effective.customers_with_rows(session)
 
 
-def _write(
-    session: Session, customer_id: str, key: str, decision: Decision | None, row: EffectiveAccess | None, now: datetime
-) -> None:
-    """Make the key's row say the decision (no row when there is no decision); untouched when nothing moved."""
-    if decision is None:
-        if row is not None:
-            session.delete(row)
-        return
+def _row_values(
+    customer_id: str, key: str, decision: Decision, row: EffectiveRow | None, now: datetime
+) -> dict[str, Any] | None:
+    """The key's whole row as the decision says it; None when the row already says exactly that."""
     sources = policy.sources_json(decision.sources)
-    if row is None:
-        row = EffectiveAccess(customer_id=customer_id, lookup_key=key, since=now)
-        session.add(row)
-    elif (row.granted, row.reason, row.sources, row.review_at) == (
+    if row is not None and (row.granted, row.reason, row.sources, row.review_at) == (
         decision.granted,
         decision.reason,
         sources,
         decision.review_at,
     ):
-        return
-    elif (row.granted, row.reason) != (decision.granted, decision.reason):
-        row.since = now
-    row.granted, row.reason, row.sources = decision.granted, decision.reason, sources
-    row.review_at, row.computed_at = decision.review_at, now
+        return None
+    moved = row is None or (row.granted, row.reason) != (decision.granted, decision.reason)
+    return {
+        "customer_id": customer_id,
+        "lookup_key": key,
+        "granted": decision.granted,
+        "reason": decision.reason,
+        "sources": sources,
+        "since": now if moved or row is None else row.since,
+        "computed_at": now,
+        "review_at": decision.review_at,
+    }
 
 
-def _record(
-    session: Session,
-    customer_id: str,
-    key: str,
-    before: tuple[bool, str],
-    decision: Decision,
-    cause: str,
-    now: datetime,
-    publish: ChangePublisher,
-) -> EffectiveChange:
+def _history_rows(changes: list[EffectiveChange], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "customer_id": change.customer_id,
+            "lookup_key": change.lookup_key,
+            "change": change.change,
+            "granted": change.decision.granted,
+            "reason": change.reason,
+            "previous_reason": change.previous_reason,
+            "sources": policy.sources_json(change.decision.sources),
+            "cause": change.cause[:255],
+            "changed_at": now,
+        }
+        for change in changes
+    ]
+
+
+def _change(customer_id: str, key: str, before: tuple[bool, str], decision: Decision, cause: str) -> EffectiveChange:
     was_granted, previous_reason = before
     flipped = "granted" if decision.granted else "revoked"
     change = flipped if was_granted != decision.granted else "updated"
-    row = store.effective.add_change(
-        session,
-        customer_id=customer_id,
-        lookup_key=key,
-        change=change,
-        granted=decision.granted,
-        reason=decision.reason,
-        previous_reason=previous_reason,
-        sources=policy.sources_json(decision.sources),
-        cause=cause[:255],
-        changed_at=now,
-    )
-    publish(session, row)  # in this transaction: the change and its webhook deliveries commit together
-    return EffectiveChange(customer_id, key, change, decision.reason, previous_reason, cause)
+    return EffectiveChange(customer_id, key, change, decision.reason, previous_reason, cause, decision)
 
 
-def _clock_cause(key: str, inputs: PolicyInputs, rules: PolicyRules, row: EffectiveAccess | None, now: datetime) -> str:
+def _clock_cause(key: str, inputs: PolicyInputs, rules: PolicyRules, row: EffectiveRow | None, now: datetime) -> str:
     """What the clock did to this key since the row was written: an override expired, a grace ended."""
     after = row.computed_at if row is not None else None
     for override in inputs.overrides:

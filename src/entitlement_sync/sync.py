@@ -183,23 +183,26 @@ class Syncer:
         customer_id = store.inbox.customer_of(session, event_id)
         if customer_id is not None:  # the customer's lock first, as every writer of their rows takes it
             store.effective.lock_customer(session, customer_id)
-        claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
+        claimed = store.inbox.claim_with_held(session, event_id, self._clock())
         if claimed is None:
             return Outcome(event_id, None)
-        event, attempt_id = claimed
+        event, attempt_id = claimed.event, claimed.attempt_id
         reason = _reason_to_skip(event, event.type in HANDLED_TYPES)
         if reason or customer_id is None:
             return self._finish_in(session, event, attempt_id, EventStatus.IGNORED, reason)
         if event.type in SUBSCRIPTION_TYPES:
-            self._mirror_subscription(session, event)
-        result = self._without_fetch(session, event, store.access.held_state(session, customer_id))
+            self._mirror_subscription(session, event)  # writes no sync state nor rows: `claimed` stays true
+        result = self._without_fetch(session, event, claimed.held, claimed.rows)
         if result is not None:
             return replace(self._finish_in(session, event, attempt_id, EventStatus.PROCESSED, None), sync=result)
         return event, attempt_id, store.access.advance_customer_seq(session, customer_id)
 
-    def _without_fetch(self, session: Session, event: StripeEvent, held: Held) -> SyncResult | None:
+    def _without_fetch(
+        self, session: Session, event: StripeEvent, held: Held, rows: list[store.access.HeldRow] | None = None
+    ) -> SyncResult | None:
         """The event's outcome when no call to Stripe is needed (already covered, or its complete payload is
-        provably newer than the rows: written now); None when only a fetch can tell."""
+        provably newer than the rows: written now); None when only a fetch can tell. `rows`: the rows held, if
+        read with `held`."""
         assert event.customer_id is not None
         complete = complete_entitlements(event.type, event.payload)
         verdict = judge_event(held, seq=event.customer_seq, created=event.created, complete=complete is not None)
@@ -208,7 +211,7 @@ class Syncer:
             return SyncResult(event.customer_id, fetched=False, applied=False)
         if verdict is Verdict.APPLY and complete is not None:
             window = Window.of_payload(event.created)
-            written, _ = self._writer.write(session, event.customer_id, complete, window, held, event.id)
+            written, _ = self._writer.write(session, event.customer_id, complete, window, held, event.id, rows=rows)
             self._writer.report(written, None)
             return written
         return None

@@ -52,11 +52,12 @@ class Writer:
         # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
         # which the receiver needs for every event it stores.
         store.effective.lock_customer(session, customer_id)
-        held = store.access.held_state(session, customer_id)
+        held, rows = store.access.held_state_and_rows(session, customer_id)
         if not may_apply_fetch(held, fetched.ticket, fetched.window):
             log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=fetched.ticket)
             return SyncResult(customer_id, fetched=True, applied=False), held
-        return self.write(session, customer_id, fetched.entitlements, fetched.window, held, cause, fetched.ticket)
+        entitlements, window, ticket = fetched.entitlements, fetched.window, fetched.ticket
+        return self.write(session, customer_id, entitlements, window, held, cause, ticket, rows=rows)
 
     def write(
         self,
@@ -67,14 +68,18 @@ class Writer:
         held: Held,
         cause: str | None,
         ticket: int = 0,
+        *,
+        rows: Sequence[store.access.HeldRow] | None = None,
     ) -> tuple[SyncResult, Held]:
-        """Make the rows `entitlements`, a state dated `window` that the caller proved newer than `held`."""
+        """Make the rows `entitlements`, a state dated `window` that the caller proved newer than `held`
+        (`rows`: the rows held now, if the caller read them with `held`)."""
         now = self._clock()
         after = after_applying(held, window, state_seq=0, ticket=ticket)
-        state_seq = store.access.record_write(session, customer_id, after, now)
-        diff = store.access.replace_entitlements(session, customer_id, entitlements, cause, now)
-        if after.applied_seq > held.applied_seq:  # a fetch's ticket moved on: events it covers need no retry
-            store.inbox.supersede_synced(session, now, customer_id)
+        # A fetch's ticket that moved on covers the events stored before it: they need no retry (superseded).
+        superseding = after.applied_seq > held.applied_seq
+        state_seq, diff = store.writes.record_and_replace(
+            session, customer_id, after, now, entitlements, cause, rows, supersede=superseding
+        )
         self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:

@@ -177,3 +177,31 @@ def test_a_processed_event_takes_at_most_two_commits(container, fake_stripe, str
         sa_event.remove(container.engine, "commit", counted)
     assert outcome.status == EventStatus.PROCESSED
     assert len(commits) <= (1 if path == "payload" else 2)
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="counts PostgreSQL statements")
+@pytest.mark.parametrize(("path", "most"), [("payload", 8), ("fetch", 11), ("subscription", 15)])
+def test_a_processed_event_takes_few_statements(container, fake_stripe, stripe_clock, path, most):
+    """The worker's statements on PostgreSQL, the customer's first event (grants, history, feed): the claim
+    reads what is held, and each write or read of the apply is one statement (docs/design.md, Cost)."""
+    fake_stripe.set_entitlements("cus_1", [API])
+    sub = subscription("sub_1", "cus_1", prices=[("price_1", "prod_1")])
+    payload = {
+        "payload": summary("cus_1", [API], T),
+        "fetch": summary_signal("cus_1", [], created=T),
+        "subscription": event("customer.subscription.created", sub, created=T),
+    }[path]
+    container.receiver.accept_event(event_from_payload(payload))
+    statements: list[str] = []
+
+    def counted(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    sa_event.listen(container.engine, "before_cursor_execute", counted)
+    try:
+        outcome = container.syncer.process_event(payload["id"])
+    finally:
+        sa_event.remove(container.engine, "before_cursor_execute", counted)
+    assert outcome.status == EventStatus.PROCESSED
+    assert keys(container) == ["api_access"]
+    assert len(statements) <= most, "\n".join(statements)

@@ -18,6 +18,7 @@ from . import (
     overrides,
     retention,
     subscriptions,
+    writes,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "overrides",
     "retention",
     "subscriptions",
+    "writes",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import CursorResult
+from sqlalchemy import Connection, CursorResult
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,14 @@ def upsert_for(dialect: str, entity: type[Base]) -> Any:
 
 def dialect_of(session: Session) -> str:
     return session.get_bind().dialect.name
+
+
+def flushed_connection(session: Session) -> Connection:
+    """The session's connection, for plain SQL sent through the driver, after pending objects are flushed (as
+    the session's own queries autoflush): such a statement must see what the transaction wrote so far."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    return session.connection()
 
 
 def rows_changed(session: Session, statement: Any) -> int:

@@ -3,6 +3,7 @@ it (`customer_sync_state`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,10 +46,43 @@ def held_state(session: Session, customer_id: str) -> Held:
     """What the customer's rows hold, by sequence and by Stripe's clock. Callers hold the customer's lock: only
     writers of the rows change what this reads, and they all take it."""
     row = session.connection().execute(_HELD, {"customer": customer_id}).first()
-    if row is None:
-        return NOTHING_HELD
-    synced_at, applied, state_seq, as_of_from, as_of_until = row
-    return Held(synced_at is not None, int(applied or 0), int(state_seq or 0), Window(as_of_from, as_of_until))
+    return NOTHING_HELD if row is None else held_from(*row)
+
+
+def held_state_and_rows(session: Session, customer_id: str) -> tuple[Held, list[HeldRow] | None]:
+    """`held_state`, and on PostgreSQL the customer's rows too, read by the same statement (else None: the
+    writer reads them itself)."""
+    if dialect_of(session) != "postgresql":
+        return held_state(session, customer_id), None
+    row = session.connection().exec_driver_sql(_HELD_AND_ROWS, {"customer": customer_id}).one()
+    return held_from(*row[:-1]), rows_from_json(row[-1])
+
+
+def rows_from_json(value: list[list[str]] | None) -> list[HeldRow]:
+    """The customer's rows as `json_agg(json_build_array(feature_id, lookup_key, entitlement_id))` reads them."""
+    return [_Row(*item) for item in value or ()]
+
+
+ROWS_JSON = "(SELECT json_agg(json_build_array(feature_id, lookup_key, entitlement_id)) FROM entitlements"
+
+
+_HELD_AND_ROWS = (
+    "SELECT held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
+    f" {ROWS_JSON} WHERE customer_id = %(customer)s)"
+    " FROM (SELECT 1) AS one LEFT JOIN customer_sync_state held ON held.customer_id = %(customer)s"
+)
+
+
+@dataclass(frozen=True)
+class _Row:
+    feature_id: str
+    lookup_key: str
+    entitlement_id: str
+
+
+def held_from(synced_at: Any, applied: int | None, state_seq: int | None, start: int | None, end: int | None) -> Held:
+    """The held state from `customer_sync_state`'s columns (all None: no row, nothing held)."""
+    return Held(synced_at is not None, int(applied or 0), int(state_seq or 0), Window(start, end))
 
 
 _HELD = select(
@@ -137,23 +171,24 @@ def replace_entitlements(
     fetched: Sequence[ActiveEntitlement],
     event_id: str | None,
     now: datetime,
+    rows: Sequence[HeldRow] | None = None,
 ) -> AccessDiff:
-    """Make the customer's rows exactly `fetched`, and write each grant and revoke to the history.
+    """Make the customer's rows exactly `fetched`, and write each grant and revoke to the history. `rows`: the
+    rows the customer holds, when the caller read them already in this transaction, under the customer's lock.
 
     Plain SQL on the session's connection, statements built once: this runs for every event the workers apply.
     """
     connection = session.connection()
-    current = {row.feature_id: row for row in connection.execute(_ROWS, {"customer": customer_id})}
-    diff = diff_entitlements(list(current.values()), fetched)
+    diff = diff_and_move(session, customer_id, fetched, rows)
+    if not diff.changed:
+        return diff
+    if dialect_of(session) == "postgresql":
+        connection.exec_driver_sql(_WRITE_DIFF, diff_values(customer_id, diff, event_id, now))
+        return diff
     for row in diff.revoked:
         connection.execute(_DELETE_ROW, {"customer": customer_id, "feature": row.feature_id})
-    for item in fetched:  # a kept feature whose key or entitlement id moved on (key reuse after archiving)
-        held = current.get(item.feature_id)
-        if held is not None and (held.lookup_key, held.entitlement_id) != (item.lookup_key, item.id):
-            moved = {"customer": customer_id, "feature": item.feature_id, "key": item.lookup_key, "ent": item.id}
-            connection.execute(_MOVE_ROW, moved)
     if diff.granted:
-        rows = [
+        granted = [
             {
                 "customer_id": customer_id,
                 "feature_id": item.feature_id,
@@ -163,7 +198,7 @@ def replace_entitlements(
             }
             for item in diff.granted
         ]
-        connection.execute(insert(Entitlement), rows)
+        connection.execute(insert(Entitlement), granted)
     history = [(item.feature_id, item.lookup_key, AccessChangeKind.GRANTED) for item in diff.granted]
     history += [(row.feature_id, row.lookup_key, AccessChangeKind.REVOKED) for row in diff.revoked]
     if history:
@@ -181,6 +216,56 @@ def replace_entitlements(
         connection.execute(insert(AccessChange), changes)
     return diff
 
+
+def _move_kept_rows(
+    connection: Connection, customer_id: str, current: dict[str, Any], fetched: Sequence[ActiveEntitlement]
+) -> None:
+    for item in fetched:  # a kept feature whose key or entitlement id moved on (key reuse after archiving)
+        held = current.get(item.feature_id)
+        if held is not None and (held.lookup_key, held.entitlement_id) != (item.lookup_key, item.id):
+            moved = {"customer": customer_id, "feature": item.feature_id, "key": item.lookup_key, "ent": item.id}
+            connection.execute(_MOVE_ROW, moved)
+
+
+def diff_and_move(
+    session: Session, customer_id: str, fetched: Sequence[ActiveEntitlement], rows: Sequence[HeldRow] | None
+) -> AccessDiff:
+    """What replacing the customer's rows (`rows`, or read now) with `fetched` grants and revokes; kept rows
+    whose key or entitlement id moved on are updated now (rare: key reuse after archiving)."""
+    connection = session.connection()
+    if rows is None:
+        rows = list(connection.execute(_ROWS, {"customer": customer_id}))
+    current = {row.feature_id: row for row in rows}
+    _move_kept_rows(connection, customer_id, current, fetched)
+    return diff_entitlements(list(current.values()), fetched)
+
+
+def diff_values(customer_id: str, diff: AccessDiff, event_id: str | None, now: datetime) -> dict[str, Any]:
+    """The parameters of `DIFF_CTES`: the revokes, the grants and their history."""
+    granted = [{"feature": item.feature_id, "key": item.lookup_key, "ent": item.id} for item in diff.granted]
+    history = [{"feature": item.feature_id, "key": item.lookup_key, "change": "granted"} for item in diff.granted]
+    history += [{"feature": row.feature_id, "key": row.lookup_key, "change": "revoked"} for row in diff.revoked]
+    return {
+        "customer": customer_id,
+        "revoked": [row.feature_id for row in diff.revoked],
+        "granted": json.dumps(granted),
+        "history": json.dumps(history),
+        "now": now,
+        "event": event_id,
+    }
+
+
+# PostgreSQL: the revokes, the grants and their history, as parts of one WITH statement (`diff_values`).
+DIFF_CTES = (
+    "revoked AS (DELETE FROM entitlements WHERE customer_id = %(customer)s AND feature_id = ANY(%(revoked)s)),"
+    " granted AS (INSERT INTO entitlements (customer_id, feature_id, lookup_key, entitlement_id, granted_at)"
+    " SELECT %(customer)s, g.feature, g.key, g.ent, %(now)s FROM json_to_recordset(%(granted)s::json)"
+    " AS g(feature text, key text, ent text)),"
+    " history AS (INSERT INTO access_changes (customer_id, feature_id, lookup_key, change, changed_at, event_id)"
+    " SELECT %(customer)s, h.feature, h.key, h.change, %(now)s, %(event)s FROM json_to_recordset(%(history)s::json)"
+    " AS h(feature text, key text, change text))"
+)
+_WRITE_DIFF = f"WITH {DIFF_CTES} SELECT 1"
 
 _ROWS = select(Entitlement.feature_id, Entitlement.lookup_key, Entitlement.entitlement_id).where(
     Entitlement.customer_id == bindparam("customer")

@@ -4,11 +4,14 @@ gathered from the other tables."""
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
-from typing import Any
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, Protocol, cast
 
-from sqlalchemy import JSON, Boolean, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import JSON, Boolean, Table, bindparam, delete, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from ..db import Read, Reads
 from ..models import (
@@ -27,7 +30,7 @@ from ..models import (
 from ..policy import CatalogLink, Override, PolicyInputs, SubscriptionState
 from ..ports import ActiveEntitlement
 from . import feed
-from ._sql import upsert
+from ._sql import dialect_of, flushed_connection, upsert, upsert_for
 
 
 def lock_customer(session: Session, customer_id: str) -> None:
@@ -39,16 +42,49 @@ def lock_customer(session: Session, customer_id: str) -> None:
     hold up webhooks. SQLite serializes writers anyway: a no-op write takes the database's write lock up
     front (reading first and writing later could fail on a snapshot another writer moved past).
     """
+    if customer_id in _locks_held(session):
+        return  # taken earlier in this transaction: once is enough (a transaction lock is held until its end)
     if session.get_bind().dialect.name == "postgresql":
         digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
-        session.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest, "big", signed=True))))
+        flushed_connection(session).exec_driver_sql(_ADVISORY_LOCK, (int.from_bytes(digest, "big", signed=True),))
+        # Remembered only outside a SAVEPOINT: rolling one back releases the locks taken inside it.
+        if not session.in_nested_transaction():
+            _locks_held(session).add(customer_id)
         return
     statement = upsert(session, CustomerSyncState).values(customer_id=customer_id, seq=0, applied_seq=0)
     statement = statement.on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq})
     session.execute(statement)
 
 
+_ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+_LOCKS_HELD = "entitlement_sync.effective.locks_held"
+
+
+def _locks_held(session: Session) -> set[str]:
+    """The customers whose lock this session's current transaction holds (a fresh set for each transaction)."""
+    root = session.get_transaction()
+    if root is None:
+        return set()  # no transaction yet: nothing held (and nothing to remember it in)
+    while root.parent is not None:
+        root = root.parent
+    kept = session.info.get(_LOCKS_HELD)
+    if kept is None or kept[0] is not root:
+        kept = (root, set())
+        session.info[_LOCKS_HELD] = kept
+    return kept[1]
+
+
+def inputs_and_rows(session: Session, customer_id: str) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
+    """The policy's inputs and the customer's effective rows: what a recompute reads (one statement on
+    PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return _read_in_one_statement(session, customer_id)
+    return policy_inputs(session, customer_id), rows_of(session, customer_id)
+
+
 def policy_inputs(session: Session, customer_id: str) -> PolicyInputs:
+    if session.get_bind().dialect.name == "postgresql":
+        return _read_in_one_statement(session, customer_id)[0]
     entitlements = session.execute(
         select(Entitlement.entitlement_id, Entitlement.feature_id, Entitlement.lookup_key)
         .where(Entitlement.customer_id == customer_id)
@@ -69,6 +105,69 @@ def policy_inputs(session: Session, customer_id: str) -> PolicyInputs:
         synced=session.scalar(select(CustomerSyncState.synced_at).where(CustomerSyncState.customer_id == customer_id))
         is not None,
     )
+
+
+# PostgreSQL: every input of the policy in one round trip (it runs in the transaction of every write).
+_INPUTS_AND_ROWS = (
+    "SELECT"
+    " (SELECT json_agg(json_build_array(entitlement_id, feature_id, lookup_key) ORDER BY lookup_key, feature_id)"
+    "  FROM entitlements WHERE customer_id = %(customer)s),"
+    " (SELECT json_agg(json_build_array(id, status, product_ids, past_due_since) ORDER BY id)"
+    "  FROM subscriptions WHERE customer_id = %(customer)s),"
+    " (SELECT json_agg(json_build_array(pf.product_id, pf.feature_id, f.lookup_key)"
+    "  ORDER BY pf.product_id, pf.feature_id)"
+    "  FROM product_features pf JOIN features f ON f.id = pf.feature_id WHERE pf.product_id IN"
+    "  (SELECT json_array_elements_text(product_ids) FROM subscriptions WHERE customer_id = %(customer)s)),"
+    " (SELECT json_agg(json_build_array(id, lookup_key, kind, expires_at, created_by, reason) ORDER BY id)"
+    "  FROM access_overrides WHERE customer_id = %(customer)s AND revoked_at IS NULL),"
+    " EXISTS (SELECT FROM customer_sync_state WHERE customer_id = %(customer)s AND synced_at IS NOT NULL),"
+    " (SELECT json_agg(json_build_array(lookup_key, granted, reason, sources, since, computed_at, review_at))"
+    "  FROM effective_access WHERE customer_id = %(customer)s)"
+)
+
+
+@dataclass(frozen=True)
+class _EffectiveRead:
+    """An effective row as read in JSON (EffectiveRow)."""
+
+    lookup_key: str
+    granted: bool
+    reason: str
+    sources: list[dict[str, str]]
+    since: datetime
+    computed_at: datetime
+    review_at: datetime | None
+
+
+def _read_in_one_statement(session: Session, customer_id: str) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
+    row = flushed_connection(session).exec_driver_sql(_INPUTS_AND_ROWS, {"customer": customer_id}).one()
+    entitlements, subscriptions, catalog, overrides, synced, effective = row
+    rows: dict[str, EffectiveRow] = {
+        key: _EffectiveRead(key, granted, reason, sources, _at(since), _at(computed), _moment(review))
+        for key, granted, reason, sources, since, computed, review in effective or ()
+    }
+    return PolicyInputs(
+        entitlements=tuple(ActiveEntitlement(*item) for item in entitlements or ()),
+        subscriptions=tuple(
+            SubscriptionState(id_, status, tuple(products or ()), _moment(since))
+            for id_, status, products, since in subscriptions or ()
+        ),
+        catalog=tuple(CatalogLink(*item) for item in catalog or ()),
+        overrides=tuple(
+            Override(id_, key, kind, _moment(expires), by, reason)
+            for id_, key, kind, expires, by, reason in overrides or ()
+        ),
+        synced=bool(synced),
+    ), rows
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _moment(value: str | None) -> datetime | None:
+    """A timestamp as PostgreSQL writes it in JSON (ISO 8601 with its offset), as an aware UTC datetime."""
+    return datetime.fromisoformat(value).astimezone(UTC) if value is not None else None
 
 
 def catalog_links(session: Session, product_ids: set[str]) -> tuple[CatalogLink, ...]:
@@ -95,16 +194,119 @@ def as_override(row: AccessOverride) -> Override:
     return Override(row.id, row.lookup_key, row.kind, row.expires_at, row.created_by, row.reason)
 
 
-def rows_of(session: Session, customer_id: str) -> dict[str, EffectiveAccess]:
-    statement = select(EffectiveAccess).where(EffectiveAccess.customer_id == customer_id)
-    return {row.lookup_key: row for row in session.scalars(statement)}
+class EffectiveRow(Protocol):
+    """One of the customer's effective rows, as read (a plain result row: no object to track)."""
+
+    @property
+    def lookup_key(self) -> str: ...
+    @property
+    def granted(self) -> bool: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def sources(self) -> list[dict[str, str]]: ...
+    @property
+    def since(self) -> datetime: ...
+    @property
+    def computed_at(self) -> datetime: ...
+    @property
+    def review_at(self) -> datetime | None: ...
 
 
-def add_change(session: Session, **values: Any) -> EffectiveAccessChange:
-    change = EffectiveAccessChange(**values)
-    session.add(change)
+def rows_of(session: Session, customer_id: str) -> dict[str, EffectiveRow]:
+    rows = flushed_connection(session).execute(_EFFECTIVE_ROWS, {"customer": customer_id})
+    return {row.lookup_key: row for row in rows}
+
+
+_EFFECTIVE = cast(Table, EffectiveAccess.__table__)
+_EFFECTIVE_ROWS = select(_EFFECTIVE).where(_EFFECTIVE.c.customer_id == bindparam("customer"))
+_DELETE_EFFECTIVE = delete(_EFFECTIVE).where(
+    _EFFECTIVE.c.customer_id == bindparam("customer"), _EFFECTIVE.c.lookup_key.in_(bindparam("keys", expanding=True))
+)
+
+
+def save(
+    session: Session, customer_id: str, rows: list[dict[str, Any]], deleted: list[str], changes: list[dict[str, Any]]
+) -> list[EffectiveAccessChange]:
+    """`write_rows`, then `add_changes`: one statement on PostgreSQL (none when nothing moved)."""
+    if session.get_bind().dialect.name != "postgresql":
+        write_rows(session, customer_id, rows, deleted)
+        return add_changes(session, changes)
+    if not (rows or deleted or changes):
+        return []
+    values = {
+        "customer": customer_id,
+        "deleted": deleted,
+        "rows": json.dumps([_json_ready(row) for row in rows]),
+        "changes": json.dumps([{**_json_ready(change), "place": n} for n, change in enumerate(changes)]),
+    }
+    ids = {key: change_id for key, change_id in flushed_connection(session).exec_driver_sql(_SAVE, values)}
+    return [_recorded(session, ids[change["lookup_key"]], change) for change in changes]
+
+
+def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in values.items()}
+
+
+_SAVE = (
+    "WITH gone AS (DELETE FROM effective_access WHERE customer_id = %(customer)s AND lookup_key = ANY(%(deleted)s)),"
+    " upserted AS (INSERT INTO effective_access (customer_id, lookup_key, granted, reason, sources, since,"
+    " computed_at, review_at) SELECT %(customer)s, r.lookup_key, r.granted, r.reason, r.sources, r.since,"
+    " r.computed_at, r.review_at FROM json_to_recordset(%(rows)s::json) AS r(lookup_key text, granted boolean,"
+    " reason text, sources json, since timestamptz, computed_at timestamptz, review_at timestamptz)"
+    " ON CONFLICT (customer_id, lookup_key) DO UPDATE SET granted = EXCLUDED.granted, reason = EXCLUDED.reason,"
+    " sources = EXCLUDED.sources, since = EXCLUDED.since, computed_at = EXCLUDED.computed_at,"
+    " review_at = EXCLUDED.review_at)"
+    " INSERT INTO effective_access_changes (customer_id, lookup_key, change, granted, reason, previous_reason,"
+    " sources, cause, changed_at) SELECT %(customer)s, c.lookup_key, c.change, c.granted, c.reason,"
+    " c.previous_reason, c.sources, c.cause, c.changed_at FROM json_to_recordset(%(changes)s::json) AS c(place"
+    " integer, lookup_key text, change text, granted boolean, reason text, previous_reason text, sources json,"
+    " cause text, changed_at timestamptz) ORDER BY c.place"
+    " RETURNING lookup_key, id"
+)
+
+
+def write_rows(session: Session, customer_id: str, rows: list[dict[str, Any]], deleted: list[str]) -> None:
+    """Make these effective rows of the customer what `rows` say (whole rows, upserted) and delete `deleted`:
+    plain statements, one of each at most, instead of the unit of work on the path of every write."""
+    connection = flushed_connection(session)
+    if rows:
+        connection.execute(_upsert_effective(dialect_of(session)), rows)
+    if deleted:
+        connection.execute(_DELETE_EFFECTIVE, {"customer": customer_id, "keys": deleted})
+
+
+@cache
+def _upsert_effective(dialect: str) -> Any:
+    statement = upsert_for(dialect, EffectiveAccess)
+    updated = {
+        name: statement.excluded[name] for name in ("granted", "reason", "sources", "since", "computed_at", "review_at")
+    }
+    return statement.on_conflict_do_update(index_elements=["customer_id", "lookup_key"], set_=updated)
+
+
+def add_changes(session: Session, rows: list[dict[str, Any]]) -> list[EffectiveAccessChange]:
+    """Append these changes to the history in one statement; returns them as objects with their ids.
+
+    A plain INSERT: the unit of work's flush costs more than the statement on the path of every write. The
+    objects are handed back detached with their ids, as if loaded: an outbox row that names one makes the
+    session take it as it is (no second INSERT). The feed numbers them at commit, those a rolled-back SAVEPOINT
+    removed excepted (store/feed.py checks the rows).
+    """
+    if not rows:
+        return []
+    ids = flushed_connection(session).execute(_INSERT_CHANGES, rows).scalars().all()
+    return [_recorded(session, change_id, values) for change_id, values in zip(ids, rows, strict=True)]
+
+
+def _recorded(session: Session, change_id: int, values: dict[str, Any]) -> EffectiveAccessChange:
+    change = EffectiveAccessChange(id=change_id, **values)
+    make_transient_to_detached(change)
     feed.track(session, change)  # numbered into the access feed when the transaction commits
     return change
+
+
+_INSERT_CHANGES = insert(EffectiveAccessChange).returning(EffectiveAccessChange.id, sort_by_parameter_order=True)
 
 
 def changes_of(session: Session, customer_id: str, lookup_key: str | None, limit: int) -> list[EffectiveAccessChange]:

@@ -10,7 +10,7 @@ reader may move past every cursor it has seen. Only the commit tails of transact
 queue on that row; their work before it runs in parallel. Per customer, order is already given by the
 customer lock that `AccessPolicy.recompute` takes.
 
-Where: `track` is called by `store.effective.add_change`, the one place a change is recorded, and the
+Where: `track` is called by `store.effective.add_changes`, the one place a change is recorded, and the
 numbering runs in a `before_commit` hook on every Session. A hook rather than a call in each use case: the
 sync, the subscription mirror, overrides, the catalog sync, the policy review and `access recompute` all
 record changes, and a path added later cannot forget to publish what it records.
@@ -18,16 +18,17 @@ record changes, and a path added later cannot forget to publish what it records.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, event, func, insert, inspect, literal, select, update
+from sqlalchemy import Connection, bindparam, delete, event, func, insert, literal, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from .. import policy
 from ..models import AccessFeedEntry, AccessFeedState, EffectiveAccess, EffectiveAccessChange
-from ._sql import rows_changed, upsert
+from ._sql import flushed_connection, rows_changed, upsert
 
 CHANNEL = "access_feed"  # LISTEN/NOTIFY channel on PostgreSQL; the payload is the last cursor committed
 PUBLISHED = ("granted", "revoked")  # `updated` (same access, new reason) is history, not news for a copy
@@ -58,12 +59,14 @@ def _forget_on_rollback(session: Session, transaction: SessionTransaction) -> No
 
 def publish(session: Session, changes: Sequence[EffectiveAccessChange]) -> int:
     """Number the changes after every cursor committed so far; returns the last. Hold the lock to commit."""
-    session.flush()
-    kept = [change for change in changes if inspect(change).persistent]  # a rolled-back SAVEPOINT drops some
-    if not kept:
-        return 0
     # An upsert: the row exists from the migration on, but a test (or a restore) that empties the tables
     # must not stop the feed. Either way the statement locks the row until COMMIT.
+    if session.get_bind().dialect.name == "postgresql":
+        return _publish_in_one_statement(session, changes)
+    session.flush()
+    kept = _still_recorded(session, changes)
+    if not kept:
+        return 0
     statement = (
         upsert(session, AccessFeedState)
         .values(id=_STATE_ID, last_cursor=len(kept), pruned_through=0)
@@ -76,6 +79,42 @@ def publish(session: Session, changes: Sequence[EffectiveAccessChange]) -> int:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(CHANNEL, str(last))))  # delivered at COMMIT, dropped on rollback
     return last
+
+
+def _still_recorded(session: Session, changes: Sequence[EffectiveAccessChange]) -> list[EffectiveAccessChange]:
+    """The changes whose history row this transaction still holds: a rolled-back SAVEPOINT removed the others."""
+    ids = [change.id for change in changes]
+    found = set(session.scalars(select(EffectiveAccessChange.id).where(EffectiveAccessChange.id.in_(ids))))
+    return [change for change in changes if change.id in found]
+
+
+# PostgreSQL: numbering, entries and the notification in one statement (one round trip at the commit's tail).
+# Only changes whose history row is still there are numbered (a rolled-back SAVEPOINT removed the others); no
+# row is locked and nothing is notified when none is.
+_PUBLISH = (
+    "WITH kept AS (SELECT e.*, row_number() OVER (ORDER BY e.place) AS n FROM json_to_recordset(%(entries)s::json)"
+    " AS e(place bigint, change_id integer, customer_id text, lookup_key text, change text, features json,"
+    " cause text, changed_at timestamptz)"
+    " WHERE EXISTS (SELECT FROM effective_access_changes c WHERE c.id = e.change_id)),"
+    " total AS (SELECT count(*) AS n FROM kept),"
+    " numbered AS (INSERT INTO access_feed_state (id, last_cursor, pruned_through)"
+    " SELECT %(id)s, total.n, 0 FROM total WHERE total.n > 0"
+    " ON CONFLICT (id) DO UPDATE SET last_cursor = access_feed_state.last_cursor + EXCLUDED.last_cursor"
+    " RETURNING last_cursor),"
+    " entries AS (INSERT INTO access_feed (cursor, change_id, customer_id, lookup_key, change, features, cause,"
+    " changed_at) SELECT numbered.last_cursor - total.n + kept.n, kept.change_id, kept.customer_id, kept.lookup_key,"
+    " kept.change, kept.features, kept.cause, kept.changed_at FROM numbered, total, kept)"
+    " SELECT last_cursor, pg_notify(%(channel)s, last_cursor::text) FROM numbered"
+)
+
+
+def _publish_in_one_statement(session: Session, changes: Sequence[EffectiveAccessChange]) -> int:
+    entries = [
+        {**_entry(place, change), "place": place, "changed_at": change.changed_at.isoformat()}
+        for place, change in enumerate(changes, start=1)
+    ]
+    values = {"id": _STATE_ID, "entries": json.dumps(entries), "channel": CHANNEL}
+    return int(flushed_connection(session).exec_driver_sql(_PUBLISH, values).scalar() or 0)
 
 
 def _entry(cursor: int, change: EffectiveAccessChange) -> dict[str, Any]:

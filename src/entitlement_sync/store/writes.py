@@ -1,0 +1,71 @@
+"""A write of a customer's rows as the writer makes it: the sync state it records, the events a fetch covers,
+and the rows with their history, in one statement on PostgreSQL (the portable statements elsewhere)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..models import EventStatus
+from ..ordering import Held
+from ..ports import ActiveEntitlement
+from . import access, inbox
+from ._sql import dialect_of, flushed_connection
+
+
+def record_and_replace(
+    session: Session,
+    customer_id: str,
+    after: Held,
+    now: datetime,
+    fetched: Sequence[ActiveEntitlement],
+    event_id: str | None,
+    rows: Sequence[access.HeldRow] | None,
+    *,
+    supersede: bool,
+) -> tuple[int, access.AccessDiff]:
+    """`access.record_write`, then (`supersede`: a fetch's ticket moved `applied_seq` on) `inbox.supersede_synced`
+    for the customer, then `access.replace_entitlements`. Returns the new `state_seq` and the diff."""
+    if dialect_of(session) != "postgresql":
+        state_seq = access.record_write(session, customer_id, after, now)
+        if supersede:
+            inbox.supersede_synced(session, now, customer_id)
+        return state_seq, access.replace_entitlements(session, customer_id, fetched, event_id, now, rows)
+    diff = access.diff_and_move(session, customer_id, fetched, rows)
+    values: dict[str, Any] = {
+        "customer": customer_id,
+        "applied": after.applied_seq,
+        "from_": after.window.start,
+        "until": after.window.end,
+        "now": now,
+        "superseded": str(EventStatus.SUPERSEDED),
+        "covered": [str(EventStatus.FAILED), str(EventStatus.WAITING)],
+    }
+    parts = [_RECORD]
+    if supersede:
+        parts.append(_SUPERSEDE)
+    if diff.changed:
+        parts.append(access.DIFF_CTES)
+        values.update(access.diff_values(customer_id, diff, event_id, now))
+    statement = f"WITH {', '.join(parts)} SELECT state_seq FROM written"
+    return int(flushed_connection(session).exec_driver_sql(statement, values).scalar_one()), diff
+
+
+# The write takes its own place in the customer's sequence (see access.record_write).
+_RECORD = (
+    "written AS ("
+    " INSERT INTO customer_sync_state (customer_id, seq, state_seq, applied_seq, as_of_from, as_of_until, synced_at)"
+    " VALUES (%(customer)s, 1, 1, %(applied)s, %(from_)s, %(until)s, %(now)s)"
+    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1,"
+    " state_seq = customer_sync_state.seq + 1, applied_seq = EXCLUDED.applied_seq, as_of_from = EXCLUDED.as_of_from,"
+    " as_of_until = EXCLUDED.as_of_until, synced_at = EXCLUDED.synced_at"
+    " RETURNING state_seq)"
+)
+# inbox.supersede_synced for one customer, against the `applied_seq` this statement writes.
+_SUPERSEDE = (
+    "superseded AS (UPDATE stripe_events SET status = %(superseded)s, status_changed_at = %(now)s, retry_at = NULL"
+    " WHERE customer_id = %(customer)s AND status = ANY(%(covered)s) AND customer_seq < %(applied)s)"
+)
