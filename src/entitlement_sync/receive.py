@@ -210,6 +210,11 @@ class Receiver:
 
     def _send_committed(self, event_ids: Sequence[str]) -> bool:
         """Send the jobs of events committed as `queued`; on failure put them back to `received` for the sweep."""
+        if self._breaker.failed_since_last_allowed:
+            # These chose to send before another batch's send failed: on a Redis that hangs, that batch paid the
+            # timeout while this one waited behind it; this one should not pay it a second time.
+            self._put_back(event_ids)
+            return False
         try:
             self._queue.enqueue_events(event_ids)
         except QueueUnavailable as error:
@@ -217,19 +222,23 @@ class Receiver:
             log.warning("queue.unavailable", events=len(event_ids), error=str(error))
             for _ in event_ids:
                 self._telemetry.enqueue_failed("receiver")
-            try:
-                with transaction(self._new_session) as session:
-                    # Only from queued: a send that failed late (a timeout after Redis took it) may have a worker on it.
-                    for event_id in event_ids:
-                        store.inbox.set_status(
-                            session, event_id, EventStatus.RECEIVED, self._clock(), only_from=[EventStatus.QUEUED]
-                        )
-            except StorageUnavailable as lost:
-                # The events are stored: they stay `queued`, and the sweep hands them on after STUCK_AFTER_SECONDS.
-                log.warning("queue.left_queued", events=len(event_ids), error=str(lost))
+            self._put_back(event_ids)
             return False
         self._breaker.succeeded()
         return True
+
+    def _put_back(self, event_ids: Sequence[str]) -> None:
+        """From `queued` back to `received`, for the sweep to enqueue after RECEIVED_GRACE_SECONDS."""
+        try:
+            with transaction(self._new_session) as session:
+                # Only from queued: a send that failed late (a timeout after Redis took it) may have a worker on it.
+                for event_id in event_ids:
+                    store.inbox.set_status(
+                        session, event_id, EventStatus.RECEIVED, self._clock(), only_from=[EventStatus.QUEUED]
+                    )
+        except StorageUnavailable as lost:
+            # The events are stored: they stay `queued`, and the sweep hands them on after STUCK_AFTER_SECONDS.
+            log.warning("queue.left_queued", events=len(event_ids), error=str(lost))
 
     @property
     def grouped_writes(self) -> GroupedWrites | None:
