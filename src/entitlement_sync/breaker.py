@@ -57,6 +57,13 @@ class CircuitBreaker:
             self._on_change(state)
 
     @property
+    def failed_since_last_allowed(self) -> bool:
+        """Whether a call failed after the last one let through: open, and no probe allowed since. A caller
+        that was allowed before that failure may skip its call too, rather than pay the same timeout again."""
+        with self._lock:
+            return self._state == "open"
+
+    @property
     def is_open(self) -> bool:
         with self._lock:
             return self._open_until is not None

@@ -5,7 +5,7 @@ Imports no adapter (no Stripe, Redis, Dramatiq or Flask): real adapters and test
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -218,6 +218,10 @@ class WebhookVerifier(Protocol):
 class JobQueue(Protocol):
     def enqueue_event(self, event_id: str) -> None:
         """Hand the event to a worker; raises QueueUnavailable when the broker cannot take it."""
+
+    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+        """`enqueue_event` for each, in one round trip where the broker can; raises QueueUnavailable when the
+        broker may not have taken them all."""
 
     def ping(self) -> None:
         """Raise QueueUnavailable unless the broker answers."""

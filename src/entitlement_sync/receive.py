@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -37,18 +37,38 @@ class Acceptance:
     queued: bool = False
 
 
+SendCommitted = Callable[[Sequence[str]], bool]
+"""Sends the jobs of events just committed `queued`, all in one go; False when it could not (and has put them
+back to `received` for the sweep). The Receiver's `_send_committed`."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    new: bool  # False: a duplicate, nothing was written
+    queued: bool = False  # its job was sent too
+
+
+@dataclass(frozen=True)
+class _Write:
+    row: EventToStore
+    send: SendCommitted | None  # for an event stored `queued`: how to send its job once it is committed
+
+
 class GroupedWrites:
     """PostgreSQL: the webhooks' writes of this process, committed together (group_commit.py) by one writer
     thread on a connection it keeps (db.ThreadConnections): no checkout, statements the driver prepared, and
-    one commit for all the webhooks that arrived while the previous one was being written."""
+    one commit for all the webhooks that arrived while the previous one was being written. Once committed, the
+    writer sends the batch's jobs together too (one Redis round trip, not one per webhook), before any of its
+    threads answers: a 2xx still means stored and enqueued (or left `received` for the sweep)."""
 
     def __init__(self, engine: Engine) -> None:
         self._connections = ThreadConnections(engine)
-        self._group: GroupCommit[EventToStore, bool] = GroupCommit(self._commit, on_stop=self._connections.release)
+        self._group: GroupCommit[_Write, Stored] = GroupCommit(self._commit, on_stop=self._connections.release)
 
-    def store(self, write: EventToStore) -> bool:
-        """True once committed, False for a duplicate; StorageUnavailable when the database cannot be reached."""
-        return self._group.write(write)
+    def store(self, write: EventToStore, send: SendCommitted | None = None) -> Stored:
+        """Once committed (and its job sent through `send`, if given); StorageUnavailable when the database
+        cannot be reached."""
+        return self._group.write(_Write(write, send))
 
     @property
     def transactions(self) -> int:
@@ -62,8 +82,30 @@ class GroupedWrites:
         self._group.close()  # the writer hands its connection back as it stops
         self._connections.close()
 
-    def _commit(self, writes: Sequence[EventToStore]) -> list[bool]:
-        return self._connections.run(lambda cursor: store.inbox.store_events_together(cursor, writes))
+    def _commit(self, writes: Sequence[_Write]) -> list[Stored]:
+        rows = [write.row for write in writes]
+        new = self._connections.run(lambda cursor: store.inbox.store_events_together(cursor, rows))
+        sent = _send_jobs(writes, new)
+        pairs = zip(writes, new, strict=True)
+        return [Stored(is_new, is_new and write.row.event.id in sent) for write, is_new in pairs]
+
+
+def _send_jobs(writes: Sequence[_Write], new: Sequence[bool]) -> set[str]:
+    """The ids whose jobs were sent: one send per receiver (in a process, one receiver)."""
+    by_sender: dict[SendCommitted, list[str]] = {}
+    for write, is_new in zip(writes, new, strict=True):
+        if is_new and write.send is not None:
+            by_sender.setdefault(write.send, []).append(write.row.event.id)
+    sent: set[str] = set()
+    for send, event_ids in by_sender.items():
+        try:
+            if send(event_ids):
+                sent.update(event_ids)
+        except Exception:
+            # Committed already: nothing may fail the batch now (it would be written again, as duplicates).
+            # These stay `queued`, and the sweep hands them on after STUCK_AFTER_SECONDS.
+            log.exception("queue.send_failed", events=len(event_ids))
+    return sent
 
 
 class Receiver:
@@ -133,14 +175,16 @@ class Receiver:
         """Store and commit, then enqueue: a job must never run before its event is visible.
 
         One transaction per webhook, one statement in it on PostgreSQL. While the broker is thought up, the event is
-        stored already `queued` and sent after the commit; only a failed send takes a second transaction, back to
-        `received`, so the sweep enqueues it after RECEIVED_GRACE_SECONDS. (A process killed between the commit and
+        stored already `queued` and sent after the commit (on PostgreSQL with its batch's jobs, in one round trip);
+        only a failed send takes a second transaction, back to `received`, so the sweep enqueues it after
+        RECEIVED_GRACE_SECONDS. (A process killed between the commit and
         the send leaves it `queued` without a job: the sweep finds it after STUCK_AFTER_SECONDS.)
         """
         reason = self.reason_to_ignore(event)
         send = not reason and self._breaker.allows()
         status = EventStatus.IGNORED if reason else EventStatus.QUEUED if send else EventStatus.RECEIVED
-        if not self._store(envelope_only(event) if reason else event, status, reason):
+        stored = self._store(envelope_only(event) if reason else event, status, reason)
+        if not stored.new:
             log.info("webhook.duplicate", outcome=Verdict.DUPLICATE)
             return Acceptance(Verdict.DUPLICATE, event.id)
         if reason:
@@ -149,38 +193,52 @@ class Receiver:
         if not send:
             log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=False, note="broker failed recently")
             return Acceptance(Verdict.ACCEPTED, event.id)
-        queued = self._send_stored(event.id)
-        log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=queued)
-        return Acceptance(Verdict.ACCEPTED, event.id, queued=queued)
+        log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=stored.queued)
+        return Acceptance(Verdict.ACCEPTED, event.id, queued=stored.queued)
 
-    def _store(self, event: InboundEvent, status: EventStatus, reason: str | None) -> bool:
-        """Store the event (and advance its customer's sequence, unless ignored) in one commit; False: a duplicate."""
+    def _store(self, event: InboundEvent, status: EventStatus, reason: str | None) -> Stored:
+        """Store the event (and advance its customer's sequence, unless ignored) in one commit, then, if stored
+        `queued`, send its job."""
         now, sequenced = self._clock(), reason is None
+        row = EventToStore(event, status, reason, now, sequenced)
+        send = self._send_committed if status == EventStatus.QUEUED else None
         if self._grouped_writes is not None:
-            return self._grouped_writes.store(EventToStore(event, status, reason, now, sequenced))
+            return self._grouped_writes.store(row, send)  # the writer sends the batch's jobs together
         with transaction(self._new_session) as session:
-            return store.inbox.store_event_if_new(session, event, status, reason, now, sequenced=sequenced)
+            new = store.inbox.store_event_if_new(session, event, status, reason, now, sequenced=sequenced)
+        return Stored(new, new and send is not None and send([event.id]))
 
-    def _send_stored(self, event_id: str) -> bool:
-        """Send the job of an event committed as `queued`; on failure put it back to `received` for the sweep."""
+    def _send_committed(self, event_ids: Sequence[str]) -> bool:
+        """Send the jobs of events committed as `queued`; on failure put them back to `received` for the sweep."""
+        if self._breaker.failed_since_last_allowed:
+            # These chose to send before another batch's send failed: on a Redis that hangs, that batch paid the
+            # timeout while this one waited behind it; this one should not pay it a second time.
+            self._put_back(event_ids)
+            return False
         try:
-            self._queue.enqueue_event(event_id)
+            self._queue.enqueue_events(event_ids)
         except QueueUnavailable as error:
             self._breaker.failed()
-            log.warning("queue.unavailable", error=str(error))
-            self._telemetry.enqueue_failed("receiver")
-            try:
-                with transaction(self._new_session) as session:
-                    # Only from queued: a send that failed late (a timeout after Redis took it) may have a worker on it.
-                    store.inbox.set_status(
-                        session, event_id, EventStatus.RECEIVED, self._clock(), only_from=[EventStatus.QUEUED]
-                    )
-            except StorageUnavailable as lost:
-                # The event is stored: it stays `queued`, and the sweep hands it on after STUCK_AFTER_SECONDS.
-                log.warning("queue.left_queued", error=str(lost))
+            log.warning("queue.unavailable", events=len(event_ids), error=str(error))
+            for _ in event_ids:
+                self._telemetry.enqueue_failed("receiver")
+            self._put_back(event_ids)
             return False
         self._breaker.succeeded()
         return True
+
+    def _put_back(self, event_ids: Sequence[str]) -> None:
+        """From `queued` back to `received`, for the sweep to enqueue after RECEIVED_GRACE_SECONDS."""
+        try:
+            with transaction(self._new_session) as session:
+                # Only from queued: a send that failed late (a timeout after Redis took it) may have a worker on it.
+                for event_id in event_ids:
+                    store.inbox.set_status(
+                        session, event_id, EventStatus.RECEIVED, self._clock(), only_from=[EventStatus.QUEUED]
+                    )
+        except StorageUnavailable as lost:
+            # The events are stored: they stay `queued`, and the sweep hands them on after STUCK_AFTER_SECONDS.
+            log.warning("queue.left_queued", events=len(event_ids), error=str(lost))
 
     @property
     def grouped_writes(self) -> GroupedWrites | None:

@@ -2,6 +2,7 @@
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -37,6 +38,10 @@ class FlakyQueue:
         self.calls += 1
         if self.down:
             raise QueueUnavailable("TimeoutError: Timeout reading from socket")
+
+    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+        for event_id in event_ids:
+            self.enqueue_event(event_id)
 
     def ping(self) -> None: ...
 
@@ -96,6 +101,10 @@ class GatedQueue:
         self.started.set()
         assert self.gate.wait(10), "the test never opened the gate"
         self.inner.enqueue_event(event_id)
+
+    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+        for event_id in event_ids:
+            self.enqueue_event(event_id)
 
     def ping(self) -> None: ...
 

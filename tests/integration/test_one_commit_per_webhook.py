@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -164,6 +164,10 @@ class _LostSend:
 
     def enqueue_event(self, event_id: str) -> None:
         pass
+
+    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+        for event_id in event_ids:
+            self.enqueue_event(event_id)
 
     def ping(self) -> None:
         pass

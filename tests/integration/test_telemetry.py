@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dramatiq
@@ -105,6 +105,10 @@ def test_a_retried_a_waiting_and_a_failed_event_are_told_apart(counted, recorder
 class RefusingQueue:
     def enqueue_event(self, event_id: str) -> None:
         raise QueueUnavailable("broker down")
+
+    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+        for event_id in event_ids:
+            self.enqueue_event(event_id)
 
     def ping(self) -> None:
         raise QueueUnavailable("broker down")

@@ -90,3 +90,16 @@ def test_each_change_of_state_is_told_once():
     assert breaker.allows()
     breaker.succeeded()
     assert heard == ["open", "half_open", "closed"]
+
+
+def test_a_call_allowed_before_a_failure_is_told_a_call_failed_since_but_a_probe_is_not():
+    clock = FakeClock()
+    breaker = CircuitBreaker(5, clock=clock)
+    assert breaker.allows() and not breaker.failed_since_last_allowed
+    breaker.failed()  # another caller's call failed meanwhile
+    assert breaker.failed_since_last_allowed
+    clock.now += 5
+    assert breaker.allows()  # the probe
+    assert not breaker.failed_since_last_allowed
+    breaker.failed()
+    assert breaker.failed_since_last_allowed
