@@ -8,7 +8,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
@@ -23,6 +23,18 @@ from entitlement_sync.tasks import build_redis_broker, build_stub_broker
 from entitlement_sync.testing import FakeStripe, sign
 from entitlement_sync.web import create_app
 from tests.fakes import VirtualTime, stripe_over_responses
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether `condition` came true within `timeout` seconds (polled every 10 ms): for what other threads or
+    processes do, and tests assert on its answer."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
 
 WEBHOOK_SECRET = "whsec_test_primary"
 API_KEY = "sk_test_simulator"

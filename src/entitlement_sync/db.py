@@ -218,9 +218,7 @@ class ThreadConnections:
             typing = self._typing(read, held.cursor.description)
             return rows if not typing else [_typed(row, typing) for row in rows]
         except BaseException as error:
-            self._drop(held)
-            if isinstance(error, self._unavailable):
-                raise StorageUnavailable(str(error).splitlines()[0]) from error
+            self._drop_after(held, error)
             raise
         finally:
             if self._deadline is not None:
@@ -246,9 +244,7 @@ class ThreadConnections:
             result = _succeeded(pgconn.exec_prepared(name, [params[key].encode() for key in names]), pgconn)
             return None if result.ntuples == 0 else result.get_value(0, 0) == b"t"
         except BaseException as error:
-            self._drop(held)
-            if isinstance(error, self._unavailable):
-                raise StorageUnavailable(str(error).splitlines()[0]) from error
+            self._drop_after(held, error)
             raise
         finally:
             self._deadline.disarm(dbapi_connection)
@@ -265,12 +261,17 @@ class ThreadConnections:
         try:
             return work(held.cursor)
         except BaseException as error:
-            self._drop(held)
-            if isinstance(error, self._unavailable):
-                raise StorageUnavailable(str(error).splitlines()[0]) from error
+            self._drop_after(held, error)
             raise
         finally:
             self._deadline.disarm(dbapi_connection)
+
+    def _drop_after(self, held: _Held, error: BaseException) -> None:
+        """After any error on a kept connection: drop it (the next read takes a fresh one), and raise
+        StorageUnavailable when the database could not be reached (the caller re-raises any other error)."""
+        self._drop(held)
+        if isinstance(error, self._unavailable):
+            raise StorageUnavailable(str(error).splitlines()[0]) from error
 
     def release(self) -> None:
         """Hand back the connection this thread keeps (a thread that stops for good before the process)."""
@@ -285,9 +286,7 @@ class ThreadConnections:
             # All of them: a statement read to its end is reset, and holds no snapshot between reads.
             rows = held.cursor.execute(read.sql, params).fetchall()
         except BaseException as error:
-            self._drop(held)
-            if isinstance(error, self._unavailable):
-                raise StorageUnavailable(str(error).splitlines()[0]) from error
+            self._drop_after(held, error)
             raise
         return bool(rows[0][0]) if rows else None
 

@@ -4,8 +4,7 @@ its own thread, and takes a new snapshot when its cursor was pruned."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from entitlement_sync.bootstrap import Container
 from entitlement_sync.client import AccessClient
 from entitlement_sync.db import transaction
 from entitlement_sync.web import create_app
-from tests.conftest import READ_TOKEN
+from tests.conftest import READ_TOKEN, eventually
 
 LATER = datetime.now(UTC) + timedelta(days=30)
 
@@ -28,15 +27,6 @@ def internal_url(container: Container) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_the_client_follows_grants_and_revokes(container: Container, internal_url: str) -> None:

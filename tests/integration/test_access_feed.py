@@ -8,7 +8,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from entitlement_sync.errors import FeedCursorGone
 from entitlement_sync.feed import AccessFeed
 from entitlement_sync.models import AccessFeedEntry, EffectiveAccess
 from entitlement_sync.settings import Settings
-from tests.conftest import READ_TOKEN, TEST_DATABASE_URL
+from tests.conftest import READ_TOKEN, TEST_DATABASE_URL, eventually
 
 on_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL only (SQLite runs one writer at a time)")
 AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
@@ -36,15 +36,6 @@ def grant(container: Container, customer: str, key: str = "api_access") -> int:
 
 def deny(container: Container, customer: str, key: str = "api_access") -> int:
     return container.overrides.deny(customer, key, None, "test", "tester").id
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def table(container: Container) -> dict[tuple[str, str], bool]:

@@ -4,22 +4,13 @@ each thread hears back only after its own transaction."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 
 import pytest
 
 from entitlement_sync.errors import StorageUnavailable
 from entitlement_sync.group_commit import GroupCommit
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from tests.conftest import eventually
 
 
 class HeldTransactions:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from entitlement_sync.receive import GroupedWrites, Receiver
 from entitlement_sync.stripe_gateway import WebhookVerifier
 from entitlement_sync.sweep import Sweeper
 from entitlement_sync.testing import active_entitlement, summary_event
-from tests.conftest import WEBHOOK_SECRET, post_webhook, stored_event
+from tests.conftest import WEBHOOK_SECRET, eventually, post_webhook, stored_event
 from tests.fakes import BrokerDown
 
 RULE = StuckRule(received_grace=timedelta(seconds=10), stuck_after=timedelta(minutes=15))
@@ -217,15 +216,6 @@ def test_on_postgresql_webhooks_that_arrive_during_a_commit_share_the_next_one(c
     assert (held_row.status, held_row.customer_seq) == (EventStatus.QUEUED, 2)
     assert stored_event(container, rest[2]["id"]).status == EventStatus.IGNORED
     assert [customer_seq(container, c) for c in ("cus_0", "cus_1", "cus_2", "cus_3")] == [2, 2, None, 1]
-
-
-def eventually(condition: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_on_postgresql_closing_the_container_hands_back_the_writers_connection(settings, broker, container):
