@@ -68,12 +68,16 @@ def all_css(driver: Any, selector: str) -> list[Any]:
 
 def click_and_wait(driver: Any, element: Any) -> None:
     """Click something that loads a page, and wait for the new page (a click does not wait for it)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     page = by_css(driver, "html")
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    # Mid-navigation Chromium may answer the old page's node with "Node with given id does not belong to the
+    # document" rather than as stale: ask again until it says stale (or the 30 s run out).
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,))
+    wait.until(expected_conditions.staleness_of(page))
 
 
 def log_in(driver: Any, token: str = CONSOLE_TOKEN) -> None:
