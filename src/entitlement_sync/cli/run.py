@@ -67,7 +67,12 @@ def gunicorn_arguments(
     # for webhooks on 2 cores (docs/runbook.md); the app bounds body reads (web/serving.py).
     return [
         *("--bind", f"{host}:{port}", "--bind", f"{host}:{internal_port}"),
-        *("--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads)),
+        *("--worker-class", "entitlement_sync.gunicorn_hooks.ThreadWorker"),
+        *("--workers", str(workers), "--threads", str(threads)),
+        # Each process listens on its own socket, and the kernel spreads connections among them: on one shared
+        # socket the process that woke first took them all, and its interpreter lock then bound the throughput
+        # while the other process idled.
+        "--reuse-port",
         *("--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5"),
         *("--limit-request-line", "4094", "--limit-request-fields", "50"),
         # The access log skips the webhooks that the receiver logs in one structured line (gunicorn_hooks.py).
