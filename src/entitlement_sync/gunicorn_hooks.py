@@ -21,8 +21,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def logged_by_the_receiver(method: str, path: str, status: int | None) -> bool:
-    """A webhook answered 200 or 400 already has its one structured line (`webhook.accepted|duplicate|ignored|
-    rejected`, with the event id): an access line beside it would double the log of the busiest path."""
+    """A webhook answered 200 or 400 already has its structured line (`webhook.duplicate|ignored|rejected|accepted`
+    with the event id, or on PostgreSQL `webhooks.accepted` naming every event its writer stored and enqueued
+    together): an access line beside it would double the log of the busiest path."""
     return method == "POST" and path == WEBHOOK_PATH and status in (200, 400)
 
 
