@@ -32,7 +32,10 @@ class _Slot(Generic[Item, Result]):
 
     def __init__(self, item: Item) -> None:
         self.item = item
-        self.done = threading.Event()
+        # Held until the writer is done with the item: its thread waits by acquiring it again. A bare lock, not
+        # a threading.Event (a Condition and a lock of its own), for one wake-up per webhook.
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: Result | None = None
         self.error: BaseException | None = None
 
@@ -75,7 +78,7 @@ class GroupCommit(Generic[Item, Result]):
                 self._writer.start()
             self._waiting.append(slot)
             self._changed.notify()
-        slot.done.wait()
+        slot.done.acquire()
         if slot.error is not None:
             # A fresh error per waiting thread: one exception object raised in many threads at once would
             # have its traceback written by all of them.
@@ -137,4 +140,4 @@ class GroupCommit(Generic[Item, Result]):
             for slot, result in zip(batch, results, strict=True):
                 slot.result = result
         for slot in batch:
-            slot.done.set()
+            slot.done.release()

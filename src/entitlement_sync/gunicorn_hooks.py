@@ -1,11 +1,13 @@
-"""gunicorn server hooks and settings, loaded by `entitlement-sync serve`
-(`--config python:entitlement_sync.gunicorn_hooks`)."""
+"""gunicorn's home: server hooks and settings, loaded by `entitlement-sync serve`
+(`--config python:entitlement_sync.gunicorn_hooks`), and the worker class it names (`--worker-class`)."""
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import ThreadWorker as ThreadWorkerBase
 
 from .telemetry import process_exited
 
@@ -19,8 +21,9 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def logged_by_the_receiver(method: str, path: str, status: int | None) -> bool:
-    """A webhook answered 200 or 400 already has its one structured line (`webhook.accepted|duplicate|ignored|
-    rejected`, with the event id): an access line beside it would double the log of the busiest path."""
+    """A webhook answered 200 or 400 already has its structured line (`webhook.duplicate|ignored|rejected|accepted`
+    with the event id, or on PostgreSQL `webhooks.accepted` naming every event its writer stored and enqueued
+    together): an access line beside it would double the log of the busiest path."""
     return method == "POST" and path == WEBHOOK_PATH and status in (200, 400)
 
 
@@ -42,6 +45,42 @@ class AccessLog(Logger):  # type: ignore[misc]  # gunicorn is untyped
         ):
             return
         super().access(resp, req, environ, request_time)
+
+
+# How long a thread that has just answered on a kept-alive connection waits for that client's next request
+# before handing the connection back to gunicorn's poller. A client that sends its next webhook at once (a
+# busy sender, Stripe's retries, a load test) is served on by the same thread; an idle one costs the thread
+# this long, once, and is then parked as gthread parks it.
+NEXT_REQUEST_SECONDS = 0.002
+
+
+class ThreadWorker(ThreadWorkerBase):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's gthread worker, serving a kept-alive connection's next request in the thread that answered
+    the last one while there are no more connections than threads.
+
+    gthread hands every kept-alive connection back to its main thread after each answer: a wake-up through a
+    pipe, an epoll registration, and, when the next request arrives, a hand-off to a pool thread again: about
+    a fifth of a webhook's interpreter time in py-spy under wrk c16, and two thread switches. Above one
+    connection per thread the threads are shared as gthread shares them, so a connection never waits for a
+    thread held by another one's next request; a slow client still holds one thread at most, for the same
+    deadlines as before (web/slow_clients.py)."""
+
+    def handle(self, conn: Any) -> Any:
+        kept = super().handle(conn)
+        # nr_conns is the main thread's count, read here without its lock: a stale value only moves the moment
+        # at which this connection goes back to the poller by one request.
+        while kept is True and self.alive and self.nr_conns <= self.cfg.threads and _next_request(conn):
+            kept = super().handle(conn)
+        return kept
+
+
+def _next_request(conn: Any) -> bool:
+    """Whether the connection's next request has begun to arrive (already read ahead, or readable soon)."""
+    if conn.parser.unreader.buf.getvalue():
+        return True
+    poller = select.poll()
+    poller.register(conn.sock, select.POLLIN)
+    return bool(poller.poll(NEXT_REQUEST_SECONDS * 1000))
 
 
 logger_class = AccessLog

@@ -2,7 +2,8 @@
 
 Every line written while a webhook or a job is handled carries that event's id, type and customer: the
 receiver and the worker bind them for the duration (`bound`), so a grep by event id or customer finds the
-whole story. Never log a secret or a payload: ids, types, codes and counts only.
+whole story. (On PostgreSQL the webhooks stored and enqueued together share one `webhooks.accepted` line, which
+lists their `event_ids`, `customers` and `types`.) Never log a secret or a payload: ids, types, codes and counts only.
 """
 
 from __future__ import annotations

@@ -87,7 +87,23 @@ class GroupedWrites:
         new = self._connections.run(lambda cursor: store.inbox.store_events_together(cursor, rows))
         sent = _send_jobs(writes, new)
         pairs = zip(writes, new, strict=True)
-        return [Stored(is_new, is_new and write.row.event.id in sent) for write, is_new in pairs]
+        stored = [Stored(is_new, is_new and write.row.event.id in sent) for write, is_new in pairs]
+        _log_accepted([write.row.event for write, done in zip(writes, stored, strict=True) if done.queued])
+        return stored
+
+
+def _log_accepted(events: Sequence[InboundEvent]) -> None:
+    """One line for the webhooks of a batch that were stored and enqueued, naming each event and customer: a
+    line per webhook cost a tenth of a webhook's CPU. The rarer outcomes keep a line each (Receiver._accept)."""
+    if events:
+        log.info(
+            "webhooks.accepted",
+            outcome=Verdict.ACCEPTED,
+            queued=True,
+            event_ids=[event.id for event in events],
+            customers=[event.customer_id for event in events],
+            types=sorted({event.type for event in events}),
+        )
 
 
 def _send_jobs(writes: Sequence[_Write], new: Sequence[bool]) -> set[str]:
@@ -193,7 +209,8 @@ class Receiver:
         if not send:
             log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=False, note="broker failed recently")
             return Acceptance(Verdict.ACCEPTED, event.id)
-        log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=stored.queued)
+        if not (stored.queued and self._grouped_writes is not None):  # else its batch's line names it
+            log.info("webhook.accepted", outcome=Verdict.ACCEPTED, queued=stored.queued)
         return Acceptance(Verdict.ACCEPTED, event.id, queued=stored.queued)
 
     def _store(self, event: InboundEvent, status: EventStatus, reason: str | None) -> Stored:

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from entitlement_sync.testing import active_entitlement, summary_event
-from tests.e2e.harness import READ_TOKEN
+from entitlement_sync.testing import active_entitlement, sign, summary_event
+from tests.e2e.harness import READ_TOKEN, WEBHOOK_SECRET
 
 pytestmark = pytest.mark.e2e
 AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
@@ -83,3 +83,63 @@ def test_slow_clients_holding_connections_do_not_keep_webhooks_waiting(service):
         for client in slow:
             client.close()
     assert service.http.get(f"{service.url}/healthz", timeout=5).ok
+
+
+class KeptAlive:
+    """One raw HTTP/1.1 connection that sends signed webhooks one after another and reads each answer."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._buffer = b""
+
+    def post(self, body: bytes) -> tuple[int, dict]:
+        head = "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head += f"Stripe-Signature: {sign(body, WEBHOOK_SECRET)}\r\nContent-Length: {len(body)}\r\n\r\n"
+        self.connection.sendall(head.encode() + body)
+        while b"\r\n\r\n" not in self._buffer:
+            self._buffer += self._received()
+        headers, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        length = int(next(line for line in headers.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:])
+        while len(self._buffer) < length:
+            self._buffer += self._received()
+        answer, self._buffer = self._buffer[:length], self._buffer[length:]
+        assert b"connection: close" not in headers.lower()
+        return int(headers.split(b" ", 2)[1]), json.loads(answer)
+
+    def _received(self) -> bytes:
+        chunk = self.connection.recv(65536)
+        assert chunk, "the server closed the connection"
+        return chunk
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def test_a_kept_alive_connection_is_answered_request_after_request(service):
+    # The thread that answered a kept-alive connection serves the next request it brings at once itself
+    # (gunicorn_hooks.ThreadWorker): every one of them is answered, in order, on the same connection.
+    service.start_web(1)
+    client = KeptAlive(service.port)
+    try:
+        answers = [client.post(a_webhook(f"cus_kept_{n}")) for n in range(30)]
+    finally:
+        client.close()
+    assert [(status, answer["status"]) for status, answer in answers] == [(200, "accepted")] * 30
+    assert len({answer["event"] for _, answer in answers}) == 30
+
+
+def test_kept_alive_connections_gone_quiet_give_their_threads_back(service):
+    # Two threads, two connections that each sent one webhook and then stay open saying nothing: a thread may
+    # wait for its connection's next request only briefly, so both are free again for other clients.
+    service.start_web(1, "--threads", "2")
+    quiet = [KeptAlive(service.port) for _ in range(2)]
+    try:
+        assert [client.post(a_webhook(f"cus_quiet_{n}"))[0] for n, client in enumerate(quiet)] == [200, 200]
+        time.sleep(0.5)  # longer than any wait for a next request: the threads are either free or pinned
+        answers = [service.deliver(a_webhook(f"cus_after_quiet_{n}")) for n in range(5)]
+        assert {(answer.status_code, answer.json()["status"]) for answer in answers} == {(200, "accepted")}
+        # The quiet connections are still open and served when they speak again.
+        assert [client.post(a_webhook(f"cus_quiet_again_{n}"))[0] for n, client in enumerate(quiet)] == [200, 200]
+    finally:
+        for client in quiet:
+            client.close()

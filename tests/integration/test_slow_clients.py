@@ -1,10 +1,14 @@
-"""The body deadline over a real socket pair: a trickled body is cut off at the deadline, a prompt one is not."""
+"""The body deadline over a real socket pair: a trickled body is cut off at the deadline, a prompt one is not;
+and a kept-alive connection keeps its thread only while its next request is on its way."""
 
+import io
 import socket
 import threading
+from types import SimpleNamespace
 
 import pytest
 
+from entitlement_sync.gunicorn_hooks import _next_request
 from entitlement_sync.web.slow_clients import BodyDeadline, BodyTooSlow, Watchdog
 
 
@@ -80,3 +84,23 @@ def test_a_request_without_a_body_is_not_watched():
     assert seen["input"] is not reader
     client.close()
     server.close()
+
+
+def test_a_thread_serves_on_only_a_connection_whose_next_request_has_begun():
+    """gunicorn_hooks.ThreadWorker asks this after each answer on a kept-alive connection: yes when the next
+    request's bytes are on the socket or already read ahead, no when the client says nothing (the connection
+    then goes back to gunicorn's poller, and the thread to other clients)."""
+    server, client = socket.socketpair()
+    read_ahead = io.BytesIO()
+    connection = SimpleNamespace(sock=server, parser=SimpleNamespace(unreader=SimpleNamespace(buf=read_ahead)))
+    try:
+        assert not _next_request(connection)
+        read_ahead.write(b"POST /webhooks/stripe HTTP/1.1\r\n")
+        assert _next_request(connection)
+        read_ahead.seek(0)
+        read_ahead.truncate()
+        client.sendall(b"POST /webhooks/stripe HTTP/1.1\r\n")
+        assert _next_request(connection)
+    finally:
+        client.close()
+        server.close()

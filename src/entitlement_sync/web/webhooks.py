@@ -8,7 +8,6 @@ answers it the same way where the plain path is not installed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
+from .. import fastjson
 from ..bootstrap import Container
 from ..errors import InvalidWebhook, StorageUnavailable
 from ..logs import get_logger
@@ -83,7 +83,7 @@ class WebhookRoute:
         except Exception:
             log.exception("webhook.failed")
             status, document, headers = 500, {"error": "internal error"}, {}
-        payload = json.dumps(document).encode()
+        payload = fastjson.dumps(document)
         start_response(
             f"{status} {HTTPStatus(status).phrase}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *headers.items()],
