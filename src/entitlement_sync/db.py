@@ -13,7 +13,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Engine, TextualSelect, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, TextualSelect, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -366,6 +366,41 @@ def _typed(row: tuple[Any, ...], typing: _Typing) -> tuple[Any, ...]:
     for index, processor in typing:
         values[index] = processor(values[index])
     return tuple(values)
+
+
+def driver_rows(connection: Connection, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one statement (none for a statement that returns none) sent straight through the driver, on
+    the connection of the caller's SQLAlchemy transaction. PostgreSQL only (psycopg: `%(name)s` parameters).
+
+    For the worker's statements, which run for every event: SQLAlchemy's execute (events, result metadata) cost
+    three times the driver's own. What SQLAlchemy did for them is kept: the engine's statement deadline, and a
+    driver error raised as SQLAlchemy's (a lost connection invalidated, an outage seen as one by
+    `outages_reported`).
+    """
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    deadline = _BUILT[connection.engine][1]
+    deadline.arm(dbapi_connection)
+    cursor = None
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+    except connection.dialect.loaded_dbapi.Error as error:
+        invalidated = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
+        if invalidated:
+            connection.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql,
+            params,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            connection_invalidated=invalidated,
+            dialect=connection.dialect,
+        ) from error
+    finally:
+        deadline.disarm(dbapi_connection)
+        if cursor is not None:
+            cursor.close()
 
 
 def session_factory(engine: Engine) -> SessionFactory:

@@ -3,6 +3,7 @@ wins: adversarial orders through the real Syncer, with the simulated Stripe stam
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from sqlalchemy import event as sa_event
 

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, CursorResult
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..db import driver_rows
 from ..models import Base
 
 
@@ -42,3 +43,9 @@ def rows_changed(session: Session, statement: Any) -> int:
     if session.new or session.dirty or session.deleted:
         session.flush()
     return cast(CursorResult[Any], session.connection().execute(statement)).rowcount
+
+
+def pg_rows(session: Session, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """PostgreSQL: the rows of one of the worker's written-out statements, through the driver (`db.driver_rows`),
+    in the session's transaction and after its pending objects are flushed."""
+    return driver_rows(flushed_connection(session), sql, params)

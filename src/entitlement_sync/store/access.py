@@ -16,15 +16,24 @@ from sqlalchemy.orm import Session
 from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
 from ..ordering import NOTHING_HELD, Held, Window
 from ..ports import ActiveEntitlement
-from ._sql import dialect_of, upsert_for
+from ._sql import dialect_of, pg_rows, upsert_for
 
 # --- ordering: one sequence per customer -----------------------------------------------------------------
 
 
 def advance_customer_seq(session: Session, customer_id: str) -> int:
     """Bump and return the customer's sequence; the row lock orders concurrent bumps by commit."""
-    statement = _advance(dialect_of(session))
-    return int(session.connection().execute(statement, {"customer": customer_id}).scalar_one())
+    dialect = dialect_of(session)
+    if dialect == "postgresql":
+        return int(pg_rows(session, _ADVANCE_PG, {"customer": customer_id})[0][0])
+    return int(session.connection().execute(_advance(dialect), {"customer": customer_id}).scalar_one())
+
+
+# `_advance` written out for the driver (the worker takes a ticket for every fetch).
+_ADVANCE_PG = (
+    "INSERT INTO customer_sync_state (customer_id, seq, applied_seq, state_seq) VALUES (%(customer)s, 1, 0, 0)"
+    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1 RETURNING seq"
+)
 
 
 @cache
@@ -54,7 +63,7 @@ def held_state_and_rows(session: Session, customer_id: str) -> tuple[Held, list[
     writer reads them itself)."""
     if dialect_of(session) != "postgresql":
         return held_state(session, customer_id), None
-    row = session.connection().exec_driver_sql(_HELD_AND_ROWS, {"customer": customer_id}).one()
+    (row,) = pg_rows(session, _HELD_AND_ROWS, {"customer": customer_id})
     return held_from(*row[:-1]), rows_from_json(row[-1])
 
 

@@ -30,7 +30,7 @@ from ..models import (
 from ..policy import CatalogLink, Override, PolicyInputs, SubscriptionState
 from ..ports import ActiveEntitlement
 from . import feed
-from ._sql import dialect_of, flushed_connection, upsert, upsert_for
+from ._sql import dialect_of, flushed_connection, pg_rows, upsert, upsert_for
 
 
 def lock_customer(session: Session, customer_id: str) -> None:
@@ -46,7 +46,7 @@ def lock_customer(session: Session, customer_id: str) -> None:
         return  # taken earlier in this transaction: once is enough (a transaction lock is held until its end)
     if session.get_bind().dialect.name == "postgresql":
         digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
-        flushed_connection(session).exec_driver_sql(_ADVISORY_LOCK, (int.from_bytes(digest, "big", signed=True),))
+        pg_rows(session, _ADVISORY_LOCK, (int.from_bytes(digest, "big", signed=True),))
         # Remembered only outside a SAVEPOINT: rolling one back releases the locks taken inside it.
         if not session.in_nested_transaction():
             _locks_held(session).add(customer_id)
@@ -140,7 +140,7 @@ class _EffectiveRead:
 
 
 def _read_in_one_statement(session: Session, customer_id: str) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
-    row = flushed_connection(session).exec_driver_sql(_INPUTS_AND_ROWS, {"customer": customer_id}).one()
+    (row,) = pg_rows(session, _INPUTS_AND_ROWS, {"customer": customer_id})
     entitlements, subscriptions, catalog, overrides, synced, effective = row
     rows: dict[str, EffectiveRow] = {
         key: _EffectiveRead(key, granted, reason, sources, _at(since), _at(computed), _moment(review))
@@ -240,7 +240,7 @@ def save(
         "rows": json.dumps([_json_ready(row) for row in rows]),
         "changes": json.dumps([{**_json_ready(change), "place": n} for n, change in enumerate(changes)]),
     }
-    ids = {key: change_id for key, change_id in flushed_connection(session).exec_driver_sql(_SAVE, values)}
+    ids = {key: change_id for key, change_id in pg_rows(session, _SAVE, values)}
     return [_recorded(session, ids[change["lookup_key"]], change) for change in changes]
 
 
