@@ -47,5 +47,19 @@ def rows_changed(session: Session, statement: Any) -> int:
 
 def pg_rows(session: Session, sql: str, params: Any) -> list[tuple[Any, ...]]:
     """PostgreSQL: the rows of one of the worker's written-out statements, through the driver (`db.driver_rows`),
-    in the session's transaction and after its pending objects are flushed."""
-    return driver_rows(flushed_connection(session), sql, params)
+    in the session's transaction and after its pending objects are flushed.
+
+    The transaction's connection is looked up once per transaction, not per statement: `Session.connection()`
+    cost as much as the statement's own execute on the worker's path.
+    """
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    transaction = session.get_transaction()
+    kept = session.info.get(_DRIVER_CONNECTION)
+    if kept is None or kept[0] is not transaction or kept[1].invalidated:
+        kept = (transaction, session.connection())
+        session.info[_DRIVER_CONNECTION] = kept
+    return driver_rows(kept[1], sql, params)
+
+
+_DRIVER_CONNECTION = "entitlement_sync.store.driver_connection"  # (root transaction, its connection)
