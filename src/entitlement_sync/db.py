@@ -377,16 +377,32 @@ def driver_rows(connection: Connection, sql: str, params: Any) -> list[tuple[Any
     driver error raised as SQLAlchemy's (a lost connection invalidated, an outage seen as one by
     `outages_reported`).
     """
+    return driver_rows_together(connection, [(sql, params)])[0]
+
+
+def driver_rows_together(connection: Connection, statements: list[tuple[str, Any]]) -> list[list[tuple[Any, ...]]]:
+    """`driver_rows` of several statements sent in one round trip (libpq's pipeline mode), their rows in order.
+
+    The server still runs them one after the other, each as its own statement (its own snapshot, taken when it
+    starts): only the waiting between them is saved. An error in one leaves the rest unrun, and is raised.
+    """
     dbapi_connection: Any = connection.connection.dbapi_connection
     deadline = _BUILT[connection.engine][1]
     deadline.arm(dbapi_connection)
-    cursor = None
+    cursors: list[Any] = []
     try:
-        cursor = dbapi_connection.cursor()
-        cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description is not None else []
+        if len(statements) == 1:
+            cursors.append(dbapi_connection.cursor())
+            cursors[0].execute(*statements[0])
+        else:
+            with dbapi_connection.pipeline():
+                for sql, params in statements:
+                    cursors.append(dbapi_connection.cursor())
+                    cursors[-1].execute(sql, params)
+        return [cursor.fetchall() if cursor.description is not None else [] for cursor in cursors]
     except connection.dialect.loaded_dbapi.Error as error:
-        invalidated = connection.dialect.is_disconnect(error, dbapi_connection, cursor)
+        sql, params = statements[min(len(cursors), len(statements)) - 1] if cursors else statements[0]
+        invalidated = connection.dialect.is_disconnect(error, dbapi_connection, cursors[-1] if cursors else None)
         if invalidated:
             connection.invalidate(error)
         raise exc.DBAPIError.instance(
@@ -399,7 +415,7 @@ def driver_rows(connection: Connection, sql: str, params: Any) -> list[tuple[Any
         ) from error
     finally:
         deadline.disarm(dbapi_connection)
-        if cursor is not None:
+        for cursor in cursors:
             cursor.close()
 
 

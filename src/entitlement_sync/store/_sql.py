@@ -8,7 +8,7 @@ from sqlalchemy import Connection, CursorResult
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..db import driver_rows
+from ..db import driver_rows, driver_rows_together
 from ..models import Base
 
 
@@ -47,11 +47,18 @@ def rows_changed(session: Session, statement: Any) -> int:
 
 def pg_rows(session: Session, sql: str, params: Any) -> list[tuple[Any, ...]]:
     """PostgreSQL: the rows of one of the worker's written-out statements, through the driver (`db.driver_rows`),
-    in the session's transaction and after its pending objects are flushed.
+    in the session's transaction and after its pending objects are flushed."""
+    return driver_rows(_driver_connection(session), sql, params)
 
-    The transaction's connection is looked up once per transaction, not per statement: `Session.connection()`
-    cost as much as the statement's own execute on the worker's path.
-    """
+
+def pg_rows_together(session: Session, statements: list[tuple[str, Any]]) -> list[list[tuple[Any, ...]]]:
+    """`pg_rows` of several statements in one round trip (`db.driver_rows_together`)."""
+    return driver_rows_together(_driver_connection(session), statements)
+
+
+def _driver_connection(session: Session) -> Connection:
+    """The transaction's connection, looked up once per transaction, not per statement: `Session.connection()`
+    cost as much as a statement's own execute on the worker's path."""
     if session.new or session.dirty or session.deleted:
         session.flush()
     transaction = session.get_transaction()
@@ -59,7 +66,7 @@ def pg_rows(session: Session, sql: str, params: Any) -> list[tuple[Any, ...]]:
     if kept is None or kept[0] is not transaction or kept[1].invalidated:
         kept = (transaction, session.connection())
         session.info[_DRIVER_CONNECTION] = kept
-    return driver_rows(kept[1], sql, params)
+    return cast(Connection, kept[1])
 
 
 _DRIVER_CONNECTION = "entitlement_sync.store.driver_connection"  # (root transaction, its connection)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
 from ..ordering import NOTHING_HELD, Held, Window
 from ..ports import ActiveEntitlement
+from . import effective
 from ._sql import dialect_of, pg_rows, upsert_for
 
 # --- ordering: one sequence per customer -----------------------------------------------------------------
@@ -58,12 +59,18 @@ def held_state(session: Session, customer_id: str) -> Held:
     return NOTHING_HELD if row is None else held_from(*row)
 
 
-def held_state_and_rows(session: Session, customer_id: str) -> tuple[Held, list[HeldRow] | None]:
+def held_state_and_rows(
+    session: Session, customer_id: str, *, lock_first: bool = False
+) -> tuple[Held, list[HeldRow] | None]:
     """`held_state`, and on PostgreSQL the customer's rows too, read by the same statement (else None: the
-    writer reads them itself)."""
+    writer reads them itself). `lock_first`: take the customer's lock first (with the read, in one round trip on
+    PostgreSQL)."""
     if dialect_of(session) != "postgresql":
+        if lock_first:
+            effective.lock_customer(session, customer_id)
         return held_state(session, customer_id), None
-    (row,) = pg_rows(session, _HELD_AND_ROWS, {"customer": customer_id})
+    read = (_HELD_AND_ROWS, {"customer": customer_id})
+    (row,) = effective.lock_customer(session, customer_id, then=read) if lock_first else pg_rows(session, *read)
     return held_from(*row[:-1]), rows_from_json(row[-1])
 
 

@@ -17,6 +17,7 @@ from ..events import InboundEvent
 from ..models import CLAIMABLE, UNFINISHED, CustomerSyncState, EventAttempt, EventStatus, StripeEvent
 from ..ordering import NOTHING_HELD, Held
 from ..ports import StuckRule
+from . import effective
 from ._sql import dialect_of, pg_rows, rows_changed
 from .access import ROWS_JSON, HeldRow, advance_customer_seq, held_from, held_state, rows_from_json
 
@@ -200,11 +201,14 @@ class Claimed:
     rows: list[HeldRow] | None  # the customer's rows, when read with the claim (PostgreSQL); else None
 
 
-def claim_with_held(session: Session, event_id: str, now: datetime) -> Claimed | None:
-    """`claim_for_processing`, and what the event's customer's rows hold. Call it with the customer's lock held:
-    only holders of that lock change what it reads. One statement on PostgreSQL."""
+def claim_with_held(session: Session, event_id: str, now: datetime, lock_first: str | None = None) -> Claimed | None:
+    """`claim_for_processing`, and what the event's customer's rows hold. Call it with the customer's lock held
+    (or name the customer in `lock_first`: it is taken first): only holders of that lock change what it reads. One
+    statement on PostgreSQL, sent with the lock in one round trip."""
     if dialect_of(session) == "postgresql":
-        return _claim_in_one_statement(session, event_id, now)
+        return _claim_in_one_statement(session, event_id, now, lock_first)
+    if lock_first is not None:
+        effective.lock_customer(session, lock_first)
     claimed = claim_for_processing(session, event_id, now)
     if claimed is None:
         return None
@@ -232,9 +236,14 @@ _CLAIM = (
 _CLAIMABLE = [str(status) for status in CLAIMABLE]
 
 
-def _claim_in_one_statement(session: Session, event_id: str, now: datetime) -> Claimed | None:
+def _claim_in_one_statement(
+    session: Session, event_id: str, now: datetime, lock_first: str | None = None
+) -> Claimed | None:
     values = {"event": event_id, "now": now, "processing": str(EventStatus.PROCESSING), "claimable": _CLAIMABLE}
-    found = pg_rows(session, _CLAIM, values)
+    if lock_first is not None:
+        found = effective.lock_customer(session, lock_first, then=(_CLAIM, values))
+    else:
+        found = pg_rows(session, _CLAIM, values)
     if not found:
         return None
     row = found[0]
