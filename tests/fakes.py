@@ -173,6 +173,9 @@ class RecordingTelemetry:
     def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
         self._record("read_answered", endpoint, status)
 
+    def long_poll(self, state: str) -> None:
+        self._record("long_poll", state)
+
 
 class FakeFeedService:
     """The access feed and snapshot as the service serves them (`entitlement_sync.client.Transport`), over an

@@ -57,7 +57,7 @@ from .tasks import (
     ping_broker,
     worker_metrics_middleware,
 )
-from .telemetry import PrometheusTelemetry, count_webhook_delivery, multiprocess_mode
+from .telemetry import PrometheusTelemetry, count_webhook_delivery, declare_webhook_subscribers, multiprocess_mode
 
 log = get_logger(__name__)
 
@@ -198,6 +198,7 @@ def bootstrap(
         max_pause=timedelta(seconds=settings.retry_max_pause_seconds),
         give_up_after=timedelta(seconds=settings.retry_unavailable_for_seconds),
     )
+    declare_webhook_subscribers(subscriber.url for subscriber in settings.access_webhooks)
     delivery_queue = DramatiqDeliveryQueue(declare_deliver_webhooks(broker, lambda url: deliverer.drain(url), settings))
     outbox = Outbox(settings.access_webhooks, delivery_queue, CircuitBreaker(settings.broker_breaker_seconds))
     deliverer = Deliverer(
@@ -261,7 +262,14 @@ def bootstrap(
         pruner=Pruner(new_session, clock),
         telemetry=telemetry,
         # At most half of the threads wait in long polls: the others keep serving reads and probes.
-        feed=AccessFeed(new_session, engine, feed_wakeups(settings.database_url), clock, max_waiting=threads // 2),
+        feed=AccessFeed(
+            new_session,
+            engine,
+            feed_wakeups(settings.database_url),
+            clock,
+            max_waiting=threads // 2,
+            telemetry=telemetry,
+        ),
     )
 
 

@@ -68,7 +68,7 @@ class Deliverer:
         queue: DeliveryQueue,
         clock: Clock,
         retry: WaitRule,
-        on_outcome: Callable[[str], None] | None = None,
+        on_outcome: Callable[[str, str, float], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._new_session = new_session
@@ -82,7 +82,8 @@ class Deliverer:
         self._queue = queue
         self._clock = clock
         self._retry = retry
-        self._on_outcome = on_outcome or (lambda outcome: None)
+        # (subscriber URL, outcome, seconds the delivery had waited since written or replayed)
+        self._on_outcome = on_outcome or (lambda subscriber, outcome, waited: None)
         self._monotonic = monotonic
 
     # --- the workers' side ----------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ class Deliverer:
                     now = self._clock()
                     self._record(row, self._poster.post(subscriber, row.message_id, row.body, now), now)
                     result = "retrying" if row.status == DeliveryStatus.PENDING else row.status
-                    self._on_outcome(result)
+                    self._on_outcome(subscriber.url, result, (now - row.pending_since).total_seconds())
                     if result == "retrying":
                         return replace(step, stopped="retrying", retry_at=row.next_attempt_at)
                     step = replace(step, delivered=step.delivered + (result == DeliveryStatus.DELIVERED))

@@ -20,7 +20,7 @@ from .db import SessionFactory, outages_reported, transaction
 from .errors import FeedCursorGone
 from .logs import get_logger
 from .models import AccessFeedEntry
-from .ports import Clock, FeedWakeups
+from .ports import Clock, FeedWakeups, NoTelemetry, Telemetry
 
 log = get_logger(__name__)
 
@@ -76,6 +76,7 @@ class AccessFeed:
         wakeups: FeedWakeups,
         clock: Clock,
         max_waiting: int,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._new_session = new_session
         self._engine = engine
@@ -84,6 +85,7 @@ class AccessFeed:
         self._waiting = threading.BoundedSemaphore(max(1, max_waiting))
         self.waiting = 0  # long polls waiting in this process now
         self._count_lock = threading.Lock()
+        self._telemetry = telemetry or NoTelemetry()
 
     def changes(self, after: int, limit: int = 100, wait: float = 0.0) -> FeedPage:
         """The changes after cursor `after`, oldest first. With `wait`, returns as soon as there is one or
@@ -94,6 +96,7 @@ class AccessFeed:
             return page
         # Every waiting slot taken: answer at once rather than hold one more thread (the client backs off).
         if not self._waiting.acquire(blocking=False):
+            self._telemetry.long_poll("refused")
             return page
         self._count(+1)
         try:
@@ -109,6 +112,7 @@ class AccessFeed:
     def _count(self, step: int) -> None:
         with self._count_lock:
             self.waiting += step
+        self._telemetry.long_poll("waiting" if step > 0 else "done")
 
     def _read(self, after: int, limit: int) -> FeedPage:
         with outages_reported(), self._new_session() as session:

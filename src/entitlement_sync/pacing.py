@@ -4,9 +4,11 @@ The budget: in any one-second window, at most N requests reach Stripe, across ev
 Each request takes a moment in a log of admissions (a sliding window) and leaves at that moment: the moment is
 the earliest at which fewer than N of the log's moments lie within the window before it. The window is a
 little longer than a second (`MARGIN_SECONDS`): a request reaches Stripe a moment after its admission, and that
-delay varies (a thread scheduled late, a slow connect); N per window keeps any one second at Stripe within N as
-long as the delays of two requests differ by less than the margin. A request that wakes up later than half the
-margin after its moment takes a new one rather than go late.
+delay varies (a thread scheduled late, a busy process, the network); N per window keeps any one second at
+Stripe within N as long as the delays of two requests differ by less than the margin. The gateway asks for the
+moment at the last step before the request is written (`stripe_gateway._PacedHttpClient`), so that the delay
+is only the write and the network. A request that wakes up later than half the margin after its moment takes a
+new one rather than go late.
 
 The log lives in Redis when it is reachable (one script call per request, on Redis's clock, so that every
 process and machine agrees); otherwise in this process, with the same rule. See `RedisPacer` for the switch.
@@ -35,10 +37,14 @@ from .redis_client import redis_client
 log = get_logger(__name__)
 T = TypeVar("T")
 
-MARGIN_SECONDS = 0.1
+# 0.1 s was measured too little: on a loaded 2-core host, 8 worker threads' requests reached the simulated
+# Stripe up to 0.16 s apart from their moments, and one CI run saw 11 calls in a second against a budget of 10.
+MARGIN_SECONDS = 0.2
 # A request woken this late after its moment takes another: its delay must stay within the margin.
 LATE_SECONDS = MARGIN_SECONDS / 2
-LATE_RETRIES = 3
+# After that many late wake-ups in a row the request goes anyway (said in the log): a process that late is
+# overloaded, and a request that never leaves is worse than one over the budget.
+LATE_RETRIES = 8
 # Moments are kept this long (the longest window: 1 request per 11 s at the lowest `--rate`, 0.1).
 HORIZON_SECONDS = 60.0
 
@@ -143,7 +149,7 @@ class LocalPacer:
                 slot = self._log.admit(now, self.budget)
             if slot > now:
                 self._sleep(slot - now)
-            if self._clock() - slot <= LATE_SECONDS or attempt == LATE_RETRIES:
+            if _on_time(self._clock() - slot, attempt):
                 return
 
     def record(self, moment: float) -> None:
@@ -205,7 +211,7 @@ class RedisPacer:
                 return
             if wait > 0:
                 self._sleep(wait)
-            if self._clock() - (asked + wait) <= LATE_SECONDS or attempt == LATE_RETRIES:
+            if _on_time(self._clock() - (asked + wait), attempt):
                 return
 
     def _reserve(self, asked: float) -> float | None:
@@ -248,6 +254,16 @@ class RedisPacer:
             self._on_redis = True
             self._shared_from = asked + self._breaker.open_seconds + self._budget.window
         log.info("pacer.redis_back")
+
+
+def _on_time(late: float, attempt: int) -> bool:
+    """Whether a request woken `late` seconds after its moment may go (the last attempt goes anyway)."""
+    if late <= LATE_SECONDS:
+        return True
+    if attempt < LATE_RETRIES:
+        return False
+    log.warning("pacer.went_late", late_seconds=round(late, 3), wakeups=attempt + 1)
+    return True
 
 
 class LazyPacer:

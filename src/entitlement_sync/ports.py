@@ -298,6 +298,10 @@ class Telemetry(Protocol):
     def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
         """The read API answered a request."""
 
+    def long_poll(self, state: str) -> None:
+        """A long poll of the access feed: waiting (it began to wait) | done (it stopped) | refused (every
+        waiting slot of this process was taken, so it was answered at once)."""
+
 
 class NoTelemetry:
     """Counts nothing: for tests and tools that do not care, and the default of every use case."""
@@ -333,6 +337,9 @@ class NoTelemetry:
         pass
 
     def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
+        pass
+
+    def long_poll(self, state: str) -> None:
         pass
 
 

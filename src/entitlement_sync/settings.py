@@ -322,12 +322,21 @@ def _redacted(name: str, value: Any) -> Any:
     return f"{prefix}<redacted>"
 
 
+# Query parameters whose values are credentials in the URLs people configure (webhook receivers, databases).
+_SECRET_PARAMETERS = ("password", "token", "secret", "key", "sig", "auth", "code")
+
+
 def without_password(url: str) -> str:
-    """The URL with its password (in the authority or a `password=` query parameter) replaced by ***."""
+    """The URL with its password (in the authority, or a query parameter named like a credential: `password`,
+    `token`, `api_key`, `signature`...) replaced by ***: it goes into logs and metric labels."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
         user_info, _, host = netloc.rpartition("@")
         netloc = f"{user_info.partition(':')[0]}:***@{host}"
-    query = [(key, "***" if "password" in key.lower() else value) for key, value in parse_qsl(parts.query, True)]
+    query = [(key, "***" if _names_a_secret(key) else value) for key, value in parse_qsl(parts.query, True)]
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+def _names_a_secret(parameter: str) -> bool:
+    return any(word in parameter.lower() for word in _SECRET_PARAMETERS)

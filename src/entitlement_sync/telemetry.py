@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import store
@@ -25,6 +25,7 @@ from .db import SessionFactory
 from .errors import QueueUnavailable
 from .ports import JobQueue
 from .reconcile import CHECKPOINT
+from .settings import without_password
 
 PREFIX = "entitlement_sync"
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -71,7 +72,24 @@ STRIPE_SECONDS = _histogram("stripe_request_duration_seconds", "Duration of requ
 PACER_WAIT = _histogram("stripe_pacer_wait_seconds", "Time a request waited for its slot in the Stripe budget", _CALLS)
 READ_SECONDS = _histogram("read_api_duration_seconds", "Read API answers", _FAST, ("endpoint", "status"))
 WEBHOOK_DELIVERIES = _counter(
-    "access_webhook_deliveries", "Posts of access webhooks to subscribers, by outcome", ("outcome",)
+    "access_webhook_deliveries",
+    "Posts of access webhooks to subscribers, by subscriber and outcome",
+    ("subscriber", "outcome"),
+)
+WEBHOOK_WAIT = _histogram(
+    "access_webhook_delivery_wait_seconds",
+    "From a delivery written (or replayed) to its 2xx, by subscriber",
+    _FRESHNESS,
+    ("subscriber",),
+)
+LONG_POLLS = Gauge(
+    f"{PREFIX}_access_feed_long_polls",
+    "Long polls of the access feed waiting now (every live web process)",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+LONG_POLLS_REFUSED = _counter(
+    "access_feed_long_polls_refused", "Long polls answered at once because every waiting slot was taken"
 )
 
 
@@ -81,14 +99,22 @@ for _source in ("receiver", "sweep"):
     ENQUEUE_FAILURES.labels(_source)
 for _change in ("granted", "revoked"):
     ACCESS_CHANGES.labels(_change)
-for _outcome in ("delivered", "retrying", "failed"):
-    WEBHOOK_DELIVERIES.labels(_outcome)
 
 
-def count_webhook_delivery(outcome: str) -> None:
+def declare_webhook_subscribers(urls: Iterable[str]) -> None:
+    """Create each configured subscriber's delivery series at 0 (the alerts read them with increase())."""
+    for url in urls:
+        for outcome in ("delivered", "retrying", "failed"):
+            WEBHOOK_DELIVERIES.labels(without_password(url), outcome)
+
+
+def count_webhook_delivery(subscriber_url: str, outcome: str, waited_seconds: float) -> None:
     """A post to a subscriber ended: delivered (2xx) | retrying (anything else; it stays pending) | failed
-    (retried past ACCESS_WEBHOOK_RETRY_FOR_SECONDS)."""
-    WEBHOOK_DELIVERIES.labels(outcome).inc()
+    (retried past ACCESS_WEBHOOK_RETRY_FOR_SECONDS); a delivered one had waited this long since written."""
+    shown = without_password(subscriber_url)  # a label is as public as a log line: never a password
+    WEBHOOK_DELIVERIES.labels(shown, outcome).inc()
+    if outcome == "delivered":
+        WEBHOOK_WAIT.labels(shown).observe(max(waited_seconds, 0.0))
 
 
 class PrometheusTelemetry:
@@ -132,6 +158,14 @@ class PrometheusTelemetry:
 
     def read_answered(self, endpoint: str, status: int, seconds: float) -> None:
         READ_SECONDS.labels(endpoint, str(status)).observe(seconds)
+
+    def long_poll(self, state: str) -> None:
+        if state == "waiting":
+            LONG_POLLS.inc()
+        elif state == "done":
+            LONG_POLLS.dec()
+        else:
+            LONG_POLLS_REFUSED.inc()
 
 
 def _bounded(reason: str | None) -> str:
@@ -210,23 +244,52 @@ class ReconcileCollector(Collector):
 
 
 class DeliveryCollector(Collector):
-    """The outbox of access webhooks, from SQL: how many deliveries wait, and how long the oldest has waited."""
+    """The outbox of access webhooks, from SQL, per subscriber: how many deliveries wait, and how long the
+    oldest has waited. Every configured subscriber has its series (0 when nothing waits); one removed from
+    ACCESS_WEBHOOK_URLS shows while rows of its own are pending."""
 
-    def __init__(self, new_session: SessionFactory, clock: Callable[[], datetime]) -> None:
+    def __init__(self, new_session: SessionFactory, clock: Callable[[], datetime], urls: Iterable[str]) -> None:
         self._new_session = new_session
         self._clock = clock
+        self._urls = list(urls)
 
     def collect(self) -> Iterator[Metric]:
         with self._new_session() as session:
-            pending, oldest = store.deliveries.pending_summary(session)
-        yield GaugeMetricFamily(
-            f"{PREFIX}_access_webhooks_pending", "Access webhook deliveries not yet answered 2xx", value=pending
+            waiting = store.deliveries.pending_by_subscriber(session)
+        pending = GaugeMetricFamily(
+            f"{PREFIX}_access_webhooks_pending", "Access webhook deliveries not yet answered 2xx", labels=["subscriber"]
         )
-        age = (self._clock() - oldest).total_seconds() if oldest else 0.0
-        yield GaugeMetricFamily(
+        age = GaugeMetricFamily(
             f"{PREFIX}_access_webhooks_oldest_pending_age_seconds",
-            "Age of the oldest pending access webhook delivery (0 when none)",
-            value=max(age, 0.0),
+            "Since the oldest pending delivery was written or replayed (0 when none)",
+            labels=["subscriber"],
+        )
+        now = self._clock()
+        for url in dict.fromkeys([*self._urls, *sorted(waiting)]):
+            count, oldest = waiting.get(url, (0, None))
+            shown = [without_password(url)]
+            pending.add_metric(shown, count)
+            age.add_metric(shown, max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+        yield from (pending, age)
+
+
+class FeedCollector(Collector):
+    """The access feed's cursors, from SQL: counters, since cursors only grow (a restore from a backup is the
+    reset Prometheus' rate() already allows for)."""
+
+    def __init__(self, new_session: SessionFactory) -> None:
+        self._new_session = new_session
+
+    def collect(self) -> Iterator[Metric]:
+        with self._new_session() as session:
+            last, pruned = store.feed.bounds(session)
+        yield CounterMetricFamily(
+            f"{PREFIX}_access_feed_changes", "Changes published to the access feed (its last cursor)", value=last
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_access_feed_pruned",
+            "Feed cursors pruned (a consumer whose cursor is at or below this gets 410 and re-snapshots)",
+            value=pruned,
         )
 
 

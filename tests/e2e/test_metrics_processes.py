@@ -1,5 +1,6 @@
 """Metrics across real processes: two gunicorn web processes and two Dramatiq worker processes, each event
-counted exactly once, and every metric the dashboard and the alerts name exported by one of the two targets."""
+counted exactly once, each access webhook once per subscriber, and every metric the dashboard and the alerts
+name exported by one of the two targets."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from entitlement_sync.tasks import PROCESS_EVENT
 from entitlement_sync.testing import active_entitlement
 from tests.e2e.harness import wait_until
 from tests.fakes import summary_signal
-from tests.integration.test_dashboards_and_alerts import OUR_METRIC, alert_rules, dashboard_queries
+from tests.integration.test_dashboards_and_alerts import series_the_app_must_export
+from tests.webhook_subscriber import Subscriber
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +32,8 @@ def total(samples: list[tuple[str, dict[str, str], float]], name: str, **labels:
     return sum(value for sample, have, value in samples if sample == name and wanted <= have.items())
 
 
-def test_each_webhook_and_event_is_counted_once_across_processes(service, simulator):
+def test_each_webhook_and_event_is_counted_once_across_processes(launch, simulator, access_subscriber: Subscriber):
+    service = launch(simulator.url, ACCESS_WEBHOOK_URLS=access_subscriber.entry)
     service.start_web(workers=2)
     service.start_worker(processes=2, threads=2)
     worker_metrics = f"http://127.0.0.1:{service.environment.worker_metrics_port}/metrics"
@@ -48,6 +52,7 @@ def test_each_webhook_and_event_is_counted_once_across_processes(service, simula
         return total(samples, "entitlement_sync_events_processed_total", outcome="processed") == len(customers)
 
     wait_until(worker_counted_all, 60, "the workers' metrics to count every event")
+    wait_until(lambda: len(access_subscriber.granted()) == len(customers), 60, "every grant's access webhook")
     assert service.entitlements(customers[0])["entitlements"]
     web, worker = scrape(f"{service.internal_url}/metrics"), scrape(worker_metrics)
 
@@ -57,12 +62,32 @@ def test_each_webhook_and_event_is_counted_once_across_processes(service, simula
     assert total(worker, "entitlement_sync_stripe_requests_total", endpoint="active_entitlements", status="200") >= 1
     assert total(worker, "entitlement_sync_events_processed_total", outcome="retrying") == 1
     assert total(worker, "entitlement_sync_stripe_rate_limited_total", reason="global-rate") == 1
-    assert total(worker, "dramatiq_messages_total") == len(customers) + 1  # Dramatiq's own, on the same target
+    # Dramatiq's own, on the same target (the access webhooks' jobs are another actor's).
+    assert total(worker, "dramatiq_messages_total", actor_name=PROCESS_EVENT) == len(customers) + 1
     # Web metrics stay on the web target and worker metrics on the worker's: nothing is exported twice.
     assert total(worker, "entitlement_sync_webhooks_total") == 0
     assert total(web, "entitlement_sync_events_processed_total") == 0
 
-    named = {name for expr in dashboard_queries() for name in OUR_METRIC.findall(expr)}
-    named |= {name for rule in alert_rules() for name in OUR_METRIC.findall(rule["expr"])}
+    # The access feed (from SQL, on the web target) and the webhooks (posted and counted by the workers).
+    url = access_subscriber.url
+    assert total(web, "entitlement_sync_access_feed_changes_total") == len(customers)
+    pending = "entitlement_sync_access_webhooks_pending"
+    assert any(sample == pending and labels == {"subscriber": url} for sample, labels, _ in web)
+    wait_until(
+        lambda: total(scrape(f"{service.internal_url}/metrics"), pending, subscriber=url) == 0, 30, "none pending"
+    )
+    wait_until(
+        lambda: (
+            total(scrape(worker_metrics), "entitlement_sync_access_webhook_deliveries_total", subscriber=url)
+            == len(customers)
+        ),
+        30,
+        "the workers to count each access webhook",
+    )
+    worker = scrape(worker_metrics)
+    assert total(worker, "entitlement_sync_access_webhook_deliveries_total", outcome="delivered") == len(customers)
+    assert total(worker, "entitlement_sync_access_webhook_delivery_wait_seconds_count") == len(customers)
+
+    named = series_the_app_must_export()
     exported = {sample for sample, _, _ in web + worker}
     assert not named - exported, f"not exported by either target: {sorted(named - exported)}"

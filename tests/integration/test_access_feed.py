@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, select, text
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,7 @@ from entitlement_sync.errors import FeedCursorGone
 from entitlement_sync.feed import AccessFeed
 from entitlement_sync.models import AccessFeedEntry, EffectiveAccess
 from entitlement_sync.settings import Settings
+from entitlement_sync.telemetry import REGISTRY
 from tests.conftest import READ_TOKEN, TEST_DATABASE_URL, eventually
 
 on_postgres = pytest.mark.skipif(not TEST_DATABASE_URL, reason="PostgreSQL only (SQLite runs one writer at a time)")
@@ -161,13 +163,22 @@ def test_an_empty_snapshot_still_says_its_cursor(container: Container, client: A
     assert answer == {"cursor": 0, "access": [], "next_after_customer": None}
 
 
+def scraped(client: Any, name: str) -> float | None:
+    families = text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+    return next((s.value for f in families for s in f.samples if s.name == name), None)
+
+
 def test_a_cursor_older_than_the_pruned_feed_answers_410(container: Container, client: Any, cli: Any) -> None:
     grant(container, "cus_old")
     with transaction(container.new_session) as session:  # the entry is 2 days old
         session.execute(text("UPDATE access_feed SET changed_at = :old"), {"old": datetime.now(UTC) - timedelta(2)})
     grant(container, "cus_new")
 
+    assert scraped(client, "entitlement_sync_access_feed_pruned_total") == 0
     assert cli("feed", "prune", "--older-than-days", "1").exit_code == 0
+    # The dashboard's feed growth and prune activity: the feed's cursors, read from SQL at each scrape.
+    assert scraped(client, "entitlement_sync_access_feed_changes_total") == 2
+    assert scraped(client, "entitlement_sync_access_feed_pruned_total") == 1
 
     gone = client.get("/v1/access-changes?after=0", headers=AUTH)
     assert gone.status_code == 410 and "snapshot" in gone.get_json()["error"]
@@ -314,15 +325,20 @@ def test_a_long_poll_beyond_the_waiting_slots_is_answered_at_once(container: Con
     start = container.feed.changes(0).next_cursor
     polled: list[Any] = []
     first = threading.Thread(target=lambda: polled.append(container.feed.changes(start, 10, wait=20)))
+    refused = REGISTRY.get_sample_value("entitlement_sync_access_feed_long_polls_refused_total") or 0.0
     first.start()
     assert eventually(lambda: container.feed.waiting == 1)
+    waiting = REGISTRY.get_sample_value("entitlement_sync_access_feed_long_polls")
+    assert waiting is not None and waiting >= 1  # the gauge is this process's: other tests' polls have ended
 
     second = container.feed.changes(start, 10, wait=20)
 
     assert second.changes == [] and first.is_alive()
+    assert REGISTRY.get_sample_value("entitlement_sync_access_feed_long_polls_refused_total") == refused + 1
     grant(container, "cus_release")
     first.join(timeout=30)
     assert [c.customer for c in polled[0].changes] == ["cus_release"]
+    assert REGISTRY.get_sample_value("entitlement_sync_access_feed_long_polls") == waiting - 1
 
 
 def test_the_sweeps_review_publishes_what_the_clock_changed(

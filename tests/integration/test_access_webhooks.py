@@ -356,13 +356,49 @@ def test_deliveries_list_and_replay_by_id_and_since(hooked, subscriber, clock, c
     assert usage.exit_code == 2 and "--ids, --failed or --since" in usage.stderr
 
 
-def test_metrics_show_pending_deliveries_and_the_oldest_ones_age(hooked):
+def scraped(container: Container) -> dict[tuple[str, ...], float]:
+    """The web's /metrics (in tests, the workers' counters too) as {(sample name, subscriber[, outcome]): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     from entitlement_sync.web import create_app
 
+    text = create_app(container).test_client().get("/metrics").get_data(as_text=True)
+    families = text_string_to_metric_families(text)
+    keys = ("subscriber", "outcome")
+    return {(s.name, *(s.labels[k] for k in keys if k in s.labels)): s.value for f in families for s in f.samples}
+
+
+def test_metrics_show_each_subscribers_pending_deliveries_and_how_long_its_oldest_has_waited(hooked, subscriber):
+    pending, age = (
+        "entitlement_sync_access_webhooks_pending",
+        "entitlement_sync_access_webhooks_oldest_pending_age_seconds",
+    )
+    delivered = ("entitlement_sync_access_webhook_deliveries_total", subscriber.url, "delivered")
+    waits = ("entitlement_sync_access_webhook_delivery_wait_seconds_count", subscriber.url)
+    before = scraped(hooked)
+    assert before[(pending, subscriber.url)] == before[(pending, ELSEWHERE_URL)] == 0  # configured: 0, not absent
+
     grant(hooked, "cus_1")
-    text = create_app(hooked).test_client().get("/metrics").get_data(as_text=True)
-    assert "entitlement_sync_access_webhooks_pending 2.0" in text
-    assert "entitlement_sync_access_webhooks_oldest_pending_age_seconds" in text
+    grant(hooked, "cus_2")
+    # Written two days ago, replayed an hour ago: it has waited an hour (since its replay), not two days.
+    now = datetime.now(UTC)
+    with transaction(hooked.new_session) as session:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.subscriber == ELSEWHERE_URL)
+            .values(created_at=now - timedelta(days=2), pending_since=now - timedelta(hours=1))
+        )
+    waiting = scraped(hooked)
+    assert waiting[(pending, subscriber.url)] == waiting[(pending, ELSEWHERE_URL)] == 2
+    assert 3600 <= waiting[(age, ELSEWHERE_URL)] < 86400
+    assert waiting[(age, subscriber.url)] < 3600
+
+    assert hooked.deliverer.drain(subscriber.url).delivered == 2
+    after = scraped(hooked)
+    assert after[(pending, subscriber.url)] == after[(age, subscriber.url)] == 0
+    assert after[(pending, ELSEWHERE_URL)] == 2  # another subscriber's backlog is its own
+    assert after[delivered] - before[delivered] == 2  # counted per subscriber, from 0 (declared at bootstrap)
+    assert after.get(waits, 0) - before.get(waits, 0) == 2
 
 
 def test_the_daily_upkeep_prunes_old_feed_entries_and_delivered_webhooks_but_keeps_the_rest(hooked, subscriber, clock):

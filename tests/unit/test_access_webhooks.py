@@ -19,7 +19,7 @@ from entitlement_sync.outbound import signed_headers
 from entitlement_sync.outbox import Outbox, message
 from entitlement_sync.policy import features_of
 from entitlement_sync.ports import WebhookSubscriber
-from entitlement_sync.settings import Settings, parse_webhook_subscribers
+from entitlement_sync.settings import Settings, parse_webhook_subscribers, without_password
 from tests.fakes import RecordingDeliveryQueue
 
 SECRET = "whsec_" + base64.b64encode(b"a-subscriber-secret-of-32-bytes!").decode()
@@ -58,6 +58,11 @@ def test_the_settings_repr_shows_the_subscribers_urls_but_never_their_secrets():
     shown = repr(settings)
     assert "https://user:***@a.example/hook|whsec_<redacted>" in shown
     assert SECRET.removeprefix("whsec_") not in shown and "pw@" not in shown
+
+
+def test_a_subscriber_url_shown_in_logs_and_metric_labels_hides_credentials_in_its_query_too():
+    shown = without_password("https://u:pw@a.example/hook?token=t0k&api_key=k3y&X-Signature=s1g&tenant=acme")
+    assert shown == "https://u:***@a.example/hook?token=***&api_key=***&X-Signature=***&tenant=acme"
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@ import random
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from entitlement_sync.breaker import CircuitBreaker
-from entitlement_sync.pacing import MARGIN_SECONDS, AdmissionLog, Budget, LocalPacer, RedisPacer
+from entitlement_sync.pacing import LATE_RETRIES, MARGIN_SECONDS, AdmissionLog, Budget, LocalPacer, RedisPacer
 from tests.fakes import VirtualTime, busiest_second, paced_moments
 
 
@@ -29,6 +30,9 @@ class RedisLog:
             return f"{self.log.admit(now, Budget(int(args[0]), float(args[1]))) - now:.6f}"
 
         return run
+
+
+W = 1 + MARGIN_SECONDS  # one window: a second and the margin
 
 
 def redis_pacer(log: RedisLog, time: VirtualTime, rate: float, share: int = 1) -> RedisPacer:
@@ -64,9 +68,21 @@ def test_a_request_woken_later_than_half_the_margin_takes_a_new_moment():
 
     pacer = LocalPacer(1, clock=time.now, sleep=sleep)
     pacer()
-    pacer()  # its moment was 1.1; woken at 1.3, it takes the next one (2.2) instead
-    assert time.slept == [pytest.approx(1.3), pytest.approx(0.9)]
-    assert pacer.admitted_since(-1) == [0.0, pytest.approx(1.1), pytest.approx(2.2)]
+    pacer()  # its moment was 1.2; woken at 1.4, it takes the next one (2.4) instead
+    assert time.slept == [pytest.approx(1.4), pytest.approx(1.0)]
+    assert pacer.admitted_since(-1) == [0.0, pytest.approx(1.2), pytest.approx(2.4)]
+
+
+def test_a_request_woken_late_every_time_goes_after_the_last_retry_and_says_so():
+    """An overloaded process that oversleeps every moment still sends (late), rather than never."""
+    time = VirtualTime(start=0.0)
+    pacer = LocalPacer(1, clock=time.now, sleep=lambda seconds: time.sleep(seconds + 0.5))
+    pacer()
+    with capture_logs() as lines:
+        pacer()
+    assert len(pacer.admitted_since(0)) == LATE_RETRIES + 1  # one moment per wake-up after the first request
+    assert [line["event"] for line in lines] == ["pacer.went_late"]
+    assert lines[0]["wakeups"] == LATE_RETRIES + 1
 
 
 def test_after_a_quiet_spell_a_request_goes_at_once():
@@ -81,11 +97,11 @@ def test_after_a_quiet_spell_a_request_goes_at_once():
 @pytest.mark.parametrize(
     ("rate", "share", "expected"),
     [
-        (20, 1, Budget(20, 1.1)),
-        (2.5, 1, Budget(2, 1.1)),
-        (0.5, 1, Budget(1, 2.2)),
-        (20, 3, Budget(6, 1.1)),
-        (1, 3, Budget(1, 3.3)),
+        (20, 1, Budget(20, W)),
+        (2.5, 1, Budget(2, W)),
+        (0.5, 1, Budget(1, 2 * W)),
+        (20, 3, Budget(6, W)),
+        (1, 3, Budget(1, 3 * W)),
     ],
 )
 def test_a_budget_and_its_shares_never_exceed_the_rate(rate, share, expected):
@@ -98,7 +114,7 @@ def test_the_redis_pacer_asks_once_per_request_and_waits_for_the_moment_redis_ga
     log = RedisLog(time)
     moments = paced_moments(redis_pacer(log, time, 5), time, 12)
     assert log.calls == 12
-    assert moments == [pytest.approx(1.1 * (n // 5)) for n in range(12)]
+    assert moments == [pytest.approx(W * (n // 5)) for n in range(12)]
 
 
 def test_when_redis_goes_away_a_process_waits_out_the_window_before_pacing_alone():
@@ -110,8 +126,8 @@ def test_when_redis_goes_away_a_process_waits_out_the_window_before_pacing_alone
     time.advance(0.01)
     log.away = True
     went = paced_moments(this, time, 6)
-    assert went[0] == pytest.approx(0.01 + 1.1)
-    assert busiest_second(went, 1.1 - 1e-6) == 5  # its share
+    assert went[0] == pytest.approx(0.01 + W)
+    assert busiest_second(went, W - 1e-6) == 5  # its share
 
 
 def test_the_budget_holds_across_processes_while_redis_goes_away_and_comes_back():
@@ -132,13 +148,13 @@ def test_back_on_redis_a_process_hands_over_what_it_admitted_alone_within_the_wi
     log = RedisLog(time)
     pacer = redis_pacer(log, time, 10)
     log.away = True
-    pacer()  # fails at 0: the breaker keeps Redis out until 5; admitted alone at 1.1
+    pacer()  # fails at 0: the breaker keeps Redis out until 5; admitted alone at W
     time.advance(3.5)
-    paced_moments(pacer, time, 3)  # alone, at 4.6
+    paced_moments(pacer, time, 3)  # alone, at 3.5 + W
     log.away = False
     time.advance(0.5)
-    pacer()  # at 5.1 Redis answers again
-    assert log.log.since(-1) == [pytest.approx(4.6)] * 3 + [pytest.approx(5.1)]
+    pacer()  # at 4 + W Redis answers again
+    assert log.log.since(-1) == [pytest.approx(3.5 + W)] * 3 + [pytest.approx(4 + W)]
 
 
 def test_back_on_redis_a_process_keeps_to_its_share_until_the_others_can_be_back_too():
@@ -150,4 +166,4 @@ def test_back_on_redis_a_process_keeps_to_its_share_until_the_others_can_be_back
     log.away = False
     time.advance(6)  # the breaker lets a request try Redis again
     moments = paced_moments(pacer, time, 10)
-    assert busiest_second(moments, 1.1 - 1e-6) == 5
+    assert busiest_second(moments, W - 1e-6) == 5

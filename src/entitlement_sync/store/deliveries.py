@@ -118,10 +118,11 @@ def delete_delivered_batch(session: Session, before: datetime, limit: int) -> in
     return rows_changed(session, delete(WebhookDelivery).where(WebhookDelivery.id.in_(batch)))
 
 
-def pending_summary(session: Session) -> tuple[int, datetime | None]:
-    """(how many deliveries are pending, when the oldest of them was written)."""
-    statement = select(func.count(), func.min(WebhookDelivery.created_at)).where(
-        WebhookDelivery.status == DeliveryStatus.PENDING
+def pending_by_subscriber(session: Session) -> dict[str, tuple[int, datetime]]:
+    """Per subscriber with anything pending: (how many, since when the oldest waits: written or replayed)."""
+    statement = (
+        select(WebhookDelivery.subscriber, func.count(), func.min(WebhookDelivery.pending_since))
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING)
+        .group_by(WebhookDelivery.subscriber)
     )
-    count, oldest = session.execute(statement).one()
-    return int(count), oldest
+    return {subscriber: (int(count), oldest) for subscriber, count, oldest in session.execute(statement)}

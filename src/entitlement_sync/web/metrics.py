@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from .. import store
 from ..db import transaction
 from ..models import EventStatus, utcnow
-from ..telemetry import DeliveryCollector, ReconcileCollector, ServiceCollector, expose_process_metrics
+from ..telemetry import DeliveryCollector, FeedCollector, ReconcileCollector, ServiceCollector, expose_process_metrics
 from ._container import container
 
 metrics = Blueprint("metrics", __name__)
@@ -53,7 +53,8 @@ def prometheus_metrics() -> Response:
     # the last `sync all`'s drift from SQL, and whether the broker answers.
     expose_process_metrics(registry)
     registry.register(ReconcileCollector(container().new_session))
-    registry.register(DeliveryCollector(container().new_session, utcnow))
     settings = container().settings
+    registry.register(DeliveryCollector(container().new_session, utcnow, [s.url for s in settings.access_webhooks]))
+    registry.register(FeedCollector(container().new_session))
     registry.register(ServiceCollector(container().queue, settings.livemode, settings.stripe_requests_per_second))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
