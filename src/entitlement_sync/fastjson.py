@@ -13,3 +13,7 @@ import orjson
 
 def dumps(document: Any) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
+def loads(document: bytes | bytearray | memoryview | str) -> Any:
+    return orjson.loads(document)

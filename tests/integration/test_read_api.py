@@ -88,6 +88,51 @@ def test_a_customer_synced_to_nothing_is_told_apart_from_one_never_synced(client
     assert listing["entitlements"] == [] and listing["synced_at"] is not None
 
 
+def test_a_customer_id_in_the_path_is_decoded_as_flask_decodes_it(client, container):
+    assert client.get("/v1/customers/cus_%C3%A9t%C3%A9/entitlements", headers=AUTH).json["customer"] == "cus_été"
+    one = client.get("/v1/customers/cus_%C3%A9t%C3%A9/entitlements/api%5Faccess", headers=AUTH).json
+    assert (one["customer"], one["lookup_key"]) == ("cus_été", "api_access")
+
+
+def test_the_plain_read_path_answers_as_the_blueprints_views_would(client, container, fake_stripe):
+    """create_app answers the read API's GETs in plain WSGI (web/access.py); the blueprint alone must agree."""
+    from flask import Flask
+
+    from entitlement_sync.web.access import ReadRoute, access
+
+    view_only = Flask("view_only")
+    view_only.extensions["entitlement_sync"] = container
+    view_only.register_blueprint(access)
+    assert isinstance(create_app(container, "internal").wsgi_app, ReadRoute)
+    synced(container, fake_stripe, "cus_1", [("feat_api", "api_access")])
+    container.overrides.deny("cus_1", "reports", None, "abuse", "bo")
+    asked = [
+        ("/v1/customers/cus_1/entitlements", AUTH),
+        ("/v1/customers/cus_1/entitlements/api_access", AUTH),
+        ("/v1/customers/cus_1/entitlements/reports", AUTH),
+        ("/v1/customers/cus_1/entitlements", {}),
+        ("/v1/customers/cus_1/entitlements/api_access", {"Authorization": "Bearer wrong"}),
+    ]
+    answers = [
+        [
+            (answer.status_code, answer.json, answer.content_type, answer.headers.get("WWW-Authenticate"))
+            for answer in (each.get(path, headers=headers) for path, headers in asked)
+        ]
+        for each in (client, view_only.test_client())
+    ]
+    assert [status for status, *_ in answers[0]] == [200, 200, 200, 401, 401]
+    assert answers[0][2][1]["reason"] == "manual_denial"
+    assert answers[0] == answers[1]
+
+
+def test_what_the_plain_read_path_passes_on_is_answered_by_the_app(client, container):
+    head = client.head("/v1/customers/cus_1/entitlements", headers=AUTH)
+    assert (head.status_code, head.content_type) == (200, "application/json")
+    assert client.head("/v1/customers/cus_1/entitlements").status_code == 401
+    for path in ("/v1/customers/cus_1/entitlements/", "/v1/customers/cus_1/other", "/v1/customers//entitlements"):
+        assert client.get(path, headers=AUTH).status_code == 404, path
+
+
 def test_the_python_api_reads_the_same_table(container, fake_stripe, database_url):
     from entitlement_sync import AccessReader
 

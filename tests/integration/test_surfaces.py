@@ -91,6 +91,7 @@ def test_serve_binds_both_ports_with_threaded_workers_and_refuses_one_port_for_b
     arguments = gunicorn_arguments("0.0.0.0", 8000, 8001, workers=2, threads=8)
     assert "0.0.0.0:8000" in arguments and "0.0.0.0:8001" in arguments
     assert arguments[arguments.index("--worker-class") + 1] == "gthread"
+    assert "--reuse-port" in arguments  # a socket per process: kept-alive connections spread over every process
     assert arguments[-1] == "entitlement_sync.web.serving:serve_app(internal_port=8001, body_read_seconds=10.0)"
     refused = CliRunner().invoke(main, ["serve", "--port", "8000", "--internal-port", "8000"])
     assert refused.exit_code == 2 and "must differ" in refused.output

@@ -64,10 +64,14 @@ def gunicorn_arguments(
     host: str, port: int, internal_port: int, workers: int, threads: int, body_timeout: float = 10.0
 ) -> list[str]:
     # Threaded workers: a client that sends slowly holds one thread, not a whole process; 2 × 16 measured best
-    # for webhooks on 2 cores (docs/runbook.md); the app bounds body reads (web/serving.py).
+    # for webhooks on 2 cores (docs/runbook.md); the app bounds body reads (web/serving.py). --reuse-port: each
+    # process listens on its own socket and the kernel spreads connections evenly between them; on one shared
+    # socket the quickest process took most of the kept-alive connections (16 of 16 in some runs), so one
+    # process's interpreter bounded the read API while the other sat idle.
     return [
         *("--bind", f"{host}:{port}", "--bind", f"{host}:{internal_port}"),
         *("--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads)),
+        "--reuse-port",
         *("--timeout", "30", "--graceful-timeout", "20", "--keep-alive", "5"),
         *("--limit-request-line", "4094", "--limit-request-fields", "50"),
         # The access log skips the webhooks that the receiver logs in one structured line (gunicorn_hooks.py).

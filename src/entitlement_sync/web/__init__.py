@@ -18,7 +18,7 @@ from ..errors import StorageUnavailable
 from ..logs import configure_logging, get_logger
 from ..settings import Settings
 from . import console
-from .access import access
+from .access import ReadRoute, access
 from .feed import feed
 from .health import health, readiness
 from .metrics import metrics
@@ -43,7 +43,9 @@ def create_app(container: Container | None = None, surface: Surface = "all") -> 
     app.extensions["entitlement_sync"] = container
     for blueprint in SURFACES[surface]:
         app.register_blueprint(blueprint)
-    if webhooks in SURFACES[surface]:  # the busiest route, answered in plain WSGI (see web/webhooks.py)
+    if access in SURFACES[surface]:  # the internal port's busiest routes, answered in plain WSGI (web/access.py)
+        app.wsgi_app = ReadRoute(app.wsgi_app, container)  # type: ignore[method-assign]
+    if webhooks in SURFACES[surface]:  # the busiest route, the same way (see web/webhooks.py)
         app.wsgi_app = WebhookRoute(app.wsgi_app, container)  # type: ignore[method-assign]
 
     @app.errorhandler(StorageUnavailable)
