@@ -13,7 +13,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Engine, TextualSelect, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, TextualSelect, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -377,6 +377,57 @@ def _typed(row: tuple[Any, ...], typing: _Typing) -> tuple[Any, ...]:
     for index, processor in typing:
         values[index] = processor(values[index])
     return tuple(values)
+
+
+def driver_rows(connection: Connection, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one statement (none for a statement that returns none) sent straight through the driver, on
+    the connection of the caller's SQLAlchemy transaction. PostgreSQL only (psycopg: `%(name)s` parameters).
+
+    For the worker's statements, which run for every event: SQLAlchemy's execute (events, result metadata) cost
+    three times the driver's own. What SQLAlchemy did for them is kept: the engine's statement deadline, and a
+    driver error raised as SQLAlchemy's (a lost connection invalidated, an outage seen as one by
+    `outages_reported`).
+    """
+    return driver_rows_together(connection, [(sql, params)])[0]
+
+
+def driver_rows_together(connection: Connection, statements: list[tuple[str, Any]]) -> list[list[tuple[Any, ...]]]:
+    """`driver_rows` of several statements sent in one round trip (libpq's pipeline mode), their rows in order.
+
+    The server still runs them one after the other, each as its own statement (its own snapshot, taken when it
+    starts): only the waiting between them is saved. An error in one leaves the rest unrun, and is raised.
+    """
+    dbapi_connection: Any = connection.connection.dbapi_connection
+    deadline = _BUILT[connection.engine][1]
+    deadline.arm(dbapi_connection)
+    cursors: list[Any] = []
+    try:
+        if len(statements) == 1:
+            cursors.append(dbapi_connection.cursor())
+            cursors[0].execute(*statements[0])
+        else:
+            with dbapi_connection.pipeline():
+                for sql, params in statements:
+                    cursors.append(dbapi_connection.cursor())
+                    cursors[-1].execute(sql, params)
+        return [cursor.fetchall() if cursor.description is not None else [] for cursor in cursors]
+    except connection.dialect.loaded_dbapi.Error as error:
+        sql, params = statements[min(len(cursors), len(statements)) - 1] if cursors else statements[0]
+        invalidated = connection.dialect.is_disconnect(error, dbapi_connection, cursors[-1] if cursors else None)
+        if invalidated:
+            connection.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql,
+            params,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            connection_invalidated=invalidated,
+            dialect=connection.dialect,
+        ) from error
+    finally:
+        deadline.disarm(dbapi_connection)
+        for cursor in cursors:
+            cursor.close()
 
 
 def session_factory(engine: Engine) -> SessionFactory:

@@ -70,25 +70,34 @@ class StripeGateway:
         Raises CustomerNotFound on a 404 for the customer: Stripe answers so for a deleted customer and
         equally for a key of another account or mode, so the caller must ask which (`customer_state`).
         """
-        listing = self._client.v1.entitlements.active_entitlements.list
         query: dict[str, Any] = {"customer": customer_id, "limit": 100}
-        items: list[Any] = []
+        items: list[dict[str, Any]] = []
         stamps: list[Stamp | None] = []
         while True:
             try:
-                page, rtt = _translating_errors(partial(self._timed_page, listing, query, "active_entitlements", None))
+                page, rtt = _translating_errors(
+                    partial(self._timed_page, self._list_raw, query, "active_entitlements", None)
+                )
             except StripeRejected as error:
                 cause = error.__cause__
                 if isinstance(cause, stripe.InvalidRequestError) and _missing(cause, "customer"):
                     raise CustomerNotFound(str(error)) from cause
                 raise
             stamps.append(_stamp(page, rtt))
-            items.extend(page.data)
-            if not page.has_more or not page.data:
+            body = page.data
+            data = body["data"]
+            items.extend(data)
+            if not body.get("has_more") or not data:
                 break
-            query = {"customer": customer_id, "limit": 100, "starting_after": page.data[-1].id}
+            query = {"customer": customer_id, "limit": 100, "starting_after": data[-1]["id"]}
         window = Window.of_read(stamps[0], stamps[-1])
-        return EntitlementsRead([_active_entitlement(item) for item in items], window)
+        return EntitlementsRead([_entitlement_from_json(item) for item in items], window)
+
+    def _list_raw(self, query: dict[str, Any]) -> Any:
+        """The worker's one call per event, as the response's JSON (a `StripeResponse`): stripe-python's auth,
+        headers, HTTP client and error classes, without building a StripeObject of every item and page, which was
+        a fifth of a fetch's CPU."""
+        return self._client.raw_request("get", "/v1/entitlements/active_entitlements", **query)
 
     def customer_state(self, customer_id: str) -> CustomerState:
         """`GET /v1/customers/{id}`: a deleted customer is still answered (`deleted: true`); a 404 is unknown."""
@@ -247,7 +256,7 @@ def _missing(error: stripe.InvalidRequestError, param: str | None) -> bool:
 def _stamp(page: Any, rtt: float) -> Stamp | None:
     """The response's `Date` (HTTP date, second resolution) as unix seconds, with the round trip around it;
     None when Stripe (or a proxy) sent no Date or one we cannot read: the read is then of unknown date."""
-    response = getattr(page, "last_response", None)
+    response = page if isinstance(page, stripe.StripeResponse) else getattr(page, "last_response", None)
     value = _header(getattr(response, "headers", None), "Date")
     if not value:
         return None
@@ -264,9 +273,10 @@ def _header(headers: Any, name: str) -> str | None:
     return None
 
 
-def _active_entitlement(item: Any) -> ActiveEntitlement:
-    feature = item.feature if isinstance(item.feature, str) else item.feature.id
-    return ActiveEntitlement(id=item.id, feature_id=feature, lookup_key=item.lookup_key)
+def _entitlement_from_json(item: dict[str, Any]) -> ActiveEntitlement:
+    feature = item["feature"]
+    feature_id = feature if isinstance(feature, str) else feature["id"]
+    return ActiveEntitlement(id=item["id"], feature_id=feature_id, lookup_key=item["lookup_key"])
 
 
 def _feature(item: Any) -> CatalogFeature:

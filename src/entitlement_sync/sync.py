@@ -181,9 +181,8 @@ class Syncer:
         """The first transaction: claim the event, then finish it when the rows already hold its change or its
         payload may be written; else take a fetch ticket. Returns the outcome, or (event, attempt, ticket)."""
         customer_id = store.inbox.customer_of(session, event_id)
-        if customer_id is not None:  # the customer's lock first, as every writer of their rows takes it
-            store.effective.lock_customer(session, customer_id)
-        claimed = store.inbox.claim_with_held(session, event_id, self._clock())
+        # The customer's lock first, as every writer of their rows takes it (sent with the claim: one round trip).
+        claimed = store.inbox.claim_with_held(session, event_id, self._clock(), lock_first=customer_id)
         if claimed is None:
             return Outcome(event_id, None)
         event, attempt_id = claimed.event, claimed.attempt_id

@@ -51,8 +51,7 @@ class Writer:
         customer_id = fetched.customer_id
         # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
         # which the receiver needs for every event it stores.
-        store.effective.lock_customer(session, customer_id)
-        held, rows = store.access.held_state_and_rows(session, customer_id)
+        held, rows = store.access.held_state_and_rows(session, customer_id, lock_first=True)
         if not may_apply_fetch(held, fetched.ticket, fetched.window):
             log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=fetched.ticket)
             return SyncResult(customer_id, fetched=True, applied=False), held

@@ -67,3 +67,32 @@ def book_the_budget_an_hour_ahead(client: redis.Redis, key: str, limit: int = 10
     booked = float(seconds + micros / 1e6 + 3600)
     client.zadd(key, {f"booked:{n}": booked for n in range(limit)})
     return booked
+
+
+@pytest.fixture
+def driver_statements(container: Container) -> Iterator[list[str]]:
+    """Every statement the container's pooled connections send while the test runs, counted at the driver
+    (PostgreSQL): SQLAlchemy's own and those the worker sends through psycopg itself (`db.driver_rows`)."""
+    import psycopg
+    from sqlalchemy import event as sa_event
+
+    statements: list[str] = []
+
+    class CountingCursor(psycopg.Cursor):  # type: ignore[type-arg]
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            statements.append(str(query))
+            return super().execute(query, params, **kwargs)
+
+    def counting(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.cursor_factory = CountingCursor
+
+    def plain(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.cursor_factory = psycopg.Cursor
+
+    sa_event.listen(container.engine.pool, "checkout", counting)
+    sa_event.listen(container.engine.pool, "checkin", plain)
+    try:
+        yield statements
+    finally:
+        sa_event.remove(container.engine.pool, "checkout", counting)
+        sa_event.remove(container.engine.pool, "checkin", plain)

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, CursorResult
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..db import driver_rows, driver_rows_together
 from ..models import Base
 
 
@@ -42,3 +43,30 @@ def rows_changed(session: Session, statement: Any) -> int:
     if session.new or session.dirty or session.deleted:
         session.flush()
     return cast(CursorResult[Any], session.connection().execute(statement)).rowcount
+
+
+def pg_rows(session: Session, sql: str, params: Any) -> list[tuple[Any, ...]]:
+    """PostgreSQL: the rows of one of the worker's written-out statements, through the driver (`db.driver_rows`),
+    in the session's transaction and after its pending objects are flushed."""
+    return driver_rows(_driver_connection(session), sql, params)
+
+
+def pg_rows_together(session: Session, statements: list[tuple[str, Any]]) -> list[list[tuple[Any, ...]]]:
+    """`pg_rows` of several statements in one round trip (`db.driver_rows_together`)."""
+    return driver_rows_together(_driver_connection(session), statements)
+
+
+def _driver_connection(session: Session) -> Connection:
+    """The transaction's connection, looked up once per transaction, not per statement: `Session.connection()`
+    cost as much as a statement's own execute on the worker's path."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+    transaction = session.get_transaction()
+    kept = session.info.get(_DRIVER_CONNECTION)
+    if kept is None or kept[0] is not transaction or kept[1].invalidated:
+        kept = (transaction, session.connection())
+        session.info[_DRIVER_CONNECTION] = kept
+    return cast(Connection, kept[1])
+
+
+_DRIVER_CONNECTION = "entitlement_sync.store.driver_connection"  # (root transaction, its connection)

@@ -16,15 +16,25 @@ from sqlalchemy.orm import Session
 from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
 from ..ordering import NOTHING_HELD, Held, Window
 from ..ports import ActiveEntitlement
-from ._sql import dialect_of, upsert_for
+from . import effective
+from ._sql import dialect_of, pg_rows, upsert_for
 
 # --- ordering: one sequence per customer -----------------------------------------------------------------
 
 
 def advance_customer_seq(session: Session, customer_id: str) -> int:
     """Bump and return the customer's sequence; the row lock orders concurrent bumps by commit."""
-    statement = _advance(dialect_of(session))
-    return int(session.connection().execute(statement, {"customer": customer_id}).scalar_one())
+    dialect = dialect_of(session)
+    if dialect == "postgresql":
+        return int(pg_rows(session, _ADVANCE_PG, {"customer": customer_id})[0][0])
+    return int(session.connection().execute(_advance(dialect), {"customer": customer_id}).scalar_one())
+
+
+# `_advance` written out for the driver (the worker takes a ticket for every fetch).
+_ADVANCE_PG = (
+    "INSERT INTO customer_sync_state (customer_id, seq, applied_seq, state_seq) VALUES (%(customer)s, 1, 0, 0)"
+    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1 RETURNING seq"
+)
 
 
 @cache
@@ -49,12 +59,18 @@ def held_state(session: Session, customer_id: str) -> Held:
     return NOTHING_HELD if row is None else held_from(*row)
 
 
-def held_state_and_rows(session: Session, customer_id: str) -> tuple[Held, list[HeldRow] | None]:
+def held_state_and_rows(
+    session: Session, customer_id: str, *, lock_first: bool = False
+) -> tuple[Held, list[HeldRow] | None]:
     """`held_state`, and on PostgreSQL the customer's rows too, read by the same statement (else None: the
-    writer reads them itself)."""
+    writer reads them itself). `lock_first`: take the customer's lock first (with the read, in one round trip on
+    PostgreSQL)."""
     if dialect_of(session) != "postgresql":
+        if lock_first:
+            effective.lock_customer(session, customer_id)
         return held_state(session, customer_id), None
-    row = session.connection().exec_driver_sql(_HELD_AND_ROWS, {"customer": customer_id}).one()
+    read = (_HELD_AND_ROWS, {"customer": customer_id})
+    (row,) = effective.lock_customer(session, customer_id, then=read) if lock_first else pg_rows(session, *read)
     return held_from(*row[:-1]), rows_from_json(row[-1])
 
 

@@ -30,10 +30,10 @@ from ..models import (
 from ..policy import CatalogLink, Override, PolicyInputs, SubscriptionState
 from ..ports import ActiveEntitlement
 from . import feed
-from ._sql import dialect_of, flushed_connection, upsert, upsert_for
+from ._sql import dialect_of, flushed_connection, pg_rows, pg_rows_together, upsert, upsert_for
 
 
-def lock_customer(session: Session, customer_id: str) -> None:
+def lock_customer(session: Session, customer_id: str, then: tuple[str, Any] | None = None) -> list[tuple[Any, ...]]:
     """Serialize recomputes of one customer until commit, so that the last writer reads every input
     committed before it.
 
@@ -41,19 +41,27 @@ def lock_customer(session: Session, customer_id: str) -> None:
     receiver takes for every stored event: a long catalog sync recomputing thousands of customers must not
     hold up webhooks. SQLite serializes writers anyway: a no-op write takes the database's write lock up
     front (reading first and writing later could fail on a snapshot another writer moved past).
+
+    `then` (PostgreSQL only): a statement of the caller's (SQL, parameters) sent with the lock in one round trip;
+    its rows are returned. The server runs it after the lock is granted, as a statement of its own, so what it
+    reads is what the lock's holders committed (see docs/design.md, Cost).
     """
     if customer_id in _locks_held(session):
-        return  # taken earlier in this transaction: once is enough (a transaction lock is held until its end)
+        # Taken earlier in this transaction: once is enough (a transaction lock is held until its end).
+        return pg_rows(session, *then) if then is not None else []
     if session.get_bind().dialect.name == "postgresql":
         digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
-        flushed_connection(session).exec_driver_sql(_ADVISORY_LOCK, (int.from_bytes(digest, "big", signed=True),))
+        lock = (_ADVISORY_LOCK, (int.from_bytes(digest, "big", signed=True),))
+        rows = pg_rows_together(session, [lock, then])[1] if then is not None else pg_rows(session, *lock)
         # Remembered only outside a SAVEPOINT: rolling one back releases the locks taken inside it.
         if not session.in_nested_transaction():
             _locks_held(session).add(customer_id)
-        return
+        return rows
+    assert then is None, "a statement sent with the lock is PostgreSQL's"
     statement = upsert(session, CustomerSyncState).values(customer_id=customer_id, seq=0, applied_seq=0)
     statement = statement.on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq})
     session.execute(statement)
+    return []
 
 
 _ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s)"
@@ -140,7 +148,7 @@ class _EffectiveRead:
 
 
 def _read_in_one_statement(session: Session, customer_id: str) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
-    row = flushed_connection(session).exec_driver_sql(_INPUTS_AND_ROWS, {"customer": customer_id}).one()
+    (row,) = pg_rows(session, _INPUTS_AND_ROWS, {"customer": customer_id})
     entitlements, subscriptions, catalog, overrides, synced, effective = row
     rows: dict[str, EffectiveRow] = {
         key: _EffectiveRead(key, granted, reason, sources, _at(since), _at(computed), _moment(review))
@@ -240,7 +248,7 @@ def save(
         "rows": json.dumps([_json_ready(row) for row in rows]),
         "changes": json.dumps([{**_json_ready(change), "place": n} for n, change in enumerate(changes)]),
     }
-    ids = {key: change_id for key, change_id in flushed_connection(session).exec_driver_sql(_SAVE, values)}
+    ids = {key: change_id for key, change_id in pg_rows(session, _SAVE, values)}
     return [_recorded(session, ids[change["lookup_key"]], change) for change in changes]
 
 

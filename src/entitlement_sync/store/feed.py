@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from .. import policy
 from ..models import AccessFeedEntry, AccessFeedState, EffectiveAccess, EffectiveAccessChange
-from ._sql import flushed_connection, rows_changed, upsert
+from ._sql import pg_rows, rows_changed, upsert
 
 CHANNEL = "access_feed"  # LISTEN/NOTIFY channel on PostgreSQL; the payload is the last cursor committed
 PUBLISHED = ("granted", "revoked")  # `updated` (same access, new reason) is history, not news for a copy
@@ -114,7 +114,8 @@ def _publish_in_one_statement(session: Session, changes: Sequence[EffectiveAcces
         for place, change in enumerate(changes, start=1)
     ]
     values = {"id": _STATE_ID, "entries": json.dumps(entries), "channel": CHANNEL}
-    return int(flushed_connection(session).exec_driver_sql(_PUBLISH, values).scalar() or 0)
+    rows = pg_rows(session, _PUBLISH, values)
+    return int(rows[0][0]) if rows else 0
 
 
 def _entry(cursor: int, change: EffectiveAccessChange) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from ..events import InboundEvent
 from ..models import CLAIMABLE, UNFINISHED, CustomerSyncState, EventAttempt, EventStatus, StripeEvent
 from ..ordering import NOTHING_HELD, Held
 from ..ports import StuckRule
-from ._sql import dialect_of, flushed_connection, rows_changed
+from . import effective
+from ._sql import dialect_of, pg_rows, rows_changed
 from .access import ROWS_JSON, HeldRow, advance_customer_seq, held_from, held_state, rows_from_json
 
 
@@ -140,6 +141,9 @@ def set_customer_seq(session: Session, event_id: str, seq: int) -> None:
 
 def customer_of(session: Session, event_id: str) -> str | None:
     """The event's customer, read without a lock: the worker takes the customer's lock before claiming."""
+    if dialect_of(session) == "postgresql":
+        rows = pg_rows(session, "SELECT customer_id FROM stripe_events WHERE id = %(event)s", {"event": event_id})
+        return rows[0][0] if rows else None
     return session.connection().execute(_CUSTOMER_OF, {"event": event_id}).scalar()
 
 
@@ -197,11 +201,14 @@ class Claimed:
     rows: list[HeldRow] | None  # the customer's rows, when read with the claim (PostgreSQL); else None
 
 
-def claim_with_held(session: Session, event_id: str, now: datetime) -> Claimed | None:
-    """`claim_for_processing`, and what the event's customer's rows hold. Call it with the customer's lock held:
-    only holders of that lock change what it reads. One statement on PostgreSQL."""
+def claim_with_held(session: Session, event_id: str, now: datetime, lock_first: str | None = None) -> Claimed | None:
+    """`claim_for_processing`, and what the event's customer's rows hold. Call it with the customer's lock held
+    (or name the customer in `lock_first`: it is taken first): only holders of that lock change what it reads. One
+    statement on PostgreSQL, sent with the lock in one round trip."""
     if dialect_of(session) == "postgresql":
-        return _claim_in_one_statement(session, event_id, now)
+        return _claim_in_one_statement(session, event_id, now, lock_first)
+    if lock_first is not None:
+        effective.lock_customer(session, lock_first)
     claimed = claim_for_processing(session, event_id, now)
     if claimed is None:
         return None
@@ -229,11 +236,17 @@ _CLAIM = (
 _CLAIMABLE = [str(status) for status in CLAIMABLE]
 
 
-def _claim_in_one_statement(session: Session, event_id: str, now: datetime) -> Claimed | None:
+def _claim_in_one_statement(
+    session: Session, event_id: str, now: datetime, lock_first: str | None = None
+) -> Claimed | None:
     values = {"event": event_id, "now": now, "processing": str(EventStatus.PROCESSING), "claimable": _CLAIMABLE}
-    row = flushed_connection(session).exec_driver_sql(_CLAIM, values).first()
-    if row is None:
+    if lock_first is not None:
+        found = effective.lock_customer(session, lock_first, then=(_CLAIM, values))
+    else:
+        found = pg_rows(session, _CLAIM, values)
+    if not found:
         return None
+    row = found[0]
     fields = dict(zip(_EVENT_COLUMNS, row[: len(_EVENT_COLUMNS)], strict=True))
     held = held_from(*row[len(_EVENT_COLUMNS) : -1])
     for name, value in fields.items():  # the driver's datetimes come in the connection's zone; ours are UTC
@@ -299,8 +312,8 @@ def _finish_in_one_statement(
     """PostgreSQL: the event's outcome (if the attempt still owns it) and the attempt's close in one statement."""
     params = {f"set_{name}": str(value) if isinstance(value, EventStatus) else value for name, value in values.items()}
     params.update(event=event_id, attempt=attempt_id, now=now, outcome=outcome, error=error, overtaken=overtaken)
-    row = flushed_connection(session).exec_driver_sql(_finish_statement(tuple(values)), params).first()
-    return bool(row and row[0])
+    rows = pg_rows(session, _finish_statement(tuple(values)), params)
+    return bool(rows and rows[0][0])
 
 
 @cache

@@ -13,7 +13,7 @@ from ..models import EventStatus
 from ..ordering import Held
 from ..ports import ActiveEntitlement
 from . import access, inbox
-from ._sql import dialect_of, flushed_connection
+from ._sql import dialect_of, pg_rows
 
 
 def record_and_replace(
@@ -51,7 +51,8 @@ def record_and_replace(
         parts.append(access.DIFF_CTES)
         values.update(access.diff_values(customer_id, diff, event_id, now))
     statement = f"WITH {', '.join(parts)} SELECT state_seq FROM written"
-    return int(flushed_connection(session).exec_driver_sql(statement, values).scalar_one()), diff
+    ((state_seq,),) = pg_rows(session, statement, values)
+    return int(state_seq), diff
 
 
 # The write takes its own place in the customer's sequence (see access.record_write).
