@@ -32,7 +32,7 @@ from .models import EventStatus, StripeEvent
 from .ordering import Held, Verdict, Window, judge_event
 from .policy import PolicyRules
 from .ports import Clock, CustomerState, EntitlementSource, EntitlementsRead, NoTelemetry, Telemetry, WaitRule
-from .store.inbox import Unavailability
+from .store.attempts import Unavailability
 from .writing import Fetched, SyncResult, Writer
 
 __all__ = ["Fetched", "Outcome", "SyncResult", "Syncer", "fetch_entitlements"]
@@ -182,7 +182,7 @@ class Syncer:
         payload may be written; else take a fetch ticket. Returns the outcome, or (event, attempt, ticket)."""
         customer_id = store.inbox.customer_of(session, event_id)
         # The customer's lock first, as every writer of their rows takes it (sent with the claim: one round trip).
-        claimed = store.inbox.claim_with_held(session, event_id, self._clock(), lock_first=customer_id)
+        claimed = store.attempts.claim_with_held(session, event_id, self._clock(), lock_first=customer_id)
         if claimed is None:
             return Outcome(event_id, None)
         event, attempt_id = claimed.event, claimed.attempt_id
@@ -264,7 +264,7 @@ class Syncer:
         traceback on its row, then raise for the queue's retry."""
         detail = "".join(traceback.format_exception_only(error)).strip()
         with transaction(self._new_session) as session:
-            claimed = store.inbox.claim_for_processing(session, event_id, self._clock())
+            claimed = store.attempts.claim_for_processing(session, event_id, self._clock())
         if claimed is not None:
             event, attempt_id = claimed
             status = EventStatus.FAILED if final_attempt or event.waits > 0 else EventStatus.QUEUED
@@ -334,7 +334,9 @@ class Syncer:
         now = now or self._clock()
         if status in (EventStatus.FAILED, EventStatus.WAITING) and _seen_by_applied_fetch(session, event):
             status = EventStatus.SUPERSEDED  # a later fetch was applied while this attempt ran
-        owned = store.inbox.finish_attempt(session, event.id, attempt_id, status, error, now, unavailable=unavailable)
+        owned = store.attempts.finish_attempt(
+            session, event.id, attempt_id, status, error, now, unavailable=unavailable
+        )
         return Outcome(event.id, status if owned else None, error, finished=_Finished(event, status))
 
     def _reported(self, outcome: Outcome) -> Outcome:

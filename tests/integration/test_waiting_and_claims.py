@@ -158,15 +158,15 @@ def test_only_the_attempt_that_owns_an_event_may_finish_it(service):
     event_id = accept(service, summary_event("cus_1", []))
     now = utcnow()
     with transaction(service.new_session) as session:
-        _, first = store.inbox.claim_for_processing(session, event_id, now)
+        _, first = store.attempts.claim_for_processing(session, event_id, now)
     with transaction(service.new_session) as session:  # a duplicate job (or the sweep's) claims it again
-        _, second = store.inbox.claim_for_processing(session, event_id, now)
+        _, second = store.attempts.claim_for_processing(session, event_id, now)
     with transaction(service.new_session) as session:
-        assert store.inbox.finish_attempt(session, event_id, second, EventStatus.PROCESSED, None, now)
+        assert store.attempts.finish_attempt(session, event_id, second, EventStatus.PROCESSED, None, now)
     with transaction(service.new_session) as session:  # the loser ends late, with an error: a no-op
-        assert not store.inbox.finish_attempt(session, event_id, first, EventStatus.FAILED, "HTTP 503", now)
+        assert not store.attempts.finish_attempt(session, event_id, first, EventStatus.FAILED, "HTTP 503", now)
     with transaction(service.new_session) as session:
-        assert store.inbox.claim_for_processing(session, event_id, now) is None  # processed stays processed
+        assert store.attempts.claim_for_processing(session, event_id, now) is None  # processed stays processed
         attempts = {a.id: a for a in store.inbox.attempts_of(session, event_id)}
     row = stored_event(service, event_id)
     assert (row.status, row.last_error, row.claimed_by) == (EventStatus.PROCESSED, None, None)

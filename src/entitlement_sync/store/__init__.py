@@ -1,11 +1,12 @@
 """Every query, by table family. Functions take a Session (or a Connection) and never commit: the use case
 owns the transaction.
 
-Callers read as sentences: `store.inbox.claim_for_processing(session, …)`, `store.access.claim_apply(…)`.
+Callers read as sentences: `store.attempts.claim_for_processing(session, …)`, `store.access.claim_apply(…)`.
 """
 
 from . import (
     access,
+    attempts,
     catalog,
     checkpoints,
     counts,
@@ -23,6 +24,7 @@ from . import (
 
 __all__ = [
     "access",
+    "attempts",
     "catalog",
     "checkpoints",
     "counts",

@@ -1,25 +1,24 @@
-"""The inbox (`stripe_events`, `event_attempts`): storing, claiming, finishing and finding Stripe events."""
+"""The inbox (`stripe_events`, `event_attempts`): storing and finding Stripe events. Claiming and finishing
+them (the worker's side) is in `attempts.py`."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ..events import InboundEvent
-from ..models import CLAIMABLE, UNFINISHED, CustomerSyncState, EventAttempt, EventStatus, StripeEvent
-from ..ordering import NOTHING_HELD, Held
+from ..models import UNFINISHED, CustomerSyncState, EventAttempt, EventStatus, StripeEvent
 from ..ports import StuckRule
-from . import effective
 from ._sql import dialect_of, pg_rows, rows_changed
-from .access import ROWS_JSON, HeldRow, advance_customer_seq, held_from, held_state, rows_from_json
+from .access import advance_customer_seq
 
 
 def store_event_if_new(
@@ -166,179 +165,6 @@ def set_status(
     if only_from is not None:
         statement = statement.where(StripeEvent.status.in_(list(only_from)))
     return rows_changed(session, statement.values(status=status, status_changed_at=now)) == 1
-
-
-def claim_for_processing(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int] | None:
-    """Mark the event processing and open an attempt that owns it; None when it is finished or unknown.
-
-    A later claim (the sweep's, after a worker died) takes ownership over an earlier one: the earlier attempt
-    may still run to its end, but its finish no longer changes the event.
-    """
-    if dialect_of(session) == "postgresql":
-        claimed = _claim_in_one_statement(session, event_id, now)
-        return (claimed.event, claimed.attempt_id) if claimed is not None else None
-    claim = (
-        update(StripeEvent)
-        .where(StripeEvent.id == event_id, StripeEvent.status.in_(CLAIMABLE))
-        .values(status=EventStatus.PROCESSING, attempts=StripeEvent.attempts + 1, status_changed_at=now)
-        .returning(StripeEvent)  # the claimed row itself: no second read
-        .execution_options(synchronize_session=False)
-    )
-    event = session.scalars(claim).first()
-    if event is None:
-        return None
-    opened = insert(EventAttempt).values(event_id=event_id, started_at=now).returning(EventAttempt.id)
-    attempt_id = int(session.execute(opened).scalar_one())
-    rows_changed(session, update(StripeEvent).where(StripeEvent.id == event_id).values(claimed_by=attempt_id))
-    return event, attempt_id
-
-
-@dataclass(frozen=True)
-class Claimed:
-    event: StripeEvent
-    attempt_id: int
-    held: Held  # what the customer's rows hold (`access.held_state`)
-    rows: list[HeldRow] | None  # the customer's rows, when read with the claim (PostgreSQL); else None
-
-
-def claim_with_held(session: Session, event_id: str, now: datetime, lock_first: str | None = None) -> Claimed | None:
-    """`claim_for_processing`, and what the event's customer's rows hold. Call it with the customer's lock held
-    (or name the customer in `lock_first`: it is taken first): only holders of that lock change what it reads. One
-    statement on PostgreSQL, sent with the lock in one round trip."""
-    if dialect_of(session) == "postgresql":
-        return _claim_in_one_statement(session, event_id, now, lock_first)
-    if lock_first is not None:
-        effective.lock_customer(session, lock_first)
-    claimed = claim_for_processing(session, event_id, now)
-    if claimed is None:
-        return None
-    event, attempt_id = claimed
-    held = held_state(session, event.customer_id) if event.customer_id else NOTHING_HELD
-    return Claimed(event, attempt_id, held, None)
-
-
-# PostgreSQL's worker path, written out: the claim and its attempt in one statement. The attempt's id is drawn
-# from its sequence first, so the event can name its owner in the same UPDATE that claims it (the foreign key
-# of the attempt's row is checked at the statement's end, when both rows exist).
-_EVENT_COLUMNS = tuple(column.name for column in cast(Table, StripeEvent.__table__).columns)
-_CLAIM = (
-    "WITH claimed AS ("
-    " UPDATE stripe_events SET status = %(processing)s, attempts = attempts + 1, status_changed_at = %(now)s,"
-    " claimed_by = nextval(pg_get_serial_sequence('event_attempts', 'id'))"
-    " WHERE id = %(event)s AND status = ANY(%(claimable)s)"
-    f" RETURNING {', '.join(_EVENT_COLUMNS)}),"
-    " opened AS (INSERT INTO event_attempts (id, event_id, started_at) SELECT claimed_by, id, %(now)s FROM claimed)"
-    f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
-    " held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
-    f" {ROWS_JSON} WHERE entitlements.customer_id = claimed.customer_id)"
-    " FROM claimed LEFT JOIN customer_sync_state held ON held.customer_id = claimed.customer_id"
-)
-_CLAIMABLE = [str(status) for status in CLAIMABLE]
-
-
-def _claim_in_one_statement(
-    session: Session, event_id: str, now: datetime, lock_first: str | None = None
-) -> Claimed | None:
-    values = {"event": event_id, "now": now, "processing": str(EventStatus.PROCESSING), "claimable": _CLAIMABLE}
-    if lock_first is not None:
-        found = effective.lock_customer(session, lock_first, then=(_CLAIM, values))
-    else:
-        found = pg_rows(session, _CLAIM, values)
-    if not found:
-        return None
-    row = found[0]
-    fields = dict(zip(_EVENT_COLUMNS, row[: len(_EVENT_COLUMNS)], strict=True))
-    held = held_from(*row[len(_EVENT_COLUMNS) : -1])
-    for name, value in fields.items():  # the driver's datetimes come in the connection's zone; ours are UTC
-        if isinstance(value, datetime):
-            fields[name] = value.astimezone(UTC)
-    # A detached copy of the row: the worker reads it and never writes it back through the session.
-    return Claimed(StripeEvent(**fields), int(fields["claimed_by"]), held, rows_from_json(row[-1]))
-
-
-@dataclass(frozen=True)
-class Unavailability:
-    """Stripe could not be reached for this event: since when, how many sweep pauses so far, the next try."""
-
-    since: datetime
-    waits: int = 0
-    retry_at: datetime | None = None  # None: the queue retries it, not the sweep
-
-
-def finish_attempt(
-    session: Session,
-    event_id: str,
-    attempt_id: int,
-    status: EventStatus,
-    error: str | None,
-    now: datetime,
-    *,
-    unavailable: Unavailability | None = None,
-) -> bool:
-    """Close the attempt, and set the event's outcome if this attempt still owns it; False when it did not."""
-    values: dict[str, Any] = {"status": status, "status_changed_at": now, "claimed_by": None}
-    if status == EventStatus.PROCESSED:
-        values["processed_at"] = now
-    if error is not None or status == EventStatus.PROCESSED:
-        values["last_error"] = error
-    if unavailable is not None:
-        values.update(unavailable_since=unavailable.since, waits=unavailable.waits)
-    values["retry_at"] = unavailable.retry_at if unavailable and status == EventStatus.WAITING else None
-    if status in (EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED):
-        values.update(unavailable_since=None, waits=0)
-    overtaken = f"ended {status}; a later attempt owns the event" + (f": {error}" if error else "")
-    if dialect_of(session) == "postgresql":
-        return _finish_in_one_statement(session, event_id, attempt_id, values, status.value, error, overtaken, now)
-    owned = rows_changed(
-        session,
-        update(StripeEvent).where(StripeEvent.id == event_id, StripeEvent.claimed_by == attempt_id).values(**values),
-    )
-    outcome, note = (status.value, error) if owned else ("overtaken", overtaken)
-    closed = {"attempt": attempt_id, "now": now, "outcome": outcome, "note": note}
-    session.connection().execute(_CLOSE_ATTEMPT, closed)
-    return owned == 1
-
-
-def _finish_in_one_statement(
-    session: Session,
-    event_id: str,
-    attempt_id: int,
-    values: dict[str, Any],
-    outcome: str,
-    error: str | None,
-    overtaken: str,
-    now: datetime,
-) -> bool:
-    """PostgreSQL: the event's outcome (if the attempt still owns it) and the attempt's close in one statement."""
-    params = {f"set_{name}": str(value) if isinstance(value, EventStatus) else value for name, value in values.items()}
-    params.update(event=event_id, attempt=attempt_id, now=now, outcome=outcome, error=error, overtaken=overtaken)
-    rows = pg_rows(session, _finish_statement(tuple(values)), params)
-    return bool(rows and rows[0][0])
-
-
-@cache
-def _finish_statement(columns: tuple[str, ...]) -> str:
-    assignments = ", ".join(f"{name} = %(set_{name})s" for name in columns)
-    return (
-        f"WITH finished AS (UPDATE stripe_events SET {assignments}"
-        " WHERE id = %(event)s AND claimed_by = %(attempt)s RETURNING 1),"
-        " closed AS (UPDATE event_attempts SET finished_at = %(now)s,"
-        " outcome = CASE WHEN EXISTS (SELECT FROM finished) THEN %(outcome)s ELSE 'overtaken' END,"
-        " error = CASE WHEN EXISTS (SELECT FROM finished) THEN %(error)s ELSE %(overtaken)s END"
-        " WHERE id = %(attempt)s)"
-        " SELECT EXISTS (SELECT FROM finished)"
-    )
-
-
-_CLOSE_ATTEMPT = (
-    update(EventAttempt)
-    .where(EventAttempt.id == bindparam("attempt"))
-    .values(
-        finished_at=bindparam("now", type_=EventAttempt.__table__.c.finished_at.type),
-        outcome=bindparam("outcome"),
-        error=bindparam("note"),
-    )
-)
 
 
 def supersede_synced(session: Session, now: datetime, customer_id: str | None = None) -> int:
