@@ -17,7 +17,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from . import store
-from .db import EngineReads, Reads, ThreadConnections, create_db_engine, outages_reported
+from .db import create_db_engine, outages_reported
+from .kept_connections import EngineReads, Reads, ThreadConnections
 from .models import utcnow
 from .policy import reason_without_decision
 from .ports import Clock
@@ -74,7 +75,7 @@ class AccessReader:
         # (SQLite has no round trips to save, and switching its isolation level per checkout costs more.)
         is_postgres = engine.dialect.name == "postgresql"
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT") if is_postgres else engine
-        # Effective access, the hot path: a connection kept per reading thread (db.ThreadConnections).
+        # Effective access, the hot path: a connection kept per reading thread (kept_connections.ThreadConnections).
         self._reads: Reads = ThreadConnections(engine) if ThreadConnections.suit(engine) else EngineReads(engine)
         self._stale_after = stale_after
         self._clock = clock

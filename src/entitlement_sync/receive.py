@@ -11,10 +11,11 @@ from sqlalchemy import Engine
 
 from . import store
 from .breaker import CircuitBreaker
-from .db import SessionFactory, ThreadConnections, transaction
+from .db import SessionFactory, transaction
 from .errors import InvalidWebhook, QueueUnavailable, StorageUnavailable
 from .events import HANDLED_TYPES, InboundEvent, connect_reason, envelope_only, parse_event
 from .group_commit import GroupCommit
+from .kept_connections import ThreadConnections
 from .logs import bound, get_logger
 from .models import EventStatus
 from .ports import Clock, JobQueue, NoTelemetry, Telemetry, WebhookVerifier
@@ -56,7 +57,7 @@ class _Write:
 
 class GroupedWrites:
     """PostgreSQL: the webhooks' writes of this process, committed together (group_commit.py) by one writer
-    thread on a connection it keeps (db.ThreadConnections): no checkout, statements the driver prepared, and
+    thread on a connection it keeps (kept_connections.py): no checkout, statements the driver prepared, and
     one commit for all the webhooks that arrived while the previous one was being written. Once committed, the
     writer sends the batch's jobs together too (one Redis round trip, not one per webhook), before any of its
     threads answers: a 2xx still means stored and enqueued (or left `received` for the sweep)."""

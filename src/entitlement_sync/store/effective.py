@@ -13,7 +13,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import JSON, Boolean, Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from ..db import Read, Reads
+from ..kept_connections import Read, Reads
 from ..models import (
     CLAIMABLE,
     AccessOverride,
@@ -340,7 +340,7 @@ def customers_on(session: Session, product_ids: set[str], feature_ids: set[str])
 
 # --- the read path: one statement per answer, so that the rows and the sync state come from one snapshot --
 # Plain SQL, one text for both databases: PostgreSQL runs it through the driver on a connection kept per
-# reading thread (prepared once per connection, no SQLAlchemy on the hot path; db.ThreadConnections), SQLite
+# reading thread (prepared once per connection, no SQLAlchemy on the hot path; kept_connections), SQLite
 # through SQLAlchemy, which types the results (JSON, aware datetimes) as PostgreSQL's driver does.
 
 # An event not yet seen by an applied fetch (stored after the last applied ticket) and not finished well:
