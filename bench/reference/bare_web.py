@@ -15,7 +15,7 @@ import orjson
 import psycopg
 from flask import Flask, Response, request
 
-from entitlement_sync.store import effective
+from entitlement_sync.store import decisions
 
 from .bare_worker import DSN, bare_sync
 
@@ -23,7 +23,7 @@ SECRET = os.environ.get("STRIPE_WEBHOOK_SECRETS", "").split(",")[0].encode()
 TOKEN = os.environ.get("ACCESS_API_TOKENS", "").split(",")[0]
 # The same SELECT as ours (taken from our store, so that the two never drift apart): a customer's effective
 # access and sync state in one statement.
-READ = effective.DECISIONS.driver_sql
+READ = decisions.DECISIONS.driver_sql
 
 app = Flask(__name__)
 _db: dict[str, psycopg.Connection] = {}  # one connection per process (gunicorn's sync workers fork)

@@ -91,11 +91,11 @@ class AccessReader:
 
     def has_access(self, customer_id: str, lookup_key: str) -> bool:
         """Effective access, yes or no: one primary-key lookup."""
-        return store.effective.is_granted(self._reads, customer_id, lookup_key)
+        return store.decisions.is_granted(self._reads, customer_id, lookup_key)
 
     def check(self, customer_id: str, lookup_key: str) -> AccessDecision:
         """The decision behind `has_access`, with its reason, sources and freshness (one statement)."""
-        row, synced_at, unseen = store.effective.decision_with_state(self._reads, customer_id, lookup_key)
+        row, synced_at, unseen = store.decisions.decision_with_state(self._reads, customer_id, lookup_key)
         stale = self._is_stale(synced_at, unseen)
         if row is None:
             reason = reason_without_decision(synced_at is not None)
@@ -106,7 +106,7 @@ class AccessReader:
     def effective_for(self, customer_id: str) -> EffectiveListing:
         """Every decision the customer has a row for (granted, withheld or denied), by lookup key, and the sync
         state read in the same statement (one snapshot)."""
-        rows, synced_at, unseen = store.effective.decisions_with_state(self._reads, customer_id)
+        rows, synced_at, unseen = store.decisions.decisions_with_state(self._reads, customer_id)
         stale = self._is_stale(synced_at, unseen)
         decisions = [
             AccessDecision(customer_id, key, bool(granted), reason, list(sources), since, synced_at, stale)

@@ -61,7 +61,7 @@ class AccessPolicy:
         `cause` None means the clock moved (the sweep): each change then names what expired or ended.
         """
         now = now or self._clock()
-        store.effective.lock_customer(session, customer_id)
+        store.locks.lock_customer(session, customer_id)
         inputs, current = store.effective.inputs_and_rows(session, customer_id)
         decisions = policy.evaluate(inputs, self.rules, now)
         nothing = Decision(False, policy.reason_without_decision(inputs.synced))

@@ -23,9 +23,9 @@ def test_the_lock_is_asked_once_per_transaction_and_held_in_each(
 ) -> None:
     for _ in range(2):
         with transaction(container.new_session) as session:
-            store.effective.lock_customer(session, "cus_1")
-            store.effective.lock_customer(session, "cus_1")
-            store.effective.lock_customer(session, "cus_2")
+            store.locks.lock_customer(session, "cus_1")
+            store.locks.lock_customer(session, "cus_1")
+            store.locks.lock_customer(session, "cus_2")
             assert session.scalar(HELD) == 2
     asked = [statement for statement in driver_statements if "pg_advisory_xact_lock" in statement]
     assert len(asked) == 4  # cus_1 and cus_2, in each of the two transactions
@@ -38,7 +38,7 @@ def test_a_read_sent_with_the_lock_sees_what_the_holder_committed_while_it_waite
         store.access.advance_customer_seq(session, "cus_1")
     holder = container.new_session()
     holder.begin()
-    store.effective.lock_customer(holder, "cus_1")
+    store.locks.lock_customer(holder, "cus_1")
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(_seq_read_with_the_lock, container, "cus_1")
         time.sleep(0.3)  # let the reader reach the lock and wait on it
@@ -52,15 +52,15 @@ def test_a_read_sent_with_the_lock_sees_what_the_holder_committed_while_it_waite
 def _seq_read_with_the_lock(container: Container, customer_id: str) -> int:
     read = ("SELECT seq FROM customer_sync_state WHERE customer_id = %(customer)s", {"customer": customer_id})
     with transaction(container.new_session) as session:
-        ((seq,),) = store.effective.lock_customer(session, customer_id, then=read)
+        ((seq,),) = store.locks.lock_customer(session, customer_id, then=read)
     return int(seq)
 
 
 def test_a_lock_taken_in_a_rolled_back_savepoint_is_taken_again(container: Container) -> None:
     with transaction(container.new_session) as session:
         savepoint = session.begin_nested()
-        store.effective.lock_customer(session, "cus_1")
+        store.locks.lock_customer(session, "cus_1")
         savepoint.rollback()
         assert session.scalar(HELD) == 0  # released with the savepoint
-        store.effective.lock_customer(session, "cus_1")
+        store.locks.lock_customer(session, "cus_1")
         assert session.scalar(HELD) == 1

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
 from ..ordering import NOTHING_HELD, Held, Window
 from ..ports import ActiveEntitlement
-from . import effective
+from . import locks
 from ._sql import dialect_of, pg_rows, upsert_for
 
 # --- ordering: one sequence per customer -----------------------------------------------------------------
@@ -67,10 +67,10 @@ def held_state_and_rows(
     PostgreSQL)."""
     if dialect_of(session) != "postgresql":
         if lock_first:
-            effective.lock_customer(session, customer_id)
+            locks.lock_customer(session, customer_id)
         return held_state(session, customer_id), None
     read = (_HELD_AND_ROWS, {"customer": customer_id})
-    (row,) = effective.lock_customer(session, customer_id, then=read) if lock_first else pg_rows(session, *read)
+    (row,) = locks.lock_customer(session, customer_id, then=read) if lock_first else pg_rows(session, *read)
     return held_from(*row[:-1]), rows_from_json(row[-1])
 
 

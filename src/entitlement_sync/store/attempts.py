@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from ..models import CLAIMABLE, EventAttempt, EventStatus, StripeEvent
 from ..ordering import NOTHING_HELD, Held
-from . import effective
+from . import locks
 from ._sql import dialect_of, pg_rows, rows_changed
 from .access import ROWS_JSON, HeldRow, held_from, held_state, rows_from_json
 
@@ -58,7 +58,7 @@ def claim_with_held(session: Session, event_id: str, now: datetime, lock_first: 
     if dialect_of(session) == "postgresql":
         return _claim_in_one_statement(session, event_id, now, lock_first)
     if lock_first is not None:
-        effective.lock_customer(session, lock_first)
+        locks.lock_customer(session, lock_first)
     claimed = claim_for_processing(session, event_id, now)
     if claimed is None:
         return None
@@ -91,7 +91,7 @@ def _claim_in_one_statement(
 ) -> Claimed | None:
     values = {"event": event_id, "now": now, "processing": str(EventStatus.PROCESSING), "claimable": _CLAIMABLE}
     if lock_first is not None:
-        found = effective.lock_customer(session, lock_first, then=(_CLAIM, values))
+        found = locks.lock_customer(session, lock_first, then=(_CLAIM, values))
     else:
         found = pg_rows(session, _CLAIM, values)
     if not found:

@@ -3,83 +3,29 @@ gathered from the other tables."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Protocol, cast
 
-from sqlalchemy import JSON, Boolean, Table, bindparam, delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from ..kept_connections import Read, Reads
 from ..models import (
-    CLAIMABLE,
     AccessOverride,
     CustomerSyncState,
     EffectiveAccess,
     EffectiveAccessChange,
     Entitlement,
-    EventStatus,
     Feature,
     ProductFeature,
     Subscription,
-    UTCDateTime,
 )
 from ..policy import CatalogLink, Override, PolicyInputs, SubscriptionState
 from ..ports import ActiveEntitlement
 from . import feed
-from ._sql import dialect_of, flushed_connection, pg_rows, pg_rows_together, upsert, upsert_for
-
-
-def lock_customer(session: Session, customer_id: str, then: tuple[str, Any] | None = None) -> list[tuple[Any, ...]]:
-    """Serialize recomputes of one customer until commit, so that the last writer reads every input
-    committed before it.
-
-    PostgreSQL: a transaction-scoped advisory lock, not a row lock on `customer_sync_state`, which the
-    receiver takes for every stored event: a long catalog sync recomputing thousands of customers must not
-    hold up webhooks. SQLite serializes writers anyway: a no-op write takes the database's write lock up
-    front (reading first and writing later could fail on a snapshot another writer moved past).
-
-    `then` (PostgreSQL only): a statement of the caller's (SQL, parameters) sent with the lock in one round trip;
-    its rows are returned. The server runs it after the lock is granted, as a statement of its own, so what it
-    reads is what the lock's holders committed (see docs/design.md, Cost).
-    """
-    if customer_id in _locks_held(session):
-        # Taken earlier in this transaction: once is enough (a transaction lock is held until its end).
-        return pg_rows(session, *then) if then is not None else []
-    if session.get_bind().dialect.name == "postgresql":
-        digest = hashlib.blake2b(customer_id.encode(), digest_size=8).digest()
-        lock = (_ADVISORY_LOCK, (int.from_bytes(digest, "big", signed=True),))
-        rows = pg_rows_together(session, [lock, then])[1] if then is not None else pg_rows(session, *lock)
-        # Remembered only outside a SAVEPOINT: rolling one back releases the locks taken inside it.
-        if not session.in_nested_transaction():
-            _locks_held(session).add(customer_id)
-        return rows
-    assert then is None, "a statement sent with the lock is PostgreSQL's"
-    statement = upsert(session, CustomerSyncState).values(customer_id=customer_id, seq=0, applied_seq=0)
-    statement = statement.on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq})
-    session.execute(statement)
-    return []
-
-
-_ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(%s)"
-_LOCKS_HELD = "entitlement_sync.effective.locks_held"
-
-
-def _locks_held(session: Session) -> set[str]:
-    """The customers whose lock this session's current transaction holds (a fresh set for each transaction)."""
-    root = session.get_transaction()
-    if root is None:
-        return set()  # no transaction yet: nothing held (and nothing to remember it in)
-    while root.parent is not None:
-        root = root.parent
-    kept = session.info.get(_LOCKS_HELD)
-    if kept is None or kept[0] is not root:
-        kept = (root, set())
-        session.info[_LOCKS_HELD] = kept
-    return kept[1]
+from ._sql import dialect_of, flushed_connection, pg_rows, upsert_for
 
 
 def inputs_and_rows(session: Session, customer_id: str) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
@@ -336,53 +282,6 @@ def customers_on(session: Session, product_ids: set[str], feature_ids: set[str])
         if product_ids.intersection(products or ()):
             customers.add(customer_id)
     return customers
-
-
-# --- the read path: one statement per answer, so that the rows and the sync state come from one snapshot --
-# Plain SQL, one text for both databases: PostgreSQL runs it through the driver on a connection kept per
-# reading thread (prepared once per connection, no SQLAlchemy on the hot path; kept_connections), SQLite
-# through SQLAlchemy, which types the results (JSON, aware datetimes) as PostgreSQL's driver does.
-
-# An event not yet seen by an applied fetch (stored after the last applied ticket) and not finished well:
-# in flight, waiting for Stripe, or failed.
-_UNSEEN = ", ".join(f"'{status.value}'" for status in (*CLAIMABLE, EventStatus.FAILED))
-_SYNC_STATE = f"""(SELECT synced_at FROM customer_sync_state WHERE customer_id = :customer) AS synced_at,
- EXISTS (SELECT 1 FROM stripe_events WHERE stripe_events.customer_id = :customer
-  AND stripe_events.status IN ({_UNSEEN})
-  AND (stripe_events.customer_seq IS NULL OR stripe_events.customer_seq >=
-   (SELECT applied_seq FROM customer_sync_state WHERE customer_id = :customer))) AS unseen"""
-_DECISION_TYPES = {"synced_at": UTCDateTime(), "unseen": Boolean(), "granted": Boolean(), "sources": JSON()}
-
-GRANTED = Read("SELECT granted FROM effective_access WHERE customer_id = :customer AND lookup_key = :key")
-DECISION = Read(
-    f"SELECT {_SYNC_STATE}, d.granted, d.reason, d.sources, d.since FROM (SELECT 1 AS one) AS one"
-    " LEFT JOIN effective_access d ON d.customer_id = :customer AND d.lookup_key = :key",
-    {**_DECISION_TYPES, "since": UTCDateTime()},
-)
-DECISIONS = Read(
-    f"SELECT {_SYNC_STATE}, d.lookup_key, d.granted, d.reason, d.sources, d.since FROM (SELECT 1 AS one) AS one"
-    " LEFT JOIN effective_access d ON d.customer_id = :customer ORDER BY d.lookup_key",
-    {**_DECISION_TYPES, "since": UTCDateTime()},
-)
-
-
-def is_granted(reads: Reads, customer_id: str, lookup_key: str) -> bool:
-    """The hot path: one primary-key lookup."""
-    return bool(reads.flag(GRANTED, {"customer": customer_id, "key": lookup_key}))
-
-
-def decision_with_state(reads: Reads, customer_id: str, lookup_key: str) -> tuple[Any, datetime | None, bool]:
-    """((granted, reason, sources, since) or None without a row, when the customer was last synced, whether an
-    event of theirs waits unseen by any applied fetch)."""
-    synced_at, unseen, *decision = reads.rows(DECISION, {"customer": customer_id, "key": lookup_key})[0]
-    return (None if decision[0] is None else tuple(decision)), synced_at, bool(unseen)
-
-
-def decisions_with_state(reads: Reads, customer_id: str) -> tuple[list[Any], datetime | None, bool]:
-    """Every (lookup_key, granted, reason, sources, since) of the customer, with the sync state as above."""
-    rows = reads.rows(DECISIONS, {"customer": customer_id})
-    synced_at, unseen = rows[0][0], bool(rows[0][1])
-    return [tuple(row[2:]) for row in rows if row[2] is not None], synced_at, unseen
 
 
 def customers_with_rows(session: Session) -> set[str]:
