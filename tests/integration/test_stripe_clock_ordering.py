@@ -154,9 +154,8 @@ def test_a_subscription_event_as_new_as_the_state_held_is_fetched(container, fak
     assert calls(fake_stripe) == 1
 
 
-@pytest.mark.skipif(not TEST_DATABASE_URL, reason="counts PostgreSQL commits")
-@pytest.mark.parametrize("path", ["payload", "fetch", "subscription"])
-def test_a_processed_event_takes_at_most_two_commits(container, fake_stripe, stripe_clock, path):
+def _stored_first_event(container, fake_stripe, path: str) -> str:
+    """The customer's first event of each path (a complete payload, a bare signal, a subscription), stored."""
     fake_stripe.set_entitlements("cus_1", [API])
     sub = subscription("sub_1", "cus_1", prices=[("price_1", "prod_1")])
     payload = {
@@ -165,6 +164,13 @@ def test_a_processed_event_takes_at_most_two_commits(container, fake_stripe, str
         "subscription": event("customer.subscription.created", sub, created=T),
     }[path]
     container.receiver.accept_event(event_from_payload(payload))
+    return payload["id"]
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="counts PostgreSQL commits")
+@pytest.mark.parametrize("path", ["payload", "fetch", "subscription"])
+def test_a_processed_event_takes_at_most_two_commits(container, fake_stripe, stripe_clock, path):
+    event_id = _stored_first_event(container, fake_stripe, path)
     commits: list[object] = []
 
     def counted(connection):
@@ -172,7 +178,7 @@ def test_a_processed_event_takes_at_most_two_commits(container, fake_stripe, str
 
     sa_event.listen(container.engine, "commit", counted)
     try:
-        outcome = container.syncer.process_event(payload["id"])
+        outcome = container.syncer.process_event(event_id)
     finally:
         sa_event.remove(container.engine, "commit", counted)
     assert outcome.status == EventStatus.PROCESSED
@@ -184,15 +190,8 @@ def test_a_processed_event_takes_at_most_two_commits(container, fake_stripe, str
 def test_a_processed_event_takes_few_statements(container, fake_stripe, stripe_clock, path, most, driver_statements):
     """The worker's statements on PostgreSQL, the customer's first event (grants, history, feed): the claim
     reads what is held, and each write or read of the apply is one statement (docs/design.md, Cost)."""
-    fake_stripe.set_entitlements("cus_1", [API])
-    sub = subscription("sub_1", "cus_1", prices=[("price_1", "prod_1")])
-    payload = {
-        "payload": summary("cus_1", [API], T),
-        "fetch": summary_signal("cus_1", [], created=T),
-        "subscription": event("customer.subscription.created", sub, created=T),
-    }[path]
-    container.receiver.accept_event(event_from_payload(payload))
-    outcome = container.syncer.process_event(payload["id"])
+    event_id = _stored_first_event(container, fake_stripe, path)
+    outcome = container.syncer.process_event(event_id)
     assert outcome.status == EventStatus.PROCESSED
     assert keys(container) == ["api_access"]
     # Counted at the driver: the worker sends its statements through psycopg itself.
