@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-PARTS = ["receiver", "worker", "freshness", "burst", "coalescing", "reconcile", "reads", "feed"]
+PARTS = ["receiver", "worker", "freshness", "freshness_fetched", "burst", "coalescing", "reconcile", "reads", "feed"]
 
 
 def main() -> None:

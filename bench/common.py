@@ -23,7 +23,7 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/entitlement
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 API_KEY = "sk_test_bench"
 # These parts are long at their size: one run per side, ours first, whatever BENCH_REPS says.
-ONE_RUN_PER_SIDE = ("freshness", "burst", "coalescing", "reconcile")
+ONE_RUN_PER_SIDE = ("freshness", "freshness_fetched", "burst", "coalescing", "reconcile")
 SECRET = "whsec_bench"
 READ_TOKEN = "bench-read-token"
 

@@ -21,7 +21,9 @@ from ..stripe import FEATURES, Poster, grant, simulator, summary_body
 TABLE = {"ours": "entitlements", "bare": "bare_entitlements"}
 
 
-def send_paced(stack: Stack, stripe: Any, prefix: str, rate: float, seconds: float) -> dict[str, float]:
+def send_paced(
+    stack: Stack, stripe: Any, prefix: str, rate: float, seconds: float, *, complete: bool = True
+) -> dict[str, float]:
     poster, count = Poster(stack.url), int(rate * seconds)
     start = time.time() + 0.2
     scheduled: dict[str, float] = {}
@@ -31,7 +33,7 @@ def send_paced(stack: Stack, stripe: Any, prefix: str, rate: float, seconds: flo
         time.sleep(max(0.0, due - time.time()))
         scheduled[customer] = due
         grant(stripe, [customer])
-        poster.post(summary_body(customer))
+        poster.post(summary_body(customer, complete=complete))
 
     with ThreadPoolExecutor(64) as pool:
         list(pool.map(send, range(count)))
@@ -44,9 +46,11 @@ def applied_at(stack: Stack, prefix: str) -> dict[str, float]:
         return {customer: at.timestamp() for customer, at in db.execute(sql, (f"{prefix}%",)).fetchall()}
 
 
-def one_rate(stack: Stack, stripe: Any, rate: float, seconds: float, grace: float) -> dict[str, Any]:
-    prefix = f"cus_fr{stack.side}{int(rate)}_"
-    scheduled = send_paced(stack, stripe, prefix, rate, seconds)
+def one_rate(
+    stack: Stack, stripe: Any, rate: float, seconds: float, grace: float, *, complete: bool = True
+) -> dict[str, Any]:
+    prefix = f"cus_fr{stack.side}{int(rate)}{'' if complete else 'f'}_"
+    scheduled = send_paced(stack, stripe, prefix, rate, seconds, complete=complete)
     wait_for(lambda: len(applied_at(stack, prefix)) >= len(scheduled), grace, 0.25)
     applied = applied_at(stack, prefix)
     lags = [applied[c] - due for c, due in sorted(scheduled.items(), key=lambda item: item[1]) if c in applied]
@@ -65,7 +69,9 @@ def one_rate(stack: Stack, stripe: Any, rate: float, seconds: float, grace: floa
     }
 
 
-def ladder(side: str, cfg: Config, rates: list[float], seconds: float) -> list[dict[str, Any]]:
+def ladder(
+    side: str, cfg: Config, rates: list[float], seconds: float, *, complete: bool = True
+) -> list[dict[str, Any]]:
     reset_tables(cfg)
     server = simulator(latency=0.05)
     results = []
@@ -75,7 +81,7 @@ def ladder(side: str, cfg: Config, rates: list[float], seconds: float) -> list[d
             stack.start_worker(processes=2, threads=8)
             stack.wait_ready(server.stripe)
             for rate in rates:
-                figures = one_rate(stack, server.stripe, rate, seconds, grace=cfg.pick(8, 15))
+                figures = one_rate(stack, server.stripe, rate, seconds, grace=cfg.pick(8, 15), complete=complete)
                 results.append(figures)
                 print(f"  freshness {side} {figures}", flush=True)
                 if not figures["flat"]:
@@ -87,9 +93,14 @@ def ladder(side: str, cfg: Config, rates: list[float], seconds: float) -> list[d
 
 def run(cfg: Config) -> dict[str, Any]:
     """One run per side (each is long), ours first."""
+    return both_ladders(cfg, complete=True)
+
+
+def both_ladders(cfg: Config, *, complete: bool) -> dict[str, Any]:
     rates = cfg.pick([10, 20, 40, 80], [10, 25, 50, 100, 200])
     seconds = cfg.pick(4, 10)
-    ours, bare = ladder("ours", cfg, rates, seconds), ladder("bare", cfg, rates, seconds)
+    ours = ladder("ours", cfg, rates, seconds, complete=complete)
+    bare = ladder("bare", cfg, rates, seconds, complete=complete)
 
     def sustained(runs: list[dict[str, Any]]) -> float:
         return max((r["rate"] for r in runs if r["flat"]), default=0)
