@@ -29,6 +29,7 @@ from .drift import CatalogDrift
 from .effective import AccessPolicy
 from .explain import Explainer
 from .feed import AccessFeed, PollingWakeups
+from .grouped_writes import GroupedWrites
 from .history import AccessHistory
 from .inbox import Inbox
 from .logs import get_logger
@@ -40,7 +41,7 @@ from .overview import Overview
 from .pacing import LazyPacer, build_pacer, with_retries
 from .ports import Clock, EntitlementSource, FeedWakeups, Pacer, StuckRule, Telemetry, WaitRule
 from .prune import Pruner
-from .receive import GroupedWrites, Receiver
+from .receive import Receiver
 from .reconcile import Reconciler
 from .settings import Settings
 from .stripe_gateway import StripeGateway, WebhookVerifier

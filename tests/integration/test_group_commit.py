@@ -133,3 +133,70 @@ def test_when_the_database_fails_the_writes_waiting_behind_the_batch_fail_with_i
     assert all(isinstance(answer, StorageUnavailable) for answer in [*first.values(), *rest.values()])
     assert len(first) + len(rest) == 3
     assert transactions.batches == [[1]]  # the waiting ones were not tried against a database that just failed
+
+
+class HeldSends:
+    """A second stage (`then`) that adds 100 to each result, holding every batch until `release()`."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.thread: threading.Thread | None = None  # the second stage's
+        self._release = threading.Event()
+        self._fail = fail
+
+    def release(self) -> None:
+        self._release.set()
+
+    def __call__(self, items: Sequence[int], results: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.thread = threading.current_thread()
+        self._release.wait()
+        if self._fail:
+            raise ConnectionError("the broker went away")
+        return [result + 100 for result in results]
+
+
+def test_the_next_batch_is_committed_while_the_last_one_is_in_its_second_stage_and_each_thread_waits_for_both():
+    transactions, sends = HeldTransactions(), HeldSends()
+    transactions.release()
+    group: GroupCommit[int, int] = GroupCommit(transactions, then=sends)
+    first, first_threads = write_in_threads(group, [1])
+    assert eventually(lambda: sends.batches == [[1]])
+    rest, rest_threads = write_in_threads(group, [2])
+    assert eventually(lambda: transactions.committed == [1, 2])  # committed while batch [1] is being sent
+    assert first == {} and rest == {}  # nobody hears back before their own second stage
+
+    sends.release()
+    for thread in first_threads + rest_threads:
+        thread.join(10)
+    assert (first, rest) == ({1: 102}, {2: 104})
+    assert sends.batches == [[1], [2]]  # in commit order, one batch at a time
+    assert group.transactions == 2
+
+
+def test_a_second_stage_that_fails_leaves_each_thread_the_result_of_its_commit():
+    transactions, sends = HeldTransactions(), HeldSends(fail=True)
+    transactions.release()
+    sends.release()
+    group: GroupCommit[int, int] = GroupCommit(transactions, then=sends)
+    assert group.write(3) == 6
+    assert group.write(4) == 8  # and the second stage goes on
+
+
+def test_closing_stops_the_second_stage_once_every_committed_batch_has_been_through_it():
+    transactions, sends = HeldTransactions(), HeldSends()
+    transactions.release()
+    group: GroupCommit[int, int] = GroupCommit(transactions, then=sends)
+    answers, threads = write_in_threads(group, [5])
+    assert eventually(lambda: sends.batches == [[5]])
+    closing = threading.Thread(target=group.close)
+    closing.start()
+
+    sends.release()
+    closing.join(10)
+    assert sends.thread is not None and not sends.thread.is_alive()
+    for thread in threads:
+        thread.join(10)
+    assert answers == {5: 110}
+    with pytest.raises(StorageUnavailable):
+        group.write(6)

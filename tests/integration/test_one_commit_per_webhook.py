@@ -18,9 +18,10 @@ from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.breaker import CircuitBreaker
 from entitlement_sync.errors import StorageUnavailable
 from entitlement_sync.events import parse_event
+from entitlement_sync.grouped_writes import GroupedWrites
 from entitlement_sync.models import CustomerSyncState, EventStatus, utcnow
 from entitlement_sync.ports import StuckRule
-from entitlement_sync.receive import GroupedWrites, Receiver
+from entitlement_sync.receive import Receiver
 from entitlement_sync.stripe_gateway import WebhookVerifier
 from entitlement_sync.sweep import Sweeper
 from entitlement_sync.testing import active_entitlement, summary_event

@@ -3,7 +3,6 @@ them (the worker's side) is in `attempts.py`."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +27,7 @@ def store_event_if_new(
 
     `sequenced`: also advance its customer's sequence and record the value on the event (a fetch that takes a
     later ticket saw this event). Portable, in up to three statements; PostgreSQL's receiver sends the same as
-    one (`store_events_together`).
+    one (`inbox_batch.store_events_together`).
     """
     values = _row(event, status, note, now)
     if session.execute(_insert_statement(session.get_bind().dialect.name), values).first() is None:
@@ -73,58 +72,6 @@ def _insert_statement(dialect_name: str) -> Any:
     )
     # rowcount is not reliable for INSERT on every driver; RETURNING is.
     return statement.on_conflict_do_nothing(index_elements=["id"]).returning(events.c.id)
-
-
-_COLUMNS = (
-    "id, type, customer_id, livemode, created, payload, status, customer_seq, attempts, last_error,"
-    " received_at, status_changed_at, waits"
-)
-
-
-@dataclass(frozen=True)
-class EventToStore:
-    """One webhook's write: the event, the status it is stored in, why it is ignored (None: it is not), and
-    whether its customer's sequence advances."""
-
-    event: InboundEvent
-    status: EventStatus
-    note: str | None
-    now: datetime
-    sequenced: bool
-
-
-def store_events_together(cursor: Any, writes: Sequence[EventToStore]) -> list[bool]:
-    """`store_event_if_new` for each write, as one PostgreSQL statement on the driver's cursor (in autocommit: one
-    transaction, one round trip, one firing of the count triggers for the whole batch); True for each write
-    that stored its event, False for a duplicate (of a stored event, or of an earlier write in the batch)."""
-    first: dict[str, int] = {}
-    for index, write in enumerate(writes):
-        first.setdefault(write.event.id, index)
-    cursor.execute(_STORE_BATCH, {"batch": "[" + ",".join(_batch_row(writes[index]) for index in first.values()) + "]"})
-    stored = {row[0] for row in cursor.fetchall()}
-    return [first[write.event.id] == index and write.event.id in stored for index, write in enumerate(writes)]
-
-
-def _batch_row(write: EventToStore) -> str:
-    """One write as a JSON object. The verified body goes in as a string, cast to json only where it is stored:
-    the server then checks it as it did alone (a lone surrogate escape is valid json text, which a document
-    that held it as an object could not be taken apart with), and the driver quotes no array."""
-    event = write.event
-    return json.dumps(
-        {
-            "id": event.id,
-            "type": event.type,
-            "customer_id": event.customer_id,
-            "livemode": event.livemode,
-            "created": event.created,
-            "status": str(write.status),
-            "note": write.note,
-            "now": write.now.isoformat(),
-            "sequenced": write.sequenced and event.customer_id is not None,
-            # As Stripe sent it: the payload is not serialized again.
-            "payload": event.body if event.body is not None else json.dumps(event.payload),
-        }
-    )
 
 
 def insert_event_if_new(
@@ -314,31 +261,3 @@ def events_by_id(session: Session, event_ids: Sequence[str]) -> dict[str, Stripe
 
 def oldest_unfinished_received_at(session: Session) -> datetime | None:
     return session.scalar(select(func.min(StripeEvent.received_at)).where(StripeEvent.status.in_(UNFINISHED)))
-
-
-# PostgreSQL's hot path, written out: a batch of webhooks (group_commit.py) in one statement, sent as it stands
-# (no compiling, no bind processing; the driver prepares it) on an autocommit connection, where it is its own
-# transaction. Each event not stored yet advances its customer's sequence, several of one customer by one each
-# in id order; an id already stored takes no lock on its customer's row. (Two copies arriving at once may both
-# advance it; a gap in the sequence orders nothing differently.) Customers' rows are locked in id order, so two
-# batches never wait for each other in a cycle over them. Ids are unique within a batch (store_events_together).
-_STORE_BATCH = (
-    "WITH batch AS (SELECT * FROM json_to_recordset(%(batch)s::json) AS b(id text, type text, customer_id text,"
-    " livemode boolean, created bigint, status text, note text, now timestamptz, sequenced boolean, payload text)),"
-    " numbered AS ("
-    " SELECT id, customer_id, row_number() OVER mine AS nth, count(*) OVER mine AS of_customer FROM batch b"
-    " WHERE sequenced AND NOT EXISTS (SELECT FROM stripe_events e WHERE e.id = b.id)"
-    " WINDOW mine AS (PARTITION BY customer_id ORDER BY id"
-    " ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),"
-    " advanced AS ("
-    " INSERT INTO customer_sync_state (customer_id, seq, applied_seq)"
-    " SELECT customer_id, count(*), 0 FROM numbered GROUP BY customer_id ORDER BY customer_id"
-    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + excluded.seq"
-    " RETURNING customer_id, seq)"
-    f" INSERT INTO stripe_events ({_COLUMNS})"
-    " SELECT b.id, b.type, b.customer_id, b.livemode, b.created, b.payload::json, b.status,"
-    " a.seq - n.of_customer + n.nth, 0, b.note, b.now, b.now, 0"
-    " FROM batch b LEFT JOIN numbered n ON n.id = b.id LEFT JOIN advanced a ON a.customer_id = n.customer_id"
-    " ORDER BY b.id"
-    " ON CONFLICT (id) DO NOTHING RETURNING id"
-)
