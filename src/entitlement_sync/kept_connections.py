@@ -1,87 +1,32 @@
 """Reads on connections kept per thread (`ThreadConnections`): the hot read path, and the receiver's writer.
 
 `db.py` builds the engines; this module keeps connections of its own beside them and talks to the driver
-directly, with no checkout, no transaction and no SQLAlchemy per read."""
+directly, with no checkout, no transaction and no SQLAlchemy per read. The statements (`Read`) and the port
+(`Reads`) are in `reads.py`."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, TextualSelect, text
+from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
 from .db import built_with, create_db_engine, outages_reported, sqlite_engine
 from .errors import StorageUnavailable
 from .forks import reset_in_forked_child
+from .reads import EngineReads as EngineReads  # the read path's names, imported from here by access and store
+from .reads import Read as Read
+from .reads import Reads as Reads
 from .statement_deadline import StatementDeadline
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class Read:
-    """A statement of the read path: SQL with `:name` parameters, and the result columns that SQLAlchemy must
-    type (JSON, booleans, aware datetimes) where the driver does not (SQLite)."""
-
-    sql: str
-    types: Mapping[str, Any] = field(default_factory=dict)
-
-    @cached_property
-    def statement(self) -> TextualSelect:
-        return text(self.sql).columns(**self.types)
-
-    @cached_property
-    def driver_sql(self) -> str:
-        """The same SQL in psycopg's parameter style."""
-        return re.sub(_PARAMETER, r"%(\1)s", self.sql)
-
-    @cached_property
-    def numbered(self) -> tuple[bytes, tuple[str, ...]]:
-        """The same SQL with libpq's `$1, $2 …`, and the parameters' names in that order."""
-        names: list[str] = []
-
-        def number(match: re.Match[str]) -> str:
-            if match[1] not in names:
-                names.append(match[1])
-            return f"${names.index(match[1]) + 1}"
-
-        return re.sub(_PARAMETER, number, self.sql).encode(), tuple(names)
-
-
-_PARAMETER = r"(?<![:\w]):(\w+)"
 _LIBPQ_SUCCEEDED = (1, 2)  # libpq's PGRES_COMMAND_OK, PGRES_TUPLES_OK (psycopg.pq.ExecStatus)
-
-
-class Reads(Protocol):
-    def rows(self, read: Read, params: dict[str, Any]) -> list[Any]:
-        """The rows of one read, as tuples; raises StorageUnavailable when the database cannot be reached."""
-
-    def flag(self, read: Read, params: dict[str, str]) -> bool | None:
-        """The first column of the first row as a boolean (None: no row), for a read of one boolean column
-        with text parameters; raises StorageUnavailable as `rows` does."""
-
-
-class EngineReads:
-    """Each read on a connection checked out of the engine's pool for it: an in-memory SQLite database, which
-    exists only on the engine's own connections."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def rows(self, read: Read, params: dict[str, Any]) -> list[Any]:
-        with outages_reported(), self._engine.connect() as connection:
-            return [tuple(row) for row in connection.execute(read.statement, params)]
-
-    def flag(self, read: Read, params: dict[str, str]) -> bool | None:
-        rows = self.rows(read, params)
-        return bool(rows[0][0]) if rows else None
 
 
 # A kept connection is handed back and a fresh one taken after this long, as the pool recycles its own.

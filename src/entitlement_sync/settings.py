@@ -1,44 +1,22 @@
-"""The only reader of the environment: one frozen object, built once per process."""
+"""The only reader of the environment: one frozen object, built once per process.
+
+The raw values are parsed in `settings_parsers.py`; what a repr or a log line may show of them, in `redaction.py`.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .policy import SUBSCRIPTION_STATUSES, PolicyRules
 from .ports import WaitRule, WebhookSubscriber
-
-# Shown as "<redacted>" (keys keep their prefix, URLs all but the password) by repr() and str().
-_SECRETS = (
-    "stripe_api_key",
-    "webhook_secrets",
-    "access_api_tokens",
-    "ops_console_token",
-    "ops_console_secret_key",
-    "access_webhooks",
-)
-_URLS = ("database_url", "redis_url")
-_KEY_PREFIXES = ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_")
-
-
-def _split(raw: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
-
-
-def _flag(raw: str | None) -> bool:
-    value = (raw or "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"expected true or false, got {raw!r}")
+from .redaction import redacted
+from .redaction import without_password as without_password  # imported from here by telemetry and deliver
+from .settings_parsers import feed_retention_days, flag, retention_days, split
+from .settings_parsers import parse_webhook_subscribers as parse_webhook_subscribers
 
 
 @dataclass(frozen=True, repr=False)
@@ -106,7 +84,7 @@ class Settings:
     access_feed_retention_days: int | None = 30
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{item.name}={_redacted(item.name, getattr(self, item.name))!r}" for item in fields(self))
+        shown = ", ".join(f"{item.name}={redacted(item.name, getattr(self, item.name))!r}" for item in fields(self))
         return f"Settings({shown})"
 
     def missing_for(self, role: str) -> list[str]:
@@ -188,12 +166,12 @@ class Settings:
 
         return cls(
             stripe_api_key=env.get("STRIPE_API_KEY", ""),
-            webhook_secrets=_split(env.get("STRIPE_WEBHOOK_SECRETS")),
+            webhook_secrets=split(env.get("STRIPE_WEBHOOK_SECRETS")),
             stripe_api_base=env.get("STRIPE_API_BASE") or defaults.stripe_api_base,
             database_url=env.get("DATABASE_URL") or defaults.database_url,
             database_url_given=bool(env.get("DATABASE_URL")),
             redis_url=env.get("REDIS_URL") or defaults.redis_url,
-            access_api_tokens=_split(env.get("ACCESS_API_TOKENS")),
+            access_api_tokens=split(env.get("ACCESS_API_TOKENS")),
             stripe_timeout_seconds=number("STRIPE_TIMEOUT_SECONDS", defaults.stripe_timeout_seconds),
             stripe_requests_per_second=number("STRIPE_MAX_REQUESTS_PER_SECOND", defaults.stripe_requests_per_second),
             ops_console_token=env.get("OPS_CONSOLE_TOKEN", ""),
@@ -227,13 +205,13 @@ class Settings:
             metrics_dir=env.get("METRICS_DIR") or defaults.metrics_dir,
             worker_metrics_host=env.get("WORKER_METRICS_HOST") or defaults.worker_metrics_host,
             worker_metrics_port=int(number("WORKER_METRICS_PORT", defaults.worker_metrics_port)),
-            inbox_retention_days=_retention_days(env.get("INBOX_RETENTION_DAYS")),
-            access_feed_retention_days=_feed_retention_days(
+            inbox_retention_days=retention_days(env.get("INBOX_RETENTION_DAYS")),
+            access_feed_retention_days=feed_retention_days(
                 env.get("ACCESS_FEED_RETENTION_DAYS"), defaults.access_feed_retention_days
             ),
-            access_withhold_statuses=frozenset(_split(env.get("ACCESS_WITHHOLD_STATUSES"))),
+            access_withhold_statuses=frozenset(split(env.get("ACCESS_WITHHOLD_STATUSES"))),
             past_due_grace_days=number("PAST_DUE_GRACE_DAYS", -1) if env.get("PAST_DUE_GRACE_DAYS") else None,
-            access_catalog_grants=_flag(env.get("ACCESS_CATALOG_GRANTS")),
+            access_catalog_grants=flag(env.get("ACCESS_CATALOG_GRANTS")),
             stale_after_seconds=int(number("STALE_AFTER_SECONDS", 0)) or None,
             access_webhooks=parse_webhook_subscribers(env.get("ACCESS_WEBHOOK_URLS")),
             access_webhook_timeout_seconds=number(
@@ -246,97 +224,3 @@ class Settings:
                 number("ACCESS_WEBHOOK_RETRY_FOR_SECONDS", defaults.access_webhook_retry_for_seconds)
             ),
         )
-
-
-def _retention_days(raw: str | None) -> int | None:
-    if not raw:
-        return None
-    from .prune import check_window  # the one rule for the window, shared with `events prune`
-
-    days = int(raw)
-    try:
-        check_window(timedelta(days=days))
-    except ValueError as error:
-        raise ValueError(f"INBOX_RETENTION_DAYS={raw}: {error}") from None
-    return days
-
-
-def _feed_retention_days(raw: str | None, default: int | None) -> int | None:
-    """A whole number of days (1 or more), or `off` to keep the feed for ever."""
-    if not raw:
-        return default
-    if raw.strip().lower() == "off":
-        return None
-    days = int(raw)
-    if days < 1:
-        raise ValueError(f"ACCESS_FEED_RETENTION_DAYS={raw}: give 1 or more days, or `off`")
-    return days
-
-
-def parse_webhook_subscribers(raw: str | None) -> tuple[WebhookSubscriber, ...]:
-    """`https://a.example/hook|whsec_…,https://b.example/hook|whsec_…`: a URL and its Standard Webhooks secret
-    per entry. A malformed entry stops start-up naming it (by position: the secret must never be echoed)."""
-    subscribers: list[WebhookSubscriber] = []
-    for position, entry in enumerate(_split(raw), start=1):
-        url, separator, secret = (part.strip() for part in entry.partition("|"))
-        problem = _subscriber_problem(url, separator, secret)
-        if problem is None and any(known.url == url for known in subscribers):
-            problem = "the same URL twice (a subscriber is known by its URL)"
-        if problem:
-            raise ValueError(
-                f"ACCESS_WEBHOOK_URLS: entry {position} ({without_password(url) or 'empty'}): {problem}; "
-                "expected https://host/path|whsec_<base64>, entries separated by commas"
-            )
-        subscribers.append(WebhookSubscriber(url, secret))
-    return tuple(subscribers)
-
-
-def _subscriber_problem(url: str, separator: str, secret: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "the URL must be http(s)://host/…"
-    if not separator:
-        return "no `|whsec_…` signing secret after the URL"
-    body = secret.removeprefix("whsec_")
-    if body == secret:
-        return "the secret must start with whsec_"
-    try:
-        key = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return "the secret after whsec_ is not base64"
-    return None if key else "the secret is empty"
-
-
-def _redacted(name: str, value: Any) -> Any:
-    if isinstance(value, WebhookSubscriber):
-        return f"{without_password(value.url)}|whsec_<redacted>"
-    if name in _URLS:
-        return without_password(value)
-    if name not in _SECRETS:
-        return value
-    if isinstance(value, tuple):
-        return tuple(_redacted(name, item) for item in value)
-    if not value:
-        return value
-    prefix = next((known for known in _KEY_PREFIXES if value.startswith(known)), "")
-    return f"{prefix}<redacted>"
-
-
-# Query parameters whose values are credentials in the URLs people configure (webhook receivers, databases).
-_SECRET_PARAMETERS = ("password", "token", "secret", "key", "sig", "auth", "code")
-
-
-def without_password(url: str) -> str:
-    """The URL with its password (in the authority, or a query parameter named like a credential: `password`,
-    `token`, `api_key`, `signature`...) replaced by ***: it goes into logs and metric labels."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        user_info, _, host = netloc.rpartition("@")
-        netloc = f"{user_info.partition(':')[0]}:***@{host}"
-    query = [(key, "***" if _names_a_secret(key) else value) for key, value in parse_qsl(parts.query, True)]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
-
-
-def _names_a_secret(parameter: str) -> bool:
-    return any(word in parameter.lower() for word in _SECRET_PARAMETERS)

@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 import redis
 
+from entitlement_sync.admissions import MARGIN_SECONDS
 from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.models import Entitlement, utcnow
-from entitlement_sync.pacing import MARGIN_SECONDS
 from tests.conftest import TEST_REDIS_URL
 from tests.fakes import ACTIVE_ENTITLEMENTS, busiest_second, entitlement_calls_per_customer
 from tests.integration.conftest import Cli, book_the_budget_an_hour_ahead, subscribe_customers

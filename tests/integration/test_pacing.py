@@ -10,8 +10,9 @@ from dataclasses import replace
 import pytest
 import redis
 
+from entitlement_sync.admissions import MARGIN_SECONDS
 from entitlement_sync.bootstrap import bootstrap
-from entitlement_sync.pacing import MARGIN_SECONDS, RedisPacer, build_pacer
+from entitlement_sync.pacing import RedisPacer, build_pacer
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
 from tests.conftest import API_KEY, TEST_REDIS_URL
 from tests.fakes import VirtualTime, busiest_second, paced_moments
