@@ -54,15 +54,23 @@ class AccessPolicy:
         self._publish = publish or _publish_nothing
 
     def recompute(
-        self, session: Session, customer_id: str, cause: str | None, now: datetime | None = None
+        self,
+        session: Session,
+        customer_id: str,
+        cause: str | None,
+        now: datetime | None = None,
+        *,
+        read: tuple[PolicyInputs, dict[str, EffectiveRow]] | None = None,
     ) -> list[EffectiveChange]:
         """Make the customer's effective rows what the policy says now; write each change with its cause.
 
-        `cause` None means the clock moved (the sweep): each change then names what expired or ended.
+        `cause` None means the clock moved (the sweep): each change then names what expired or ended. `read`:
+        the inputs and effective rows as they stand now, when the caller read them under the customer's lock
+        in this transaction (`store.writes.read_before_write`); else they are read here.
         """
         now = now or self._clock()
         store.locks.lock_customer(session, customer_id)
-        inputs, current = store.effective.inputs_and_rows(session, customer_id)
+        inputs, current = read or store.effective.inputs_and_rows(session, customer_id)
         decisions = policy.evaluate(inputs, self.rules, now)
         nothing = Decision(False, policy.reason_without_decision(inputs.synced))
         changes: list[EffectiveChange] = []

@@ -51,12 +51,12 @@ class Writer:
         customer_id = fetched.customer_id
         # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
         # which the receiver needs for every event it stores.
-        held, rows = store.access.held_state_and_rows(session, customer_id, lock_first=True)
+        held, rows, policy_read = store.writes.read_before_write(session, customer_id)
         if not may_apply_fetch(held, fetched.ticket, fetched.window):
             log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=fetched.ticket)
             return SyncResult(customer_id, fetched=True, applied=False), held
         entitlements, window, ticket = fetched.entitlements, fetched.window, fetched.ticket
-        return self.write(session, customer_id, entitlements, window, held, cause, ticket, rows=rows)
+        return self.write(session, customer_id, entitlements, window, held, cause, ticket, rows, policy_read)
 
     def write(
         self,
@@ -67,11 +67,12 @@ class Writer:
         held: Held,
         cause: str | None,
         ticket: int = 0,
-        *,
         rows: Sequence[store.access.HeldRow] | None = None,
+        policy_read: store.effective.PolicyRead | None = None,
     ) -> tuple[SyncResult, Held]:
         """Make the rows `entitlements`, a state dated `window` that the caller proved newer than `held`
-        (`rows`: the rows held now, if the caller read them with `held`)."""
+        (`rows`, `policy_read`: the rows held now and the policy's other inputs, if the caller read them with
+        `held`)."""
         now = self._clock()
         after = after_applying(held, window, state_seq=0, ticket=ticket)
         # A fetch's ticket that moved on covers the events stored before it: they need no retry (superseded).
@@ -79,7 +80,10 @@ class Writer:
         state_seq, diff = store.writes.record_and_replace(
             session, customer_id, after, now, entitlements, cause, rows, supersede=superseding
         )
-        self._policy.recompute(session, customer_id, cause or "sync", now)
+        # The rows are now `entitlements`, one per feature (as `replace_entitlements` keeps them), and synced.
+        written = {item.feature_id: item for item in entitlements}.values()
+        read = policy_read.with_access(written, synced=True) if policy_read is not None else None
+        self._policy.recompute(session, customer_id, cause or "sync", now, read=read)
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:
             log.info(

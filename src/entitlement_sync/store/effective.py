@@ -4,7 +4,8 @@ gathered from the other tables."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Protocol, cast
@@ -61,11 +62,14 @@ def policy_inputs(session: Session, customer_id: str) -> PolicyInputs:
     )
 
 
-# PostgreSQL: every input of the policy in one round trip (it runs in the transaction of every write).
-_INPUTS_AND_ROWS = (
-    "SELECT"
-    " (SELECT json_agg(json_build_array(entitlement_id, feature_id, lookup_key) ORDER BY lookup_key, feature_id)"
-    "  FROM entitlements WHERE customer_id = %(customer)s),"
+# PostgreSQL: every input of the policy in one round trip (it runs in the transaction of every write). The
+# inputs other than the access table (and the effective rows) are columns of their own: the writer of the access
+# table reads them with what the rows hold, before it writes (`PolicyRead`).
+_ENTITLEMENTS_JSON = (
+    "(SELECT json_agg(json_build_array(entitlement_id, feature_id, lookup_key) ORDER BY lookup_key, feature_id)"
+    "  FROM entitlements WHERE customer_id = %(customer)s)"
+)
+OTHER_INPUTS_JSON = (
     " (SELECT json_agg(json_build_array(id, status, product_ids, past_due_since) ORDER BY id)"
     "  FROM subscriptions WHERE customer_id = %(customer)s),"
     " (SELECT json_agg(json_build_array(pf.product_id, pf.feature_id, f.lookup_key)"
@@ -74,10 +78,54 @@ _INPUTS_AND_ROWS = (
     "  (SELECT json_array_elements_text(product_ids) FROM subscriptions WHERE customer_id = %(customer)s)),"
     " (SELECT json_agg(json_build_array(id, lookup_key, kind, expires_at, created_by, reason) ORDER BY id)"
     "  FROM access_overrides WHERE customer_id = %(customer)s AND revoked_at IS NULL),"
-    " EXISTS (SELECT FROM customer_sync_state WHERE customer_id = %(customer)s AND synced_at IS NOT NULL),"
     " (SELECT json_agg(json_build_array(lookup_key, granted, reason, sources, since, computed_at, review_at))"
     "  FROM effective_access WHERE customer_id = %(customer)s)"
 )
+_INPUTS_AND_ROWS = (
+    f"SELECT {_ENTITLEMENTS_JSON},"
+    " EXISTS (SELECT FROM customer_sync_state WHERE customer_id = %(customer)s AND synced_at IS NOT NULL),"
+    f"{OTHER_INPUTS_JSON}"
+)
+
+
+@dataclass(frozen=True)
+class PolicyRead:
+    """What a recompute reads besides the access table: the other inputs, and the effective rows."""
+
+    inputs: PolicyInputs  # no entitlements, not synced: `with_access` adds what the access table holds
+    rows: dict[str, EffectiveRow]
+
+    def with_access(
+        self, entitlements: Iterable[ActiveEntitlement], synced: bool
+    ) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
+        """The whole of a recompute's read, the access table holding `entitlements` (one per feature)."""
+        return replace(self.inputs, entitlements=_in_key_order(entitlements), synced=synced), self.rows
+
+
+def _in_key_order(entitlements: Iterable[ActiveEntitlement]) -> tuple[ActiveEntitlement, ...]:
+    """By lookup key, then feature, in Python's order on every database (PostgreSQL's collation may differ):
+    a decision lists its sources in this order, and the same inputs must give the same row however read."""
+    return tuple(sorted(entitlements, key=lambda item: (item.lookup_key, item.feature_id)))
+
+
+def policy_read_from(subscriptions: Any, catalog: Any, overrides: Any, effective: Any) -> PolicyRead:
+    """A `PolicyRead` from the columns of `OTHER_INPUTS_JSON`, in that order."""
+    rows: dict[str, EffectiveRow] = {
+        key: _EffectiveRead(key, granted, reason, sources, _at(since), _at(computed), _moment(review))
+        for key, granted, reason, sources, since, computed, review in effective or ()
+    }
+    inputs = PolicyInputs(
+        subscriptions=tuple(
+            SubscriptionState(id_, status, tuple(products or ()), _moment(since))
+            for id_, status, products, since in subscriptions or ()
+        ),
+        catalog=tuple(CatalogLink(*item) for item in catalog or ()),
+        overrides=tuple(
+            Override(id_, key, kind, _moment(expires), by, reason)
+            for id_, key, kind, expires, by, reason in overrides or ()
+        ),
+    )
+    return PolicyRead(inputs, rows)
 
 
 @dataclass(frozen=True)
@@ -95,24 +143,9 @@ class _EffectiveRead:
 
 def _read_in_one_statement(session: Session, customer_id: str) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
     (row,) = pg_rows(session, _INPUTS_AND_ROWS, {"customer": customer_id})
-    entitlements, subscriptions, catalog, overrides, synced, effective = row
-    rows: dict[str, EffectiveRow] = {
-        key: _EffectiveRead(key, granted, reason, sources, _at(since), _at(computed), _moment(review))
-        for key, granted, reason, sources, since, computed, review in effective or ()
-    }
-    return PolicyInputs(
-        entitlements=tuple(ActiveEntitlement(*item) for item in entitlements or ()),
-        subscriptions=tuple(
-            SubscriptionState(id_, status, tuple(products or ()), _moment(since))
-            for id_, status, products, since in subscriptions or ()
-        ),
-        catalog=tuple(CatalogLink(*item) for item in catalog or ()),
-        overrides=tuple(
-            Override(id_, key, kind, _moment(expires), by, reason)
-            for id_, key, kind, expires, by, reason in overrides or ()
-        ),
-        synced=bool(synced),
-    ), rows
+    entitlements, synced, *others = row
+    read = policy_read_from(*others)
+    return read.with_access((ActiveEntitlement(*item) for item in entitlements or ()), bool(synced))
 
 
 def _at(value: str) -> datetime:
