@@ -6,11 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from . import store
-from .effective import AccessPolicy
+from .effective import AccessPolicy, EffectivePlan
 from .logs import get_logger
 from .ordering import Held, Window, after_applying, may_apply_fetch
 from .ports import ActiveEntitlement, Clock, Telemetry
@@ -77,13 +78,15 @@ class Writer:
         after = after_applying(held, window, state_seq=0, ticket=ticket)
         # A fetch's ticket that moved on covers the events stored before it: they need no retry (superseded).
         superseding = after.applied_seq > held.applied_seq
-        state_seq, diff = store.writes.record_and_replace(
-            session, customer_id, after, now, entitlements, cause, rows, supersede=superseding
+        plan = self._plan_after(customer_id, entitlements, policy_read, cause or "sync", now)
+        saved = plan.saved if plan is not None else None
+        state_seq, diff, recorded = store.writes.record_and_replace(
+            session, customer_id, after, now, entitlements, cause, rows, supersede=superseding, effective_saved=saved
         )
-        # The rows are now `entitlements`, one per feature (as `replace_entitlements` keeps them), and synced.
-        written = {item.feature_id: item for item in entitlements}.values()
-        read = policy_read.with_access(written, synced=True) if policy_read is not None else None
-        self._policy.recompute(session, customer_id, cause or "sync", now, read=read)
+        if plan is not None:
+            self._policy.recorded(session, plan, recorded)
+        else:
+            self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:
             log.info(
@@ -95,6 +98,23 @@ class Writer:
             )
         result = SyncResult(customer_id, ticket > 0, True, diff.granted, revoked, from_payload=ticket == 0)
         return result, after_applying(held, window, state_seq=state_seq, ticket=ticket)
+
+    def _plan_after(
+        self,
+        customer_id: str,
+        entitlements: Sequence[ActiveEntitlement],
+        policy_read: store.effective.PolicyRead | None,
+        cause: str,
+        now: datetime,
+    ) -> EffectivePlan | None:
+        """The recompute after the write, planned before it (and sent with it) when the policy's other inputs were
+        read under the lock: the rows are then `entitlements`, one per feature (the last of each, as
+        `replace_entitlements` keeps them), and synced. None: the recompute reads for itself, after the write."""
+        if policy_read is None:
+            return None
+        written = {item.feature_id: item for item in entitlements}.values()
+        inputs, current = policy_read.with_access(written, synced=True)
+        return self._policy.plan(customer_id, inputs, current, cause, now)
 
     def report(self, result: SyncResult, started: float | None) -> None:
         """Count a committed write (or a dropped fetch)."""

@@ -221,36 +221,51 @@ def save(
         return add_changes(session, changes)
     if not (rows or deleted or changes):
         return []
-    values = {
+    ids = pg_rows(session, _SAVE, save_values(customer_id, rows, deleted, changes))
+    return recorded(session, ids, changes)
+
+
+def save_values(
+    customer_id: str, rows: list[dict[str, Any]], deleted: list[str], changes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The parameters of `SAVE_CTES` (PostgreSQL)."""
+    return {
         "customer": customer_id,
         "deleted": deleted,
         "rows": json.dumps([_json_ready(row) for row in rows]),
         "changes": json.dumps([{**_json_ready(change), "place": n} for n, change in enumerate(changes)]),
     }
-    ids = {key: change_id for key, change_id in pg_rows(session, _SAVE, values)}
-    return [_recorded(session, ids[change["lookup_key"]], change) for change in changes]
+
+
+def recorded(session: Session, ids: Any, changes: list[dict[str, Any]]) -> list[EffectiveAccessChange]:
+    """The changes `SAVE_CTES` recorded, from the (lookup_key, id) pairs its `recorded` part returned."""
+    by_key = {key: change_id for key, change_id in ids or ()}
+    return [_recorded(session, by_key[change["lookup_key"]], change) for change in changes]
 
 
 def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
     return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in values.items()}
 
 
-_SAVE = (
-    "WITH gone AS (DELETE FROM effective_access WHERE customer_id = %(customer)s AND lookup_key = ANY(%(deleted)s)),"
+# PostgreSQL: `write_rows` and `add_changes` as parts of one WITH statement (`save_values`); `recorded` returns
+# each change's (lookup_key, id).
+SAVE_CTES = (
+    "gone AS (DELETE FROM effective_access WHERE customer_id = %(customer)s AND lookup_key = ANY(%(deleted)s)),"
     " upserted AS (INSERT INTO effective_access (customer_id, lookup_key, granted, reason, sources, since,"
     " computed_at, review_at) SELECT %(customer)s, r.lookup_key, r.granted, r.reason, r.sources, r.since,"
     " r.computed_at, r.review_at FROM json_to_recordset(%(rows)s::json) AS r(lookup_key text, granted boolean,"
     " reason text, sources json, since timestamptz, computed_at timestamptz, review_at timestamptz)"
     " ON CONFLICT (customer_id, lookup_key) DO UPDATE SET granted = EXCLUDED.granted, reason = EXCLUDED.reason,"
     " sources = EXCLUDED.sources, since = EXCLUDED.since, computed_at = EXCLUDED.computed_at,"
-    " review_at = EXCLUDED.review_at)"
-    " INSERT INTO effective_access_changes (customer_id, lookup_key, change, granted, reason, previous_reason,"
-    " sources, cause, changed_at) SELECT %(customer)s, c.lookup_key, c.change, c.granted, c.reason,"
+    " review_at = EXCLUDED.review_at),"
+    " recorded AS (INSERT INTO effective_access_changes (customer_id, lookup_key, change, granted, reason,"
+    " previous_reason, sources, cause, changed_at) SELECT %(customer)s, c.lookup_key, c.change, c.granted, c.reason,"
     " c.previous_reason, c.sources, c.cause, c.changed_at FROM json_to_recordset(%(changes)s::json) AS c(place"
     " integer, lookup_key text, change text, granted boolean, reason text, previous_reason text, sources json,"
     " cause text, changed_at timestamptz) ORDER BY c.place"
-    " RETURNING lookup_key, id"
+    " RETURNING lookup_key, id)"
 )
+_SAVE = f"WITH {SAVE_CTES} SELECT lookup_key, id FROM recorded"
 
 
 def write_rows(session: Session, customer_id: str, rows: list[dict[str, Any]], deleted: list[str]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..models import EventStatus
+from ..models import EffectiveAccessChange, EventStatus
 from ..ordering import Held
 from ..ports import ActiveEntitlement
 from . import access, effective, inbox, locks
@@ -51,14 +51,19 @@ def record_and_replace(
     rows: Sequence[access.HeldRow] | None,
     *,
     supersede: bool,
-) -> tuple[int, access.AccessDiff]:
+    effective_saved: EffectiveSaved | None = None,
+) -> tuple[int, access.AccessDiff, list[EffectiveAccessChange]]:
     """`access.record_write`, then (`supersede`: a fetch's ticket moved `applied_seq` on) `inbox.supersede_synced`
-    for the customer, then `access.replace_entitlements`. Returns the new `state_seq` and the diff."""
+    for the customer, then `access.replace_entitlements`, then (`effective_saved`: a recompute's writes, planned
+    from what these writes leave) `effective.save`. Returns the new `state_seq`, the diff and the changes
+    recorded."""
     if dialect_of(session) != "postgresql":
         state_seq = access.record_write(session, customer_id, after, now)
         if supersede:
             inbox.supersede_synced(session, now, customer_id)
-        return state_seq, access.replace_entitlements(session, customer_id, fetched, event_id, now, rows)
+        diff = access.replace_entitlements(session, customer_id, fetched, event_id, now, rows)
+        saved = effective.save(session, customer_id, *effective_saved) if effective_saved is not None else []
+        return state_seq, diff, saved
     diff = access.diff_and_move(session, customer_id, fetched, rows)
     values: dict[str, Any] = {
         "customer": customer_id,
@@ -75,9 +80,19 @@ def record_and_replace(
     if diff.changed:
         parts.append(access.DIFF_CTES)
         values.update(access.diff_values(customer_id, diff, event_id, now))
-    statement = f"WITH {', '.join(parts)} SELECT state_seq FROM written"
-    ((state_seq,),) = pg_rows(session, statement, values)
-    return int(state_seq), diff
+    recorded = "NULL"
+    if effective_saved is not None and any(effective_saved):
+        parts.append(effective.SAVE_CTES)
+        values.update(effective.save_values(customer_id, *effective_saved))  # shares only `customer`
+        recorded = "(SELECT json_agg(json_build_array(lookup_key, id)) FROM recorded)"
+    statement = f"WITH {', '.join(parts)} SELECT state_seq, {recorded} FROM written"
+    ((state_seq, ids),) = pg_rows(session, statement, values)
+    saved = effective.recorded(session, ids, effective_saved[2]) if effective_saved is not None else []
+    return int(state_seq), diff, saved
+
+
+# `store.effective.save`'s arguments after the customer's id: rows to upsert, keys to delete, history rows.
+EffectiveSaved = tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]
 
 
 # The write takes its own place in the customer's sequence (see access.record_write).
