@@ -14,6 +14,7 @@ from .db import SessionFactory, transaction
 from .logs import get_logger
 from .models import EventStatus, StripeEvent
 from .ports import Clock, Telemetry, WaitRule
+from .store._sql import WithParts
 from .store.attempts import Unavailability
 from .writing import SyncResult
 
@@ -74,6 +75,16 @@ class Finisher:
             session, event.id, attempt_id, status, error, now, unavailable=unavailable
         )
         return Outcome(event.id, status if owned else None, error, finished=_Finished(event, status))
+
+    def processed_with_write(self, session: Session, event: StripeEvent, attempt_id: int) -> WithParts | None:
+        """PostgreSQL: the attempt's finish as processed, as parts of the write that processes the event (one
+        statement); `outcome_of` reads its answer. None elsewhere: `finish_in` after the write."""
+        return store.attempts.finish_parts(session, event.id, attempt_id, EventStatus.PROCESSED, None, self._clock())
+
+    def outcome_of(self, parts: WithParts, event: StripeEvent) -> Outcome:
+        """The outcome of a finish as processed sent with a write (`processed_with_write`)."""
+        status = EventStatus.PROCESSED
+        return Outcome(event.id, status if parts.answer else None, None, finished=_Finished(event, status))
 
     def unavailable(self, event: StripeEvent, retry_at: datetime | None = None) -> Unavailability:
         since = event.unavailable_since or self._clock()

@@ -237,9 +237,12 @@ class Syncer:
             fetched = self._read(event.customer_id, ticket)
             outcome: Outcome | None = None
             with transaction(self._new_session) as session:
-                applied, held = self._writer.apply_fetch(session, fetched, event.id)
+                finish = self._finisher.processed_with_write(session, event, attempt_id)  # sent with the write
+                applied, held = self._writer.apply_fetch(session, fetched, event.id, also=finish)
                 result = applied if applied.applied else self._without_fetch(session, event, held)
-                if result is not None:
+                if finish is not None and finish.sent:
+                    outcome = self._finisher.outcome_of(finish, event)
+                elif result is not None:
                     outcome = self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None)
                 else:  # in doubt, and the event not covered: fetch again, after what is held now
                     ticket = store.access.advance_customer_seq(session, event.customer_id)

@@ -15,6 +15,7 @@ from .effective import AccessPolicy, EffectivePlan
 from .logs import get_logger
 from .ordering import Held, Window, after_applying, may_apply_fetch
 from .ports import ActiveEntitlement, Clock, Telemetry
+from .store._sql import WithParts
 
 log = get_logger(__name__)
 
@@ -46,9 +47,11 @@ class Writer:
         self._telemetry = telemetry
         self._clock = clock
 
-    def apply_fetch(self, session: Session, fetched: Fetched, cause: str | None) -> tuple[SyncResult, Held]:
+    def apply_fetch(
+        self, session: Session, fetched: Fetched, cause: str | None, also: WithParts | None = None
+    ) -> tuple[SyncResult, Held]:
         """Replace the rows with the fetch unless the rows hold a state it may not overwrite; returns the result
-        and what the rows hold now."""
+        and what the rows hold now. `also`: another store's parts, sent with the write if there is one (`sent`)."""
         customer_id = fetched.customer_id
         # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
         # which the receiver needs for every event it stores.
@@ -57,7 +60,7 @@ class Writer:
             log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=fetched.ticket)
             return SyncResult(customer_id, fetched=True, applied=False), held
         entitlements, window, ticket = fetched.entitlements, fetched.window, fetched.ticket
-        return self.write(session, customer_id, entitlements, window, held, cause, ticket, rows, policy_read)
+        return self.write(session, customer_id, entitlements, window, held, cause, ticket, rows, policy_read, also)
 
     def write(
         self,
@@ -70,6 +73,7 @@ class Writer:
         ticket: int = 0,
         rows: Sequence[store.access.HeldRow] | None = None,
         policy_read: store.effective.PolicyRead | None = None,
+        also: WithParts | None = None,
     ) -> tuple[SyncResult, Held]:
         """Make the rows `entitlements`, a state dated `window` that the caller proved newer than `held`
         (`rows`, `policy_read`: the rows held now and the policy's other inputs, if the caller read them with
@@ -81,7 +85,16 @@ class Writer:
         plan = self._plan_after(customer_id, entitlements, policy_read, cause or "sync", now)
         saved = plan.saved if plan is not None else None
         state_seq, diff, recorded = store.writes.record_and_replace(
-            session, customer_id, after, now, entitlements, cause, rows, supersede=superseding, effective_saved=saved
+            session,
+            customer_id,
+            after,
+            now,
+            entitlements,
+            cause,
+            rows,
+            supersede=superseding,
+            effective_saved=saved,
+            also=also,
         )
         if plan is not None:
             self._policy.recorded(session, plan, recorded)

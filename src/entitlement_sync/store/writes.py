@@ -13,7 +13,7 @@ from ..models import EffectiveAccessChange, EventStatus
 from ..ordering import Held
 from ..ports import ActiveEntitlement
 from . import access, effective, inbox, locks
-from ._sql import dialect_of, pg_rows
+from ._sql import WithParts, dialect_of, pg_rows
 
 
 def read_before_write(
@@ -52,11 +52,12 @@ def record_and_replace(
     *,
     supersede: bool,
     effective_saved: EffectiveSaved | None = None,
+    also: WithParts | None = None,
 ) -> tuple[int, access.AccessDiff, list[EffectiveAccessChange]]:
     """`access.record_write`, then (`supersede`: a fetch's ticket moved `applied_seq` on) `inbox.supersede_synced`
     for the customer, then `access.replace_entitlements`, then (`effective_saved`: a recompute's writes, planned
     from what these writes leave) `effective.save`. Returns the new `state_seq`, the diff and the changes
-    recorded."""
+    recorded. `also` (PostgreSQL): another store's parts, sent in the same statement and answered."""
     if dialect_of(session) != "postgresql":
         state_seq = access.record_write(session, customer_id, after, now)
         if supersede:
@@ -85,8 +86,11 @@ def record_and_replace(
         parts.append(effective.SAVE_CTES)
         values.update(effective.save_values(customer_id, *effective_saved))  # shares only `customer`
         recorded = "(SELECT json_agg(json_build_array(lookup_key, id)) FROM recorded)"
-    statement = f"WITH {', '.join(parts)} SELECT state_seq, {recorded} FROM written"
-    ((state_seq, ids),) = pg_rows(session, statement, values)
+    answer = also.join(parts, values) if also is not None else "NULL"
+    statement = f"WITH {', '.join(parts)} SELECT state_seq, {recorded}, {answer} FROM written"
+    ((state_seq, ids, answered),) = pg_rows(session, statement, values)
+    if also is not None:
+        also.answered(answered)
     saved = effective.recorded(session, ids, effective_saved[2]) if effective_saved is not None else []
     return int(state_seq), diff, saved
 
