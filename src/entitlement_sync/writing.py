@@ -51,7 +51,10 @@ class Writer:
         self, session: Session, fetched: Fetched, cause: str | None, also: WithParts | None = None
     ) -> tuple[SyncResult, Held]:
         """Replace the rows with the fetch unless the rows hold a state it may not overwrite; returns the result
-        and what the rows hold now. `also`: another store's parts, sent with the write if there is one (`sent`)."""
+        and what the rows hold now. `also`: another store's parts, sent with the write if there is one (`sent`).
+
+        The caller commits right after (its finish, if any, goes in `also`): the write is the transaction's last
+        statement, and numbers its changes into the feed itself (`store.writes.record_and_replace`'s `last`)."""
         customer_id = fetched.customer_id
         # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
         # which the receiver needs for every event it stores.
@@ -60,7 +63,9 @@ class Writer:
             log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=fetched.ticket)
             return SyncResult(customer_id, fetched=True, applied=False), held
         entitlements, window, ticket = fetched.entitlements, fetched.window, fetched.ticket
-        return self.write(session, customer_id, entitlements, window, held, cause, ticket, rows, policy_read, also)
+        return self.write(
+            session, customer_id, entitlements, window, held, cause, ticket, rows, policy_read, also, last=True
+        )
 
     def write(
         self,
@@ -74,6 +79,8 @@ class Writer:
         rows: Sequence[store.access.HeldRow] | None = None,
         policy_read: store.effective.PolicyRead | None = None,
         also: WithParts | None = None,
+        *,
+        last: bool = False,
     ) -> tuple[SyncResult, Held]:
         """Make the rows `entitlements`, a state dated `window` that the caller proved newer than `held`
         (`rows`, `policy_read`: the rows held now and the policy's other inputs, if the caller read them with
@@ -95,6 +102,7 @@ class Writer:
             supersede=superseding,
             effective_saved=saved,
             also=also,
+            last=last,
         )
         if plan is not None:
             self._policy.recorded(session, plan, recorded)

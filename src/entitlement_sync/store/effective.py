@@ -237,10 +237,13 @@ def save_values(
     }
 
 
-def recorded(session: Session, ids: Any, changes: list[dict[str, Any]]) -> list[EffectiveAccessChange]:
-    """The changes `SAVE_CTES` recorded, from the (lookup_key, id) pairs its `recorded` part returned."""
+def recorded(
+    session: Session, ids: Any, changes: list[dict[str, Any]], *, published: bool = False
+) -> list[EffectiveAccessChange]:
+    """The changes `SAVE_CTES` recorded, from the (lookup_key, id) pairs its `recorded` part returned.
+    `published`: the same statement numbered them into the feed (`feed.publish_parts`)."""
     by_key = {key: change_id for key, change_id in ids or ()}
-    return [_recorded(session, by_key[change["lookup_key"]], change) for change in changes]
+    return [_recorded(session, by_key[change["lookup_key"]], change, published) for change in changes]
 
 
 def _json_ready(values: dict[str, Any]) -> dict[str, Any]:
@@ -301,10 +304,13 @@ def add_changes(session: Session, rows: list[dict[str, Any]]) -> list[EffectiveA
     return [_recorded(session, change_id, values) for change_id, values in zip(ids, rows, strict=True)]
 
 
-def _recorded(session: Session, change_id: int, values: dict[str, Any]) -> EffectiveAccessChange:
+def _recorded(
+    session: Session, change_id: int, values: dict[str, Any], published: bool = False
+) -> EffectiveAccessChange:
     change = EffectiveAccessChange(id=change_id, **values)
     make_transient_to_detached(change)
-    feed.track(session, change)  # numbered into the access feed when the transaction commits
+    if not published:
+        feed.track(session, change)  # numbered into the access feed when the transaction commits
     return change
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from ..models import EffectiveAccessChange, EventStatus
 from ..ordering import Held
 from ..ports import ActiveEntitlement
-from . import access, effective, inbox, locks
+from . import access, effective, feed, inbox, locks
 from ._sql import WithParts, dialect_of, pg_rows
 
 
@@ -53,11 +53,14 @@ def record_and_replace(
     supersede: bool,
     effective_saved: EffectiveSaved | None = None,
     also: WithParts | None = None,
+    last: bool = False,
 ) -> tuple[int, access.AccessDiff, list[EffectiveAccessChange]]:
     """`access.record_write`, then (`supersede`: a fetch's ticket moved `applied_seq` on) `inbox.supersede_synced`
     for the customer, then `access.replace_entitlements`, then (`effective_saved`: a recompute's writes, planned
     from what these writes leave) `effective.save`. Returns the new `state_seq`, the diff and the changes
-    recorded. `also` (PostgreSQL): another store's parts, sent in the same statement and answered."""
+    recorded. `also` (PostgreSQL): another store's parts, sent in the same statement and answered. `last`: the
+    caller's transaction commits after this statement, with no other statement: the changes recorded are then
+    numbered into the feed by it too (`feed.publish_parts`), not by the hook at commit."""
     if dialect_of(session) != "postgresql":
         state_seq = access.record_write(session, customer_id, after, now)
         if supersede:
@@ -81,18 +84,21 @@ def record_and_replace(
     if diff.changed:
         parts.append(access.DIFF_CTES)
         values.update(access.diff_values(customer_id, diff, event_id, now))
-    recorded = "NULL"
+    recorded, published = "NULL", None
     if effective_saved is not None and any(effective_saved):
         parts.append(effective.SAVE_CTES)
         values.update(effective.save_values(customer_id, *effective_saved))  # shares only `customer`
         recorded = "(SELECT json_agg(json_build_array(lookup_key, id)) FROM recorded)"
+        published = feed.publish_parts(session, customer_id, effective_saved[2]) if last else None
     answer = also.join(parts, values) if also is not None else "NULL"
-    statement = f"WITH {', '.join(parts)} SELECT state_seq, {recorded}, {answer} FROM written"
-    ((state_seq, ids, answered),) = pg_rows(session, statement, values)
+    notified = published.join(parts, values) if published is not None else "NULL"
+    statement = f"WITH {', '.join(parts)} SELECT state_seq, {recorded}, {answer}, {notified} FROM written"
+    ((state_seq, ids, answered, _),) = pg_rows(session, statement, values)
     if also is not None:
         also.answered(answered)
-    saved = effective.recorded(session, ids, effective_saved[2]) if effective_saved is not None else []
-    return int(state_seq), diff, saved
+    if effective_saved is None:
+        return int(state_seq), diff, []
+    return int(state_seq), diff, effective.recorded(session, ids, effective_saved[2], published=published is not None)
 
 
 # `store.effective.save`'s arguments after the customer's id: rows to upsert, keys to delete, history rows.
