@@ -86,7 +86,7 @@ class AccessPolicy:
         """
         now = now or self._clock()
         store.locks.lock_customer(session, customer_id)
-        inputs, current = read or store.effective.inputs_and_rows(session, customer_id)
+        inputs, current = read or store.policy_inputs.inputs_and_rows(session, customer_id)
         plan = self.plan(customer_id, inputs, current, cause, now)
         return self.recorded(session, plan, store.effective.save(session, customer_id, *plan.saved))
 

@@ -77,7 +77,7 @@ class Writer:
         cause: str | None,
         ticket: int = 0,
         rows: Sequence[store.access.HeldRow] | None = None,
-        policy_read: store.effective.PolicyRead | None = None,
+        policy_read: store.policy_inputs.PolicyRead | None = None,
         also: WithParts | None = None,
         *,
         last: bool = False,
@@ -124,7 +124,7 @@ class Writer:
         self,
         customer_id: str,
         entitlements: Sequence[ActiveEntitlement],
-        policy_read: store.effective.PolicyRead | None,
+        policy_read: store.policy_inputs.PolicyRead | None,
         cause: str,
         now: datetime,
     ) -> EffectivePlan | None:

@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 from ..models import EffectiveAccessChange, EventStatus
 from ..ordering import Held
 from ..ports import ActiveEntitlement
-from . import access, effective, feed, inbox, locks
+from . import access, effective, feed, inbox, locks, policy_inputs
 from ._sql import WithParts, dialect_of, pg_rows
 
 
 def read_before_write(
     session: Session, customer_id: str
-) -> tuple[Held, list[access.HeldRow] | None, effective.PolicyRead | None]:
+) -> tuple[Held, list[access.HeldRow] | None, policy_inputs.PolicyRead | None]:
     """Take the customer's lock, then read what their rows hold (`access.held_state`) and, on PostgreSQL, the rows
     and the policy's other inputs too: one statement, sent with the lock in one round trip. The recompute after
     the write needs no read of its own then (None elsewhere: the writer and the recompute read for themselves).
@@ -31,12 +31,12 @@ def read_before_write(
         return access.held_state(session, customer_id), None, None
     (row,) = locks.lock_customer(session, customer_id, then=(_HELD_ROWS_AND_INPUTS, {"customer": customer_id}))
     held, rows, others = row[:5], row[5], row[6:]
-    return access.held_from(*held), access.rows_from_json(rows), effective.policy_read_from(*others)
+    return access.held_from(*held), access.rows_from_json(rows), policy_inputs.policy_read_from(*others)
 
 
 _HELD_ROWS_AND_INPUTS = (
     "SELECT held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
-    f" {access.ROWS_JSON} WHERE customer_id = %(customer)s),{effective.OTHER_INPUTS_JSON}"
+    f" {access.ROWS_JSON} WHERE customer_id = %(customer)s),{policy_inputs.OTHER_INPUTS_JSON}"
     " FROM (SELECT 1) AS one LEFT JOIN customer_sync_state held ON held.customer_id = %(customer)s"
 )
 
