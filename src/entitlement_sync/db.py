@@ -120,7 +120,7 @@ def driver_rows_together(connection: Connection, statements: list[tuple[str, Any
                 for sql, params in statements:
                     cursors.append(dbapi_connection.cursor())
                     cursors[-1].execute(sql, params)
-        return [cursor.fetchall() if cursor.description is not None else [] for cursor in cursors]
+        return [cursor.fetchall() if _returns_rows(cursor) else [] for cursor in cursors]
     except connection.dialect.loaded_dbapi.Error as error:
         sql, params = statements[min(len(cursors), len(statements)) - 1] if cursors else statements[0]
         invalidated = connection.dialect.is_disconnect(error, dbapi_connection, cursors[-1] if cursors else None)
@@ -138,6 +138,15 @@ def driver_rows_together(connection: Connection, statements: list[tuple[str, Any
         deadline.disarm(dbapi_connection)
         for cursor in cursors:
             cursor.close()
+
+
+def _returns_rows(cursor: Any) -> bool:
+    """`cursor.description is not None` without building its Column objects (a cost on every statement)."""
+    result = cursor.pgresult
+    return result is not None and (result.nfields > 0 or result.status == _TUPLES_OK)
+
+
+_TUPLES_OK = 2  # libpq's PGRES_TUPLES_OK (psycopg.pq.ExecStatus.TUPLES_OK): a statement that returns rows, maybe none
 
 
 def built_with(engine: Engine) -> tuple[PoolOptions, StatementDeadline]:

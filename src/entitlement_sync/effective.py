@@ -44,6 +44,22 @@ class EffectiveChange:
     decision: Decision = field(repr=False, compare=False)
 
 
+@dataclass
+class EffectivePlan:
+    """A recompute's writes: the rows to upsert, the keys to delete, and the changes for the history."""
+
+    customer_id: str
+    now: datetime
+    written: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    changes: list[EffectiveChange] = field(default_factory=list)
+
+    @property
+    def saved(self) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+        """The arguments of `store.effective.save` after the customer's id."""
+        return self.written, self.deleted, _history_rows(self.changes, self.now)
+
+
 class AccessPolicy:
     def __init__(
         self, new_session: SessionFactory, rules: PolicyRules, clock: Clock, publish: ChangePublisher | None = None
@@ -54,38 +70,61 @@ class AccessPolicy:
         self._publish = publish or _publish_nothing
 
     def recompute(
-        self, session: Session, customer_id: str, cause: str | None, now: datetime | None = None
+        self,
+        session: Session,
+        customer_id: str,
+        cause: str | None,
+        now: datetime | None = None,
+        *,
+        read: tuple[PolicyInputs, dict[str, EffectiveRow]] | None = None,
     ) -> list[EffectiveChange]:
         """Make the customer's effective rows what the policy says now; write each change with its cause.
 
-        `cause` None means the clock moved (the sweep): each change then names what expired or ended.
+        `cause` None means the clock moved (the sweep): each change then names what expired or ended. `read`:
+        the inputs and effective rows as they stand now, when the caller read them under the customer's lock
+        in this transaction; else they are read here.
         """
         now = now or self._clock()
         store.locks.lock_customer(session, customer_id)
-        inputs, current = store.effective.inputs_and_rows(session, customer_id)
+        inputs, current = read or store.policy_inputs.inputs_and_rows(session, customer_id)
+        plan = self.plan(customer_id, inputs, current, cause, now)
+        return self.recorded(session, plan, store.effective.save(session, customer_id, *plan.saved))
+
+    def plan(
+        self,
+        customer_id: str,
+        inputs: PolicyInputs,
+        current: dict[str, EffectiveRow],
+        cause: str | None,
+        now: datetime,
+    ) -> EffectivePlan:
+        """What `recompute` writes, from its inputs and the rows as they stand (writes nothing)."""
         decisions = policy.evaluate(inputs, self.rules, now)
         nothing = Decision(False, policy.reason_without_decision(inputs.synced))
-        changes: list[EffectiveChange] = []
-        written: list[dict[str, Any]] = []
-        deleted: list[str] = []
+        plan = EffectivePlan(customer_id, now)
         for key in sorted(decisions.keys() | current.keys()):
             row, decision = current.get(key), decisions.get(key, nothing)
             before = (row.granted, row.reason) if row is not None else (False, nothing.reason)
             why = cause or _clock_cause(key, inputs, self.rules, row, now)  # before the row moves on
             if key not in decisions:
-                deleted.append(key)  # no decision, no row
+                plan.deleted.append(key)  # no decision, no row
             elif (values := _row_values(customer_id, key, decision, row, now)) is not None:
-                written.append(values)
+                plan.written.append(values)
             if before != (decision.granted, decision.reason):
-                changes.append(_change(customer_id, key, before, decision, why))
-        # In this transaction: the change and its webhook deliveries commit together.
-        for recorded in store.effective.save(session, customer_id, written, deleted, _history_rows(changes, now)):
-            self._publish(session, recorded)
-        if changes:
-            log.info(
-                "access.effective_changed", customer=customer_id, changes=[(c.lookup_key, c.change) for c in changes]
-            )
-        return changes
+                plan.changes.append(_change(customer_id, key, before, decision, why))
+        return plan
+
+    def recorded(
+        self, session: Session, plan: EffectivePlan, recorded: list[EffectiveAccessChange]
+    ) -> list[EffectiveChange]:
+        """Publish the changes a plan's write recorded, in its transaction: the change and its webhook
+        deliveries commit together."""
+        for change in recorded:
+            self._publish(session, change)
+        if plan.changes:
+            changes = [(c.lookup_key, c.change) for c in plan.changes]
+            log.info("access.effective_changed", customer=plan.customer_id, changes=changes)
+        return plan.changes
 
     def recompute_many(self, session: Session, customer_ids: Iterable[str], cause: str) -> list[EffectiveChange]:
         now = self._clock()

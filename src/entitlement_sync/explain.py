@@ -71,7 +71,7 @@ class Explainer:
     def explain(self, customer_id: str, lookup_key: str, history: int = 20) -> Explanation:
         stored = self._reader.check(customer_id, lookup_key)
         with self._new_session() as session:
-            inputs = store.effective.policy_inputs(session, customer_id)
+            inputs = store.policy_inputs.policy_inputs(session, customer_id)
             changes = store.effective.changes_of(session, customer_id, lookup_key, history)
         fresh = policy.decide(lookup_key, inputs, self._rules, self._clock())
         keyed = {link.feature_id for link in inputs.catalog if link.lookup_key == lookup_key}

@@ -9,8 +9,7 @@ from __future__ import annotations
 import time
 import traceback
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import replace
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -27,12 +26,12 @@ from .events import (
     event_from_payload,
     subscription_snapshot,
 )
+from .finishing import Finisher, Outcome
 from .logs import bound, get_logger
 from .models import EventStatus, StripeEvent
 from .ordering import Held, Verdict, Window, judge_event
 from .policy import PolicyRules
 from .ports import Clock, CustomerState, EntitlementSource, EntitlementsRead, NoTelemetry, Telemetry, WaitRule
-from .store.attempts import Unavailability
 from .writing import Fetched, SyncResult, Writer
 
 __all__ = ["Fetched", "Outcome", "SyncResult", "Syncer", "fetch_entitlements"]
@@ -63,21 +62,6 @@ def fetch_entitlements(source: EntitlementSource, customer_id: str) -> Entitleme
         ) from error
 
 
-@dataclass(frozen=True)
-class _Finished:
-    event: StripeEvent
-    status: EventStatus  # the status the attempt set, or would have set had it still owned the event
-
-
-@dataclass(frozen=True)
-class Outcome:
-    event_id: str
-    status: EventStatus | None  # None: not claimed, because the event is already finished or unknown
-    error: str | None = None
-    sync: SyncResult | None = None
-    finished: _Finished | None = field(default=None, repr=False, compare=False)  # for telling it after the commit
-
-
 # A fetch that a state written meanwhile leaves in doubt is taken again; this many times at most, then the
 # event goes back to the queue (a customer whose state changes faster than a round trip, for a while).
 MAX_FETCHES_PER_ATTEMPT = 3
@@ -101,6 +85,7 @@ class Syncer:
         # Effective access is recomputed in the transaction of every input change, so it never lags them.
         self._policy = access_policy or AccessPolicy(new_session, PolicyRules(), clock)
         self._writer = Writer(self._policy, self._telemetry, clock)
+        self._finisher = Finisher(new_session, clock, self._wait, self._telemetry)
 
     def reading_from(self, stripe: EntitlementSource) -> Syncer:
         """The same use case over another source (`sync all`'s paced gateway), with the same access policy."""
@@ -170,7 +155,7 @@ class Syncer:
             except Exception as error:
                 return self._record_bug(event_id, error, final_attempt)
             if isinstance(first, Outcome):
-                return self._reported(first)
+                return self._finisher.reported(first)
             event, attempt_id, ticket = first
             # Back from waiting, an event gets one try per turn: the sweep's growing pauses space its tries now.
             final_attempt = final_attempt or event.waits > 0
@@ -188,12 +173,14 @@ class Syncer:
         event, attempt_id = claimed.event, claimed.attempt_id
         reason = _reason_to_skip(event, event.type in HANDLED_TYPES)
         if reason or customer_id is None:
-            return self._finish_in(session, event, attempt_id, EventStatus.IGNORED, reason)
+            return self._finisher.finish_in(session, event, attempt_id, EventStatus.IGNORED, reason)
         if event.type in SUBSCRIPTION_TYPES:
             self._mirror_subscription(session, event)  # writes no sync state nor rows: `claimed` stays true
         result = self._without_fetch(session, event, claimed.held, claimed.rows)
         if result is not None:
-            return replace(self._finish_in(session, event, attempt_id, EventStatus.PROCESSED, None), sync=result)
+            return replace(
+                self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None), sync=result
+            )
         return event, attempt_id, store.access.advance_customer_seq(session, customer_id)
 
     def _without_fetch(
@@ -220,24 +207,26 @@ class Syncer:
             return self._fetch_until_settled(event, attempt_id, ticket)
         except StripeUnavailable as error:
             if final_attempt:
-                return self._wait_or_fail(event, attempt_id, str(error))
-            outcome = self._finish(event, attempt_id, EventStatus.QUEUED, str(error), self._unavailable(event))
+                return self._finisher.wait_or_fail(event, attempt_id, str(error))
+            outcome = self._finisher.finish(
+                event, attempt_id, EventStatus.QUEUED, str(error), self._finisher.unavailable(event)
+            )
             if outcome.status is None:  # overtaken: the attempt that owns the event decides, not our retries
                 return outcome
             raise
         except StripeRejected as error:
-            return self._finish(event, attempt_id, EventStatus.FAILED, str(error))
+            return self._finisher.finish(event, attempt_id, EventStatus.FAILED, str(error))
         except StorageUnavailable as error:
             # The database, not the event: never `failed` for it, however many tries it took. Left unfinished,
             # the event goes back to a worker through the sweep once the database is back.
             with suppress(StorageUnavailable):
-                self._finish(event, attempt_id, EventStatus.QUEUED, f"StorageUnavailable: {error}")
+                self._finisher.finish(event, attempt_id, EventStatus.QUEUED, f"StorageUnavailable: {error}")
             raise
         except Exception as error:
             # A bug: keep the traceback on the row, and let the queue retry it.
             detail = "".join(traceback.format_exception_only(error)).strip()
             status = EventStatus.FAILED if final_attempt else EventStatus.QUEUED
-            self._finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
+            self._finisher.finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
             raise
 
     def _fetch_until_settled(self, event: StripeEvent, attempt_id: int, ticket: int) -> Outcome:
@@ -248,15 +237,18 @@ class Syncer:
             fetched = self._read(event.customer_id, ticket)
             outcome: Outcome | None = None
             with transaction(self._new_session) as session:
-                applied, held = self._writer.apply_fetch(session, fetched, event.id)
+                finish = self._finisher.processed_with_write(session, event, attempt_id)  # sent with the write
+                applied, held = self._writer.apply_fetch(session, fetched, event.id, also=finish)
                 result = applied if applied.applied else self._without_fetch(session, event, held)
-                if result is not None:
-                    outcome = self._finish_in(session, event, attempt_id, EventStatus.PROCESSED, None)
+                if finish is not None and finish.sent:
+                    outcome = self._finisher.outcome_of(finish, event)
+                elif result is not None:
+                    outcome = self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None)
                 else:  # in doubt, and the event not covered: fetch again, after what is held now
                     ticket = store.access.advance_customer_seq(session, event.customer_id)
             self._writer.report(applied, fetched.started)
             if outcome is not None:
-                return self._reported(replace(outcome, sync=result))
+                return self._finisher.reported(replace(outcome, sync=result))
         raise StripeUnavailable(f"the state of {event.customer_id} kept changing while it was fetched; trying later")
 
     def _record_bug(self, event_id: str, error: Exception, final_attempt: bool) -> Outcome:
@@ -268,26 +260,8 @@ class Syncer:
         if claimed is not None:
             event, attempt_id = claimed
             status = EventStatus.FAILED if final_attempt or event.waits > 0 else EventStatus.QUEUED
-            self._finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
+            self._finisher.finish(event, attempt_id, status, f"{detail}\n{traceback.format_exc(limit=8)}")
         raise error
-
-    def _unavailable(self, event: StripeEvent, retry_at: datetime | None = None) -> Unavailability:
-        since = event.unavailable_since or self._clock()
-        return Unavailability(since, event.waits + (retry_at is not None), retry_at)
-
-    def _wait_or_fail(self, event: StripeEvent, attempt_id: int, error: str) -> Outcome:
-        """Stripe is unavailable and the queue's retries are spent: wait for the sweep, with a pause that
-        doubles each time, until Stripe has been unavailable for this event longer than the window."""
-        now = self._clock()
-        since = event.unavailable_since or now
-        if now - since >= self._wait.give_up_after:
-            error = (
-                f"{error} (Stripe unavailable since {since:%Y-%m-%d %H:%M:%S} UTC: past RETRY_UNAVAILABLE_FOR_SECONDS)"
-            )
-            return self._finish(event, attempt_id, EventStatus.FAILED, error, self._unavailable(event))
-        retry_at = now + self._wait.pause(event.waits)
-        unavailable = self._unavailable(event, retry_at)
-        return self._finish(event, attempt_id, EventStatus.WAITING, error, unavailable, now)
 
     def _mirror_subscription(self, session: Session, event: StripeEvent) -> None:
         # The summary event does not fire for every change (a trial ending into `paused`), so subscription
@@ -306,67 +280,6 @@ class Syncer:
             raise  # the database is down: the sync could not write either; the event waits for it
         except Exception:
             log.exception("subscription.mirror_failed", event_id=event.id, customer=event.customer_id)
-
-    def _finish(
-        self,
-        event: StripeEvent,
-        attempt_id: int,
-        status: EventStatus,
-        error: str | None,
-        unavailable: Unavailability | None = None,
-        now: datetime | None = None,
-    ) -> Outcome:
-        with transaction(self._new_session) as session:
-            outcome = self._finish_in(session, event, attempt_id, status, error, unavailable, now)
-        return self._reported(outcome)
-
-    def _finish_in(
-        self,
-        session: Session,
-        event: StripeEvent,
-        attempt_id: int,
-        status: EventStatus,
-        error: str | None,
-        unavailable: Unavailability | None = None,
-        now: datetime | None = None,
-    ) -> Outcome:
-        """Finish the attempt in the caller's transaction; the outcome is told (`_reported`) after the commit."""
-        now = now or self._clock()
-        if status in (EventStatus.FAILED, EventStatus.WAITING) and _seen_by_applied_fetch(session, event):
-            status = EventStatus.SUPERSEDED  # a later fetch was applied while this attempt ran
-        owned = store.attempts.finish_attempt(
-            session, event.id, attempt_id, status, error, now, unavailable=unavailable
-        )
-        return Outcome(event.id, status if owned else None, error, finished=_Finished(event, status))
-
-    def _reported(self, outcome: Outcome) -> Outcome:
-        """Log and count a committed finish; an event processed is an applied change (freshness)."""
-        finished = outcome.finished
-        if finished is None:
-            return outcome
-        event, status = finished.event, finished.status
-        first_line = (outcome.error or "").split("\n")[0] or None
-        if outcome.status is None:
-            log.info("event.overtaken", event_id=event.id, status=status, error=first_line)
-            return outcome
-        label = "retrying" if status == EventStatus.QUEUED else str(status)
-        self._telemetry.event_finished(event.type, label)
-        log.info("event.finished", event_id=event.id, status=status, outcome=label, error=first_line)
-        if status == EventStatus.PROCESSED:
-            # The table now holds a state at least as new as the event, whether written now or earlier.
-            now = self._clock()
-            self._telemetry.change_applied(now.timestamp() - event.created, (now - event.received_at).total_seconds())
-        return outcome
-
-
-def _seen_by_applied_fetch(session: Session, event: StripeEvent) -> bool:
-    """True when a fetch that started after the event was stored has been applied: its effect is in the table.
-
-    (A fetch applied concurrently with this check is caught by the sweep's `supersede_synced` pass.)
-    """
-    if event.customer_id is None or event.customer_seq is None:
-        return False
-    return store.access.applied_seq(session, event.customer_id) > event.customer_seq
 
 
 def _reason_to_skip(event: StripeEvent, handled: bool) -> str | None:

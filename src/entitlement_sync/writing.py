@@ -6,14 +6,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from . import store
-from .effective import AccessPolicy
+from .effective import AccessPolicy, EffectivePlan
 from .logs import get_logger
 from .ordering import Held, Window, after_applying, may_apply_fetch
 from .ports import ActiveEntitlement, Clock, Telemetry
+from .store._sql import WithParts
 
 log = get_logger(__name__)
 
@@ -45,18 +47,25 @@ class Writer:
         self._telemetry = telemetry
         self._clock = clock
 
-    def apply_fetch(self, session: Session, fetched: Fetched, cause: str | None) -> tuple[SyncResult, Held]:
+    def apply_fetch(
+        self, session: Session, fetched: Fetched, cause: str | None, also: WithParts | None = None
+    ) -> tuple[SyncResult, Held]:
         """Replace the rows with the fetch unless the rows hold a state it may not overwrite; returns the result
-        and what the rows hold now."""
+        and what the rows hold now. `also`: another store's parts, sent with the write if there is one (`sent`).
+
+        The caller commits right after (its finish, if any, goes in `also`): the write is the transaction's last
+        statement, and numbers its changes into the feed itself (`store.writes.record_and_replace`'s `last`)."""
         customer_id = fetched.customer_id
         # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
         # which the receiver needs for every event it stores.
-        held, rows = store.access.held_state_and_rows(session, customer_id, lock_first=True)
+        held, rows, policy_read = store.writes.read_before_write(session, customer_id)
         if not may_apply_fetch(held, fetched.ticket, fetched.window):
             log.info("sync.stale_fetch_dropped", customer=customer_id, ticket=fetched.ticket)
             return SyncResult(customer_id, fetched=True, applied=False), held
         entitlements, window, ticket = fetched.entitlements, fetched.window, fetched.ticket
-        return self.write(session, customer_id, entitlements, window, held, cause, ticket, rows=rows)
+        return self.write(
+            session, customer_id, entitlements, window, held, cause, ticket, rows, policy_read, also, last=True
+        )
 
     def write(
         self,
@@ -67,19 +76,38 @@ class Writer:
         held: Held,
         cause: str | None,
         ticket: int = 0,
-        *,
         rows: Sequence[store.access.HeldRow] | None = None,
+        policy_read: store.policy_inputs.PolicyRead | None = None,
+        also: WithParts | None = None,
+        *,
+        last: bool = False,
     ) -> tuple[SyncResult, Held]:
         """Make the rows `entitlements`, a state dated `window` that the caller proved newer than `held`
-        (`rows`: the rows held now, if the caller read them with `held`)."""
+        (`rows`, `policy_read`: the rows held now and the policy's other inputs, if the caller read them with
+        `held`)."""
         now = self._clock()
         after = after_applying(held, window, state_seq=0, ticket=ticket)
         # A fetch's ticket that moved on covers the events stored before it: they need no retry (superseded).
         superseding = after.applied_seq > held.applied_seq
-        state_seq, diff = store.writes.record_and_replace(
-            session, customer_id, after, now, entitlements, cause, rows, supersede=superseding
+        plan = self._plan_after(customer_id, entitlements, policy_read, cause or "sync", now)
+        saved = plan.saved if plan is not None else None
+        state_seq, diff, recorded = store.writes.record_and_replace(
+            session,
+            customer_id,
+            after,
+            now,
+            entitlements,
+            cause,
+            rows,
+            supersede=superseding,
+            effective_saved=saved,
+            also=also,
+            last=last,
         )
-        self._policy.recompute(session, customer_id, cause or "sync", now)
+        if plan is not None:
+            self._policy.recorded(session, plan, recorded)
+        else:
+            self._policy.recompute(session, customer_id, cause or "sync", now)
         revoked = [row.lookup_key for row in diff.revoked]
         if diff.changed:
             log.info(
@@ -91,6 +119,23 @@ class Writer:
             )
         result = SyncResult(customer_id, ticket > 0, True, diff.granted, revoked, from_payload=ticket == 0)
         return result, after_applying(held, window, state_seq=state_seq, ticket=ticket)
+
+    def _plan_after(
+        self,
+        customer_id: str,
+        entitlements: Sequence[ActiveEntitlement],
+        policy_read: store.policy_inputs.PolicyRead | None,
+        cause: str,
+        now: datetime,
+    ) -> EffectivePlan | None:
+        """The recompute after the write, planned before it (and sent with it) when the policy's other inputs were
+        read under the lock: the rows are then `entitlements`, one per feature (the last of each, as
+        `replace_entitlements` keeps them), and synced. None: the recompute reads for itself, after the write."""
+        if policy_read is None:
+            return None
+        written = {item.feature_id: item for item in entitlements}.values()
+        inputs, current = policy_read.with_access(written, synced=True)
+        return self._policy.plan(customer_id, inputs, current, cause, now)
 
     def report(self, result: SyncResult, started: float | None) -> None:
         """Count a committed write (or a dropped fetch)."""

@@ -355,3 +355,55 @@ def test_the_sweeps_review_publishes_what_the_clock_changed(
 
     changes = [(c.change, c.cause) for c in container.feed.changes(0).changes]
     assert changes == [("granted", f"override:{record.id}"), ("revoked", f"override:{record.id}:expired")]
+
+
+def _feed_and_flips(container: Container) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    with container.new_session() as session:
+        feed = session.execute(
+            select(
+                AccessFeedEntry.cursor,
+                AccessFeedEntry.change_id,
+                AccessFeedEntry.customer_id,
+                AccessFeedEntry.change,
+                AccessFeedEntry.features,
+                AccessFeedEntry.cause,
+            ).order_by(AccessFeedEntry.cursor)
+        ).all()
+        flips = session.execute(
+            text(
+                "SELECT id, customer_id, change, cause FROM effective_access_changes"
+                " WHERE change IN ('granted', 'revoked') ORDER BY id"
+            )
+        ).all()
+    return [tuple(row) for row in feed], [tuple(row) for row in flips]
+
+
+def test_the_workers_writes_number_their_flips_in_order_with_their_history_ids(
+    container: Container, fake_stripe: Any
+) -> None:
+    """The worker's write numbers its flips into the feed itself on PostgreSQL (the hook at commit elsewhere):
+    one entry per flip, cursors without gaps, each naming its history row, its features and its event."""
+    from entitlement_sync.events import event_from_payload
+    from tests.fakes import summary_signal
+
+    fake_stripe.set_entitlements("cus_a", [("feat_api", "api_access")])
+    fake_stripe.set_entitlements("cus_b", [("feat_api", "api_access"), ("feat_rep", "reports")])
+    events = []
+    for customer in ("cus_a", "cus_b", "cus_a"):
+        if len(events) == 2:
+            fake_stripe.set_entitlements("cus_a", [])  # the third event: cus_a loses it
+        payload = summary_signal(customer, [])
+        container.receiver.accept_event(event_from_payload(payload))
+        container.syncer.process_event(payload["id"])
+        events.append(payload["id"])
+    container.syncer.sync_customer("cus_b", cause="after")  # nothing changes: nothing published
+
+    feed, flips = _feed_and_flips(container)
+    assert [(cursor, customer, change, features, cause) for cursor, _, customer, change, features, cause in feed] == [
+        (1, "cus_a", "granted", ["feat_api"], events[0]),
+        (2, "cus_b", "granted", ["feat_api"], events[1]),
+        (3, "cus_b", "granted", ["feat_rep"], events[1]),
+        (4, "cus_a", "revoked", [], events[2]),
+    ]
+    assert [row[1] for row in feed] == [change_id for change_id, *_ in flips]
+    assert container.feed.bounds()[0] == 4

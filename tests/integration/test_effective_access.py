@@ -327,3 +327,43 @@ def test_the_history_only_grows_with_increasing_ids(service, fake_stripe):
         ids = list(session.scalars(select(EffectiveAccessChange.id).order_by(EffectiveAccessChange.changed_at)))
         assert ids == sorted(ids) and len(ids) == 3
         assert session.scalars(select(EffectiveAccess.lookup_key)).all() == ["api_access"]
+
+
+def effective_rows(service: Container, customer: str) -> list[tuple[str, bool, str, Any]]:
+    with service.new_session() as session:
+        rows = session.scalars(
+            select(EffectiveAccess).where(EffectiveAccess.customer_id == customer).order_by(EffectiveAccess.lookup_key)
+        )
+        return [(row.lookup_key, row.granted, row.reason, row.sources) for row in rows]
+
+
+def test_a_syncs_recompute_decides_what_a_fresh_read_of_the_tables_decides(service, fake_stripe, clock):
+    """The worker's write hands the recompute the inputs it read before writing (one read on PostgreSQL): a
+    recompute that reads the tables afterwards finds nothing to change, whatever the inputs held."""
+    app = service(access_withhold_statuses=frozenset({"paused"}), access_catalog_grants=True)
+    subscription = subscribed(fake_stripe, features=("api_access", "reports"))
+    deliver(app, fake_stripe)
+    app.overrides.deny("cus_1", "reports", None, "abuse", "ana")
+    app.overrides.grant("cus_1", "beta", clock.now + timedelta(days=1), "pilot", "ana")
+    # Two features under one key, ids apart in case: their order is the order of the key's sources.
+    fake_stripe.set_entitlements("cus_1", [("feat_a", "api_access"), ("feat_B", "api_access"), ("feat_x", "sso")])
+    fake_stripe.renew_subscription(subscription)
+    deliver(app, fake_stripe)
+
+    after_sync = effective_rows(app, "cus_1")
+    assert [(key, granted, reason) for key, granted, reason, _ in after_sync] == [
+        ("api_access", True, "stripe_entitlement"),
+        ("beta", True, "manual_grant"),
+        ("reports", False, "manual_denial"),
+        ("sso", True, "stripe_entitlement"),
+    ]
+    assert [s["detail"] for s in after_sync[0][3] if s["kind"] == "entitlement"] == ["feat_B", "feat_a"]
+    assert app.access_policy.recompute_customers(["cus_1"], "check") == []
+    assert effective_rows(app, "cus_1") == after_sync
+
+    fake_stripe.pause(subscription)  # a subscription's change, then the fetch it causes
+    deliver(app, fake_stripe)
+    paused = effective_rows(app, "cus_1")
+    assert paused[0][:3] == ("api_access", False, "withheld:paused")
+    assert app.access_policy.recompute_customers(["cus_1"], "check") == []
+    assert effective_rows(app, "cus_1") == paused

@@ -201,3 +201,31 @@ def test_a_duplicate_job_that_loses_the_race_never_moves_a_processed_event_back(
         with service.new_session() as session:
             outcomes = [attempt.outcome for attempt in store.inbox.attempts_of(session, source.event_id)]
         assert sorted(outcomes) == ["overtaken", "processed"]
+
+
+class ClaimedAgainMidFetch:
+    """While the first attempt's fetch runs, a duplicate job claims the event (and has not finished it yet)."""
+
+    def __init__(self, service):
+        self.service = service
+        self.event_id = ""
+
+    def read_active_entitlements(self, customer_id):
+        with transaction(self.service.new_session) as session:
+            _, self.second = store.attempts.claim_for_processing(session, self.event_id, utcnow())
+        return EntitlementsRead([API])
+
+
+def test_a_fetch_applied_by_an_attempt_that_lost_the_event_leaves_the_event_to_its_owner(service):
+    """The write lands (it is the newest state), but the finish sent with it sees another attempt owns the event."""
+    source = ClaimedAgainMidFetch(service)
+    source.event_id = accept(service, summary_event("cus_1", []))
+    outcome = Syncer(service.new_session, source, utcnow).process_event(source.event_id)
+    assert outcome.status is None and outcome.sync is not None and outcome.sync.applied
+    assert service.reader.has_access("cus_1", API.lookup_key)
+    row = stored_event(service, source.event_id)
+    assert (row.status, row.claimed_by) == (EventStatus.PROCESSING, source.second)
+    with service.new_session() as session:
+        attempts = {a.id: a.outcome for a in store.inbox.attempts_of(session, source.event_id)}
+    (first,) = attempts.keys() - {source.second}
+    assert (attempts[first], attempts[source.second]) == ("overtaken", None)

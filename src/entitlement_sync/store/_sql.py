@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult
@@ -70,3 +71,26 @@ def _driver_connection(session: Session) -> Connection:
 
 
 _DRIVER_CONNECTION = "entitlement_sync.store.driver_connection"  # (root transaction, its connection)
+
+
+@dataclass
+class WithParts:
+    """PostgreSQL: one store's statement as parts of another's WITH statement, to save a statement and its round
+    trip: its CTEs (named apart from the host's, as are their parameters), their parameters, and an expression
+    the host's statement returns. The host sets `answer` to that value once the statement ran (`sent`)."""
+
+    ctes: str
+    values: dict[str, Any]
+    result: str
+    answer: Any = None
+    sent: bool = False
+
+    def join(self, parts: list[str], values: dict[str, Any]) -> str:
+        """Add the CTEs to `parts` and the parameters to `values`; returns the result's expression."""
+        assert not self.values.keys() & values.keys(), "parameters must be named apart"
+        parts.append(self.ctes)
+        values.update(self.values)
+        return self.result
+
+    def answered(self, value: Any) -> None:
+        self.answer, self.sent = value, True

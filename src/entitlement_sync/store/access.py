@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
 from ..ordering import NOTHING_HELD, Held, Window
 from ..ports import ActiveEntitlement
-from . import locks
 from ._sql import dialect_of, pg_rows, upsert_for
 
 # --- ordering: one sequence per customer -----------------------------------------------------------------
@@ -59,34 +58,12 @@ def held_state(session: Session, customer_id: str) -> Held:
     return NOTHING_HELD if row is None else held_from(*row)
 
 
-def held_state_and_rows(
-    session: Session, customer_id: str, *, lock_first: bool = False
-) -> tuple[Held, list[HeldRow] | None]:
-    """`held_state`, and on PostgreSQL the customer's rows too, read by the same statement (else None: the
-    writer reads them itself). `lock_first`: take the customer's lock first (with the read, in one round trip on
-    PostgreSQL)."""
-    if dialect_of(session) != "postgresql":
-        if lock_first:
-            locks.lock_customer(session, customer_id)
-        return held_state(session, customer_id), None
-    read = (_HELD_AND_ROWS, {"customer": customer_id})
-    (row,) = locks.lock_customer(session, customer_id, then=read) if lock_first else pg_rows(session, *read)
-    return held_from(*row[:-1]), rows_from_json(row[-1])
-
-
 def rows_from_json(value: list[list[str]] | None) -> list[HeldRow]:
     """The customer's rows as `json_agg(json_build_array(feature_id, lookup_key, entitlement_id))` reads them."""
     return [_Row(*item) for item in value or ()]
 
 
 ROWS_JSON = "(SELECT json_agg(json_build_array(feature_id, lookup_key, entitlement_id)) FROM entitlements"
-
-
-_HELD_AND_ROWS = (
-    "SELECT held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
-    f" {ROWS_JSON} WHERE customer_id = %(customer)s)"
-    " FROM (SELECT 1) AS one LEFT JOIN customer_sync_state held ON held.customer_id = %(customer)s"
-)
 
 
 @dataclass(frozen=True)

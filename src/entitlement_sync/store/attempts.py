@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from ..models import CLAIMABLE, EventAttempt, EventStatus, StripeEvent
 from ..ordering import NOTHING_HELD, Held
 from . import locks
-from ._sql import dialect_of, pg_rows, rows_changed
+from ._sql import WithParts, dialect_of, pg_rows, rows_changed
 from .access import ROWS_JSON, HeldRow, held_from, held_state, rows_from_json
 
 
@@ -126,17 +126,8 @@ def finish_attempt(
     unavailable: Unavailability | None = None,
 ) -> bool:
     """Close the attempt, and set the event's outcome if this attempt still owns it; False when it did not."""
-    values: dict[str, Any] = {"status": status, "status_changed_at": now, "claimed_by": None}
-    if status == EventStatus.PROCESSED:
-        values["processed_at"] = now
-    if error is not None or status == EventStatus.PROCESSED:
-        values["last_error"] = error
-    if unavailable is not None:
-        values.update(unavailable_since=unavailable.since, waits=unavailable.waits)
-    values["retry_at"] = unavailable.retry_at if unavailable and status == EventStatus.WAITING else None
-    if status in (EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED):
-        values.update(unavailable_since=None, waits=0)
-    overtaken = f"ended {status}; a later attempt owns the event" + (f": {error}" if error else "")
+    values = _finish_values(status, error, now, unavailable)
+    overtaken = _overtaken(status, error)
     if dialect_of(session) == "postgresql":
         return _finish_in_one_statement(session, event_id, attempt_id, values, status.value, error, overtaken, now)
     owned = rows_changed(
@@ -147,6 +138,40 @@ def finish_attempt(
     closed = {"attempt": attempt_id, "now": now, "outcome": outcome, "note": note}
     session.connection().execute(_CLOSE_ATTEMPT, closed)
     return owned == 1
+
+
+def finish_parts(
+    session: Session, event_id: str, attempt_id: int, status: EventStatus, error: str | None, now: datetime
+) -> WithParts | None:
+    """PostgreSQL: `finish_attempt` as parts of the caller's next write (`WithParts`), whose answer says whether
+    the attempt still owned the event; None elsewhere (call `finish_attempt`)."""
+    if dialect_of(session) != "postgresql":
+        return None
+    values = _finish_values(status, error, now, None)
+    params = _finish_params(event_id, attempt_id, values, status.value, error, _overtaken(status, error), now)
+    prefixed = {f"finish_{name}": value for name, value in params.items()}
+    return WithParts(_finish_ctes(tuple(values), "finish_"), prefixed, "EXISTS (SELECT FROM finished)")
+
+
+def _finish_values(
+    status: EventStatus, error: str | None, now: datetime, unavailable: Unavailability | None
+) -> dict[str, Any]:
+    """The event's columns an attempt's finish sets."""
+    values: dict[str, Any] = {"status": status, "status_changed_at": now, "claimed_by": None}
+    if status == EventStatus.PROCESSED:
+        values["processed_at"] = now
+    if error is not None or status == EventStatus.PROCESSED:
+        values["last_error"] = error
+    if unavailable is not None:
+        values.update(unavailable_since=unavailable.since, waits=unavailable.waits)
+    values["retry_at"] = unavailable.retry_at if unavailable and status == EventStatus.WAITING else None
+    if status in (EventStatus.PROCESSED, EventStatus.SUPERSEDED, EventStatus.IGNORED):
+        values.update(unavailable_since=None, waits=0)
+    return values
+
+
+def _overtaken(status: EventStatus, error: str | None) -> str:
+    return f"ended {status}; a later attempt owns the event" + (f": {error}" if error else "")
 
 
 def _finish_in_one_statement(
@@ -160,24 +185,45 @@ def _finish_in_one_statement(
     now: datetime,
 ) -> bool:
     """PostgreSQL: the event's outcome (if the attempt still owns it) and the attempt's close in one statement."""
-    params = {f"set_{name}": str(value) if isinstance(value, EventStatus) else value for name, value in values.items()}
-    params.update(event=event_id, attempt=attempt_id, now=now, outcome=outcome, error=error, overtaken=overtaken)
+    params = _finish_params(event_id, attempt_id, values, outcome, error, overtaken, now)
     rows = pg_rows(session, _finish_statement(tuple(values)), params)
     return bool(rows and rows[0][0])
 
 
+def _finish_params(
+    event_id: str,
+    attempt_id: int,
+    values: dict[str, Any],
+    outcome: str,
+    error: str | None,
+    overtaken: str,
+    now: datetime,
+) -> dict[str, Any]:
+    params = {f"set_{name}": str(value) if isinstance(value, EventStatus) else value for name, value in values.items()}
+    params.update(event=event_id, attempt=attempt_id, now=now, outcome=outcome, error=error, overtaken=overtaken)
+    return params
+
+
 @cache
 def _finish_statement(columns: tuple[str, ...]) -> str:
-    assignments = ", ".join(f"{name} = %(set_{name})s" for name in columns)
-    return (
-        f"WITH finished AS (UPDATE stripe_events SET {assignments}"
+    return f"WITH {_finish_ctes(columns, '')} SELECT EXISTS (SELECT FROM finished)"
+
+
+@cache
+def _finish_ctes(columns: tuple[str, ...], prefix: str) -> str:
+    """The event's outcome (`finished`: the attempt still owned it) and the attempt's close; parameters `prefix`ed."""
+    assignments = ", ".join(f"{name} = %({prefix}set_{name})s" for name in columns)
+    ctes = (
+        f"finished AS (UPDATE stripe_events SET {assignments}"
         " WHERE id = %(event)s AND claimed_by = %(attempt)s RETURNING 1),"
         " closed AS (UPDATE event_attempts SET finished_at = %(now)s,"
         " outcome = CASE WHEN EXISTS (SELECT FROM finished) THEN %(outcome)s ELSE 'overtaken' END,"
         " error = CASE WHEN EXISTS (SELECT FROM finished) THEN %(error)s ELSE %(overtaken)s END"
         " WHERE id = %(attempt)s)"
-        " SELECT EXISTS (SELECT FROM finished)"
     )
+    for name in ("event", "attempt", "now", "outcome", "error", "overtaken"):
+        ctes = ctes.replace(f"%({name})s", f"%({prefix}{name})s")
+    return ctes
 
 
 _CLOSE_ATTEMPT = (

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from .. import policy
 from ..models import AccessFeedEntry, AccessFeedState, EffectiveAccess, EffectiveAccessChange
-from ._sql import pg_rows, rows_changed, upsert
+from ._sql import WithParts, pg_rows, rows_changed, upsert
 
 CHANNEL = "access_feed"  # LISTEN/NOTIFY channel on PostgreSQL; the payload is the last cursor committed
 PUBLISHED = ("granted", "revoked")  # `updated` (same access, new reason) is history, not news for a copy
@@ -116,6 +116,49 @@ def _publish_in_one_statement(session: Session, changes: Sequence[EffectiveAcces
     values = {"id": _STATE_ID, "entries": json.dumps(entries), "channel": CHANNEL}
     rows = pg_rows(session, _PUBLISH, values)
     return int(rows[0][0]) if rows else 0
+
+
+def publish_parts(session: Session, customer_id: str, changes: Sequence[dict[str, Any]]) -> WithParts | None:
+    """PostgreSQL: the feed's numbering of these history rows, as parts of the statement that records them with
+    `effective.SAVE_CTES` (its `recorded` part gives their ids), for a writer whose statement is the last before
+    COMMIT: the feed's row lock is then held no longer than with the hook. None when there is nothing to publish,
+    on SQLite, or when changes recorded earlier in this transaction are pending (they must be numbered first):
+    the hook at commit numbers them then. The caller passes `published=True` to `effective.recorded`."""
+    flips = [change for change in changes if change["change"] in PUBLISHED]
+    if not flips or session.info.get(_PENDING) or session.get_bind().dialect.name != "postgresql":
+        return None
+    entries = [
+        {
+            "place": place,
+            "lookup_key": change["lookup_key"],
+            "change": change["change"],
+            "features": policy.features_of(change["sources"]),
+            "cause": change["cause"],
+            "changed_at": change["changed_at"].isoformat(),
+        }
+        for place, change in enumerate(flips, start=1)
+    ]
+    values = {"feed_entries": json.dumps(entries), "feed_id": _STATE_ID, "feed_channel": CHANNEL}
+    return WithParts(
+        _PUBLISH_CTES, values, "(SELECT pg_notify(%(feed_channel)s, last_cursor::text) FROM feed_numbered)"
+    )
+
+
+# `_PUBLISH` over the rows the same statement records (`recorded`, by key: a recompute records one change a key).
+_PUBLISH_CTES = (
+    "feed_kept AS (SELECT r.id AS change_id, e.*, row_number() OVER (ORDER BY e.place) AS n"
+    " FROM json_to_recordset(%(feed_entries)s::json) AS e(place bigint, lookup_key text, change text, features json,"
+    " cause text, changed_at timestamptz) JOIN recorded r ON r.lookup_key = e.lookup_key),"
+    " feed_total AS (SELECT count(*) AS n FROM feed_kept),"
+    " feed_numbered AS (INSERT INTO access_feed_state (id, last_cursor, pruned_through)"
+    " SELECT %(feed_id)s, feed_total.n, 0 FROM feed_total WHERE feed_total.n > 0"
+    " ON CONFLICT (id) DO UPDATE SET last_cursor = access_feed_state.last_cursor + EXCLUDED.last_cursor"
+    " RETURNING last_cursor),"
+    " feed_entries AS (INSERT INTO access_feed (cursor, change_id, customer_id, lookup_key, change, features, cause,"
+    " changed_at) SELECT feed_numbered.last_cursor - feed_total.n + feed_kept.n, feed_kept.change_id, %(customer)s,"
+    " feed_kept.lookup_key, feed_kept.change, feed_kept.features, feed_kept.cause, feed_kept.changed_at"
+    " FROM feed_numbered, feed_total, feed_kept)"
+)
 
 
 def _entry(cursor: int, change: EffectiveAccessChange) -> dict[str, Any]:

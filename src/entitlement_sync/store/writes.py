@@ -9,11 +9,36 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..models import EventStatus
+from ..models import EffectiveAccessChange, EventStatus
 from ..ordering import Held
 from ..ports import ActiveEntitlement
-from . import access, inbox
-from ._sql import dialect_of, pg_rows
+from . import access, effective, feed, inbox, locks, policy_inputs
+from ._sql import WithParts, dialect_of, pg_rows
+
+
+def read_before_write(
+    session: Session, customer_id: str
+) -> tuple[Held, list[access.HeldRow] | None, policy_inputs.PolicyRead | None]:
+    """Take the customer's lock, then read what their rows hold (`access.held_state`) and, on PostgreSQL, the rows
+    and the policy's other inputs too: one statement, sent with the lock in one round trip. The recompute after
+    the write needs no read of its own then (None elsewhere: the writer and the recompute read for themselves).
+
+    Read before the write and used after it: the lock keeps every other writer of these inputs out meanwhile
+    (each takes it before its recompute reads), so the write is the only change in between (docs/design.md, Cost).
+    """
+    if dialect_of(session) != "postgresql":
+        locks.lock_customer(session, customer_id)
+        return access.held_state(session, customer_id), None, None
+    (row,) = locks.lock_customer(session, customer_id, then=(_HELD_ROWS_AND_INPUTS, {"customer": customer_id}))
+    held, rows, others = row[:5], row[5], row[6:]
+    return access.held_from(*held), access.rows_from_json(rows), policy_inputs.policy_read_from(*others)
+
+
+_HELD_ROWS_AND_INPUTS = (
+    "SELECT held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
+    f" {access.ROWS_JSON} WHERE customer_id = %(customer)s),{policy_inputs.OTHER_INPUTS_JSON}"
+    " FROM (SELECT 1) AS one LEFT JOIN customer_sync_state held ON held.customer_id = %(customer)s"
+)
 
 
 def record_and_replace(
@@ -26,14 +51,23 @@ def record_and_replace(
     rows: Sequence[access.HeldRow] | None,
     *,
     supersede: bool,
-) -> tuple[int, access.AccessDiff]:
+    effective_saved: EffectiveSaved | None = None,
+    also: WithParts | None = None,
+    last: bool = False,
+) -> tuple[int, access.AccessDiff, list[EffectiveAccessChange]]:
     """`access.record_write`, then (`supersede`: a fetch's ticket moved `applied_seq` on) `inbox.supersede_synced`
-    for the customer, then `access.replace_entitlements`. Returns the new `state_seq` and the diff."""
+    for the customer, then `access.replace_entitlements`, then (`effective_saved`: a recompute's writes, planned
+    from what these writes leave) `effective.save`. Returns the new `state_seq`, the diff and the changes
+    recorded. `also` (PostgreSQL): another store's parts, sent in the same statement and answered. `last`: the
+    caller's transaction commits after this statement, with no other statement: the changes recorded are then
+    numbered into the feed by it too (`feed.publish_parts`), not by the hook at commit."""
     if dialect_of(session) != "postgresql":
         state_seq = access.record_write(session, customer_id, after, now)
         if supersede:
             inbox.supersede_synced(session, now, customer_id)
-        return state_seq, access.replace_entitlements(session, customer_id, fetched, event_id, now, rows)
+        diff = access.replace_entitlements(session, customer_id, fetched, event_id, now, rows)
+        saved = effective.save(session, customer_id, *effective_saved) if effective_saved is not None else []
+        return state_seq, diff, saved
     diff = access.diff_and_move(session, customer_id, fetched, rows)
     values: dict[str, Any] = {
         "customer": customer_id,
@@ -50,9 +84,25 @@ def record_and_replace(
     if diff.changed:
         parts.append(access.DIFF_CTES)
         values.update(access.diff_values(customer_id, diff, event_id, now))
-    statement = f"WITH {', '.join(parts)} SELECT state_seq FROM written"
-    ((state_seq,),) = pg_rows(session, statement, values)
-    return int(state_seq), diff
+    recorded, published = "NULL", None
+    if effective_saved is not None and any(effective_saved):
+        parts.append(effective.SAVE_CTES)
+        values.update(effective.save_values(customer_id, *effective_saved))  # shares only `customer`
+        recorded = "(SELECT json_agg(json_build_array(lookup_key, id)) FROM recorded)"
+        published = feed.publish_parts(session, customer_id, effective_saved[2]) if last else None
+    answer = also.join(parts, values) if also is not None else "NULL"
+    notified = published.join(parts, values) if published is not None else "NULL"
+    statement = f"WITH {', '.join(parts)} SELECT state_seq, {recorded}, {answer}, {notified} FROM written"
+    ((state_seq, ids, answered, _),) = pg_rows(session, statement, values)
+    if also is not None:
+        also.answered(answered)
+    if effective_saved is None:
+        return int(state_seq), diff, []
+    return int(state_seq), diff, effective.recorded(session, ids, effective_saved[2], published=published is not None)
+
+
+# `store.effective.save`'s arguments after the customer's id: rows to upsert, keys to delete, history rows.
+EffectiveSaved = tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]
 
 
 # The write takes its own place in the customer's sequence (see access.record_write).
