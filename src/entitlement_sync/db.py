@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -113,13 +115,11 @@ def driver_rows_together(connection: Connection, statements: list[tuple[str, Any
     cursors: list[Any] = []
     try:
         if len(statements) == 1:
-            cursors.append(dbapi_connection.cursor())
-            cursors[0].execute(*statements[0])
+            cursors.append(_executed(dbapi_connection, *statements[0]))
         else:
             with dbapi_connection.pipeline():
                 for sql, params in statements:
-                    cursors.append(dbapi_connection.cursor())
-                    cursors[-1].execute(sql, params)
+                    cursors.append(_executed(dbapi_connection, sql, params))
         return [cursor.fetchall() if _returns_rows(cursor) else [] for cursor in cursors]
     except connection.dialect.loaded_dbapi.Error as error:
         sql, params = statements[min(len(cursors), len(statements)) - 1] if cursors else statements[0]
@@ -138,6 +138,46 @@ def driver_rows_together(connection: Connection, statements: list[tuple[str, Any
         deadline.disarm(dbapi_connection)
         for cursor in cursors:
             cursor.close()
+
+
+def _executed(dbapi_connection: Any, sql: str, params: Any) -> Any:
+    """A cursor that ran `sql`, its placeholders already the server's: psycopg rewrites `%(name)s` on every
+    execute of a statement over 4,096 bytes (its cache's bound), and the worker's joined statements are longer.
+    The cursor fails as psycopg's own would; statements with no parameters go as they are, as with psycopg."""
+    cursor = psycopg.RawCursor(dbapi_connection)
+    if params is None:
+        cursor.execute(sql)
+        return cursor
+    query, names = _server_placeholders(sql)
+    cursor.execute(query, [params[name] for name in names] if names else params)
+    return cursor
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")
+
+
+@lru_cache(maxsize=1024)
+def _server_placeholders(sql: str) -> tuple[bytes, tuple[str, ...]]:
+    """`sql` with psycopg's placeholders (`%(name)s`, or positional `%s`) numbered as the server's ($1, $2, ...),
+    `%%` as `%`, and the names in their order (empty for positional ones). Once per statement text."""
+    names: list[str] = []
+    positional = 0
+
+    def numbered(match: re.Match[str]) -> str:
+        nonlocal positional
+        if match.group(0) == "%%":
+            return "%"
+        if match.group(1) is None:
+            positional += 1
+            return f"${positional}"
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    query = _PLACEHOLDER.sub(numbered, sql)
+    if names and positional:
+        raise ValueError("a statement takes named or positional parameters, not both")
+    return query.encode(), tuple(names)
 
 
 def _returns_rows(cursor: Any) -> bool:
