@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 import stripe
@@ -235,16 +235,26 @@ def _stamp(page: Any, rtt: float) -> Stamp | None:
     None when Stripe (or a proxy) sent no Date or one we cannot read: the read is then of unknown date."""
     response = page if isinstance(page, stripe.StripeResponse) else getattr(page, "last_response", None)
     value = _header(getattr(response, "headers", None), "Date")
-    if not value:
-        return None
+    seconds = _unix_seconds(value) if value else None
+    return None if seconds is None else Stamp(seconds, rtt)
+
+
+@lru_cache(maxsize=64)
+def _unix_seconds(http_date: str) -> int | None:
+    # Kept: every response of one second carries the same Date, and the email parser is the slow part.
     try:
-        return Stamp(int(parsedate_to_datetime(value).timestamp()), rtt)
+        return int(parsedate_to_datetime(http_date).timestamp())
     except (TypeError, ValueError, IndexError):
         return None
 
 
 def _header(headers: Any, name: str) -> str | None:
-    for key, value in dict(headers or {}).items():
+    if not headers:
+        return None
+    found = headers.get(name)  # requests' headers match any case at once; a plain dict may need the scan
+    if found is not None:
+        return str(found)
+    for key, value in dict(headers).items():
         if key.lower() == name.lower():
             return str(value)
     return None
