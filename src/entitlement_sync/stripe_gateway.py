@@ -1,18 +1,18 @@
-"""The only module that imports `stripe`: it speaks our vocabulary and turns Stripe's errors into ours."""
+"""The home of `stripe` (with `stripe_http`, its HTTP client, and `stripe_signature`, the webhook verifier): it
+speaks our vocabulary and turns Stripe's errors into ours."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 import stripe
 
-from .errors import CustomerNotFound, InvalidWebhook, StripeAccountUnreadable, StripeRejected, StripeUnavailable
+from .errors import CustomerNotFound, StripeAccountUnreadable, StripeRejected, StripeUnavailable
 from .ordering import Stamp, Window
 from .ports import (
     ActiveEntitlement,
@@ -25,6 +25,9 @@ from .ports import (
     StripeAccount,
     Telemetry,
 )
+from .stripe_http import _PacedHttpClient, _proxies_for
+from .stripe_signature import WebhookVerifier as WebhookVerifier
+from .stripe_signature import signed_timestamp as signed_timestamp
 
 T = TypeVar("T")
 
@@ -44,7 +47,7 @@ class StripeGateway:
         before_call: Callable[[], None] | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
-        self._http = _PacedHttpClient(timeout_seconds, before_call)
+        self._http = _PacedHttpClient(timeout_seconds, before_call, _proxies_for(api_base))
         self._client = stripe.StripeClient(
             api_key or "sk_test_missing",
             base_addresses={"api": api_base},
@@ -223,32 +226,6 @@ class StripeGateway:
         return time.perf_counter() - started - waited
 
 
-class _PacedHttpClient(stripe.RequestsClient):
-    """stripe-python's `requests` client, calling the pacer at the last moment before each request leaves,
-    once stripe-python has built it. The budget's margin (`pacing.MARGIN_SECONDS`) has to cover the time
-    between a request's moment in the budget and its arrival at Stripe; from here, that is only `requests`
-    writing it to a kept connection, not the SDK's work on the way (about 2 ms of CPU, far more on a busy
-    process). The wait is kept per thread, so that the gateway leaves it out of the round trip it measures."""
-
-    def __init__(self, timeout_seconds: float, before_send: Callable[[], None] | None) -> None:
-        super().__init__(timeout=timeout_seconds)
-        self._before_send = before_send
-        self._wait = threading.local()
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:  # stripe-python's own signature, passed on as is
-        if self._before_send is not None:
-            waiting = time.perf_counter()
-            self._before_send()
-            self._wait.seconds = getattr(self._wait, "seconds", 0.0) + time.perf_counter() - waiting
-        return super().request(*args, **kwargs)
-
-    def take_wait(self) -> float:
-        """How long this thread's requests waited for the pacer since last asked."""
-        seconds: float = getattr(self._wait, "seconds", 0.0)
-        self._wait.seconds = 0.0
-        return seconds
-
-
 def _missing(error: stripe.InvalidRequestError, param: str | None) -> bool:
     return bool(param) and error.code == "resource_missing" and error.param in (None, param)
 
@@ -258,16 +235,26 @@ def _stamp(page: Any, rtt: float) -> Stamp | None:
     None when Stripe (or a proxy) sent no Date or one we cannot read: the read is then of unknown date."""
     response = page if isinstance(page, stripe.StripeResponse) else getattr(page, "last_response", None)
     value = _header(getattr(response, "headers", None), "Date")
-    if not value:
-        return None
+    seconds = _unix_seconds(value) if value else None
+    return None if seconds is None else Stamp(seconds, rtt)
+
+
+@lru_cache(maxsize=64)
+def _unix_seconds(http_date: str) -> int | None:
+    # Kept: every response of one second carries the same Date, and the email parser is the slow part.
     try:
-        return Stamp(int(parsedate_to_datetime(value).timestamp()), rtt)
+        return int(parsedate_to_datetime(http_date).timestamp())
     except (TypeError, ValueError, IndexError):
         return None
 
 
 def _header(headers: Any, name: str) -> str | None:
-    for key, value in dict(headers or {}).items():
+    if not headers:
+        return None
+    found = headers.get(name)  # requests' headers match any case at once; a plain dict may need the scan
+    if found is not None:
+        return str(found)
+    for key, value in dict(headers).items():
         if key.lower() == name.lower():
             return str(value)
     return None
@@ -299,55 +286,3 @@ def _translating_errors(call: Callable[[], T]) -> T:
 def _describe(error: stripe.StripeError) -> str:
     status = f"HTTP {error.http_status}: " if error.http_status else ""
     return f"{type(error).__name__}: {status}{error.user_message or str(error)}".strip()
-
-
-class WebhookVerifier:
-    """Checks `Stripe-Signature` against each configured secret, so a secret can be rolled without downtime."""
-
-    def __init__(self, secrets: tuple[str, ...], tolerance_seconds: int = 300) -> None:
-        self._secrets = secrets
-        self._tolerance = tolerance_seconds
-
-    def verify(self, payload: bytes, header: str | None, now: float | None = None) -> None:
-        if not header:
-            raise InvalidWebhook("missing Stripe-Signature header")
-        if not self._secrets:
-            raise InvalidWebhook("no webhook secret configured (STRIPE_WEBHOOK_SECRETS)")
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise InvalidWebhook("body is not UTF-8") from error
-        reasons = [self._reason_to_refuse(text, header, secret) for secret in self._secrets]
-        if None not in reasons:
-            raise InvalidWebhook(_most_telling(reasons))
-        timestamp = signed_timestamp(header)
-        if timestamp > (now or time.time()) + self._tolerance:
-            # Stripe's library lets these through; a signed request from the future is a replay setup or a bad clock.
-            raise InvalidWebhook("signature timestamp is in the future")
-
-    def _reason_to_refuse(self, payload: str, header: str, secret: str) -> str | None:
-        try:
-            stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=self._tolerance)
-        except stripe.SignatureVerificationError as error:
-            message = str(error.user_message or error)
-            if "tolerance" in message:
-                return "signature timestamp too old"
-            if "matching" in message:
-                return "signature does not match"
-            return "malformed Stripe-Signature header"
-        return None
-
-
-def _most_telling(reasons: list[str | None]) -> str:
-    for reason in ("signature timestamp too old", "signature does not match"):
-        if reason in reasons:
-            return reason
-    return "malformed Stripe-Signature header"
-
-
-def signed_timestamp(header: str) -> int:
-    """The `t` of a Stripe-Signature header, read exactly as stripe-python's WebhookSignature reads it (the
-    first item whose key is exactly `t`; its value up to any further `=`), so that the time we check is the
-    time Stripe's check signed. Call it only on a header that verified."""
-    items = [item.split("=", 2) for item in header.split(",")]
-    return int([item[1] for item in items if item[0] == "t"][0])
