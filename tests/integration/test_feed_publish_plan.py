@@ -12,21 +12,15 @@ from sqlalchemy import text
 
 from entitlement_sync.store import feed
 
+from .plans import generic_plan
+
 
 def plan_of_a_publish(container: Any) -> str:
     entries = [
         {"place": 1, "change_id": 1, "customer_id": "cus_1", "lookup_key": "api_access", "change": "granted",
          "features": ["feat_api"], "cause": "evt_1", "changed_at": "2026-11-29T00:00:00+00:00"},
     ]  # fmt: skip
-    values = {"id": 1, "entries": json.dumps(entries), "channel": feed.CHANNEL}
-    with container.engine.connect() as connection:
-        cursor = connection.connection.driver_connection.cursor()
-        # The plan a prepared statement falls back to after its first executions, planned without the entries.
-        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute("EXPLAIN " + feed._PUBLISH, values, prepare=True)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-        connection.rollback()
-    return plan
+    return generic_plan(container, feed._PUBLISH, {"id": 1, "entries": json.dumps(entries), "channel": feed.CHANNEL})
 
 
 def test_each_published_change_is_looked_up_in_the_primary_key_not_by_scanning_the_history(container):

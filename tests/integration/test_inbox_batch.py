@@ -14,6 +14,8 @@ from entitlement_sync.models import EventStatus, utcnow
 from entitlement_sync.store import inbox_batch
 from entitlement_sync.testing import active_entitlement, summary_event
 
+from .plans import generic_plan
+
 
 def plan_of_a_batch(container: Any, customers: list[str]) -> str:
     rows = [
@@ -27,14 +29,7 @@ def plan_of_a_batch(container: Any, customers: list[str]) -> str:
         for customer in customers
     ]
     document = "[" + ",".join(inbox_batch._batch_row(row) for row in rows) + "]"
-    with container.engine.connect() as connection:
-        cursor = connection.connection.driver_connection.cursor()
-        # The plan a prepared statement falls back to after its first executions, planned without the batch.
-        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        cursor.execute("EXPLAIN " + inbox_batch._STORE_BATCH, {"batch": document}, prepare=True)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-        connection.rollback()
-    return plan
+    return generic_plan(container, inbox_batch._STORE_BATCH, {"batch": document})
 
 
 def test_each_id_of_a_batch_is_looked_up_in_the_primary_key_not_by_scanning_the_inbox(container):
