@@ -1,6 +1,6 @@
 """Use case for the ops console's customer page: access with its reasons, subscriptions, grants, history.
 
-The reasons come through an `AccessExplainer` and the grants through a `GrantSource` (ports.py), so that
+The reasons come through an `AccessExplainer` and the grants through a `GrantSource` (ports/), so that
 issue 10's effective-access policy and its grants plug in at bootstrap; the page does not change.
 """
 

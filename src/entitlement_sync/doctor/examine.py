@@ -2,7 +2,7 @@
 and its fix; nothing is written anywhere.
 
 Settings are checked first (presence and shape); Stripe, the database and the broker are asked only when the
-settings they need are sound, through the ports of `ports.py` (fakes in tests).
+settings they need are sound, through the ports of `ports/` (fakes in tests).
 """
 
 from __future__ import annotations
