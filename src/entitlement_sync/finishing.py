@@ -130,4 +130,4 @@ def _seen_by_applied_fetch(session: Session, event: StripeEvent) -> bool:
     """
     if event.customer_id is None or event.customer_seq is None:
         return False
-    return store.access.applied_seq(session, event.customer_id) > event.customer_seq
+    return store.sync_state.applied_seq(session, event.customer_id) > event.customer_seq

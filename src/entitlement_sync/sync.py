@@ -113,7 +113,7 @@ class Syncer:
         ticket = 0
         if take_ticket:
             with transaction(self._new_session) as session:
-                ticket = store.access.advance_customer_seq(session, customer_id)
+                ticket = store.sync_state.advance_customer_seq(session, customer_id)
         return self._read(customer_id, ticket)
 
     def _read(self, customer_id: str, ticket: int) -> Fetched:
@@ -181,7 +181,7 @@ class Syncer:
             return replace(
                 self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None), sync=result
             )
-        return event, attempt_id, store.access.advance_customer_seq(session, customer_id)
+        return event, attempt_id, store.sync_state.advance_customer_seq(session, customer_id)
 
     def _without_fetch(
         self, session: Session, event: StripeEvent, held: Held, rows: list[store.access.HeldRow] | None = None
@@ -245,7 +245,7 @@ class Syncer:
                 elif result is not None:
                     outcome = self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None)
                 else:  # in doubt, and the event not covered: fetch again, after what is held now
-                    ticket = store.access.advance_customer_seq(session, event.customer_id)
+                    ticket = store.sync_state.advance_customer_seq(session, event.customer_id)
             self._writer.report(applied, fetched.started)
             if outcome is not None:
                 return self._finisher.reported(replace(outcome, sync=result))

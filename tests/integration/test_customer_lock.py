@@ -35,7 +35,7 @@ def test_a_read_sent_with_the_lock_sees_what_the_holder_committed_while_it_waite
     """The lock and the read after it travel in one round trip, yet the read's snapshot is taken once the lock
     is granted: a write committed by the lock's holder meanwhile is seen."""
     with transaction(container.new_session) as session:
-        store.access.advance_customer_seq(session, "cus_1")
+        store.sync_state.advance_customer_seq(session, "cus_1")
     holder = container.new_session()
     holder.begin()
     store.locks.lock_customer(holder, "cus_1")
@@ -43,7 +43,7 @@ def test_a_read_sent_with_the_lock_sees_what_the_holder_committed_while_it_waite
         waiting = pool.submit(_seq_read_with_the_lock, container, "cus_1")
         time.sleep(0.3)  # let the reader reach the lock and wait on it
         assert not waiting.done()
-        store.access.advance_customer_seq(holder, "cus_1")
+        store.sync_state.advance_customer_seq(holder, "cus_1")
         holder.commit()
         holder.close()
         assert waiting.result(timeout=10) == 2  # the holder's bump (2), seen by the read sent with the lock

@@ -22,6 +22,7 @@ from . import (
     policy_inputs,
     retention,
     subscriptions,
+    sync_state,
     writes,
 )
 
@@ -43,5 +44,6 @@ __all__ = [
     "policy_inputs",
     "retention",
     "subscriptions",
+    "sync_state",
     "writes",
 ]

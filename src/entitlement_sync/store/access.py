@@ -1,5 +1,5 @@
-"""The access table (`entitlements`), its history (`access_changes`) and the per-customer ordering that guards
-it (`customer_sync_state`)."""
+"""The access table (`entitlements`) and its history (`access_changes`); the per-customer ordering that guards
+it is `sync_state`'s."""
 
 from __future__ import annotations
 
@@ -7,55 +7,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, delete, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import AccessChange, AccessChangeKind, CustomerSyncState, Entitlement
-from ..ordering import NOTHING_HELD, Held, Window
 from ..ports import ActiveEntitlement
-from ._sql import dialect_of, pg_rows, upsert_for
+from ._sql import dialect_of
 
-# --- ordering: one sequence per customer -----------------------------------------------------------------
-
-
-def advance_customer_seq(session: Session, customer_id: str) -> int:
-    """Bump and return the customer's sequence; the row lock orders concurrent bumps by commit."""
-    dialect = dialect_of(session)
-    if dialect == "postgresql":
-        return int(pg_rows(session, _ADVANCE_PG, {"customer": customer_id})[0][0])
-    return int(session.connection().execute(_advance(dialect), {"customer": customer_id}).scalar_one())
-
-
-# `_advance` written out for the driver (the worker takes a ticket for every fetch).
-_ADVANCE_PG = (
-    "INSERT INTO customer_sync_state (customer_id, seq, applied_seq, state_seq) VALUES (%(customer)s, 1, 0, 0)"
-    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1 RETURNING seq"
-)
-
-
-@cache
-def _advance(dialect: str) -> Any:
-    return (
-        upsert_for(dialect, CustomerSyncState)
-        .values(customer_id=bindparam("customer"), seq=1, applied_seq=0)
-        .on_conflict_do_update(index_elements=["customer_id"], set_={"seq": CustomerSyncState.seq + 1})
-        .returning(CustomerSyncState.seq)
-    )
-
-
-def applied_seq(session: Session, customer_id: str) -> int:
-    value = session.scalar(select(CustomerSyncState.applied_seq).where(CustomerSyncState.customer_id == customer_id))
-    return int(value or 0)
-
-
-def held_state(session: Session, customer_id: str) -> Held:
-    """What the customer's rows hold, by sequence and by Stripe's clock. Callers hold the customer's lock: only
-    writers of the rows change what this reads, and they all take it."""
-    row = session.connection().execute(_HELD, {"customer": customer_id}).first()
-    return NOTHING_HELD if row is None else held_from(*row)
+# --- the rows --------------------------------------------------------------------------------------------
 
 
 def rows_from_json(value: list[list[str]] | None) -> list[HeldRow]:
@@ -71,58 +32,6 @@ class _Row:
     feature_id: str
     lookup_key: str
     entitlement_id: str
-
-
-def held_from(synced_at: Any, applied: int | None, state_seq: int | None, start: int | None, end: int | None) -> Held:
-    """The held state from `customer_sync_state`'s columns (all None: no row, nothing held)."""
-    return Held(synced_at is not None, int(applied or 0), int(state_seq or 0), Window(start, end))
-
-
-_HELD = select(
-    CustomerSyncState.synced_at,
-    CustomerSyncState.applied_seq,
-    CustomerSyncState.state_seq,
-    CustomerSyncState.as_of_from,
-    CustomerSyncState.as_of_until,
-).where(CustomerSyncState.customer_id == bindparam("customer"))
-
-
-def record_write(session: Session, customer_id: str, after: Held, now: datetime) -> int:
-    """Note that the rows were just written with a state held as `after` says; returns the new `state_seq`.
-
-    The write takes its own place in the customer's sequence: a fetch whose ticket comes later started after
-    this state was in the table.
-    """
-    values = {
-        "customer": customer_id,
-        "applied": after.applied_seq,
-        "from_": after.window.start,
-        "until": after.window.end,
-        "now": now,
-    }
-    return int(session.connection().execute(_record(dialect_of(session)), values).scalar_one())
-
-
-@cache
-def _record(dialect: str) -> Any:
-    values = {
-        "applied_seq": bindparam("applied"),
-        "as_of_from": bindparam("from_"),
-        "as_of_until": bindparam("until"),
-        "synced_at": bindparam("now", type_=CustomerSyncState.__table__.c.synced_at.type),
-    }
-    return (
-        upsert_for(dialect, CustomerSyncState)
-        .values(customer_id=bindparam("customer"), seq=1, state_seq=1, **values)
-        .on_conflict_do_update(
-            index_elements=["customer_id"],
-            set_={"seq": CustomerSyncState.seq + 1, "state_seq": CustomerSyncState.seq + 1, **values},
-        )
-        .returning(CustomerSyncState.state_seq)
-    )
-
-
-# --- the rows --------------------------------------------------------------------------------------------
 
 
 class HeldRow(Protocol):

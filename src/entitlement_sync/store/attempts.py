@@ -15,7 +15,8 @@ from ..models import CLAIMABLE, EventAttempt, EventStatus, StripeEvent
 from ..ordering import NOTHING_HELD, Held
 from . import locks
 from ._sql import WithParts, dialect_of, pg_rows, rows_changed
-from .access import ROWS_JSON, HeldRow, held_from, held_state, rows_from_json
+from .access import ROWS_JSON, HeldRow, rows_from_json
+from .sync_state import held_from, held_state
 
 
 def claim_for_processing(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int] | None:
@@ -47,7 +48,7 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
 class Claimed:
     event: StripeEvent
     attempt_id: int
-    held: Held  # what the customer's rows hold (`access.held_state`)
+    held: Held  # what the customer's rows hold (`sync_state.held_state`)
     rows: list[HeldRow] | None  # the customer's rows, when read with the claim (PostgreSQL); else None
 
 

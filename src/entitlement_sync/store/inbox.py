@@ -17,7 +17,7 @@ from ..events import InboundEvent
 from ..models import UNFINISHED, CustomerSyncState, EventAttempt, EventStatus, StripeEvent
 from ..ports import StuckRule
 from ._sql import dialect_of, pg_rows, rows_changed
-from .access import advance_customer_seq
+from .sync_state import advance_customer_seq
 
 
 def store_event_if_new(

@@ -12,14 +12,14 @@ from sqlalchemy.orm import Session
 from ..models import EffectiveAccessChange, EventStatus
 from ..ordering import Held
 from ..ports import ActiveEntitlement
-from . import access, effective, feed, inbox, locks, policy_inputs
+from . import access, effective, feed, inbox, locks, policy_inputs, sync_state
 from ._sql import WithParts, dialect_of, pg_rows
 
 
 def read_before_write(
     session: Session, customer_id: str
 ) -> tuple[Held, list[access.HeldRow] | None, policy_inputs.PolicyRead | None]:
-    """Take the customer's lock, then read what their rows hold (`access.held_state`) and, on PostgreSQL, the rows
+    """Take the customer's lock, then read what their rows hold (`sync_state.held_state`) and, on PostgreSQL, the rows
     and the policy's other inputs too: one statement, sent with the lock in one round trip. The recompute after
     the write needs no read of its own then (None elsewhere: the writer and the recompute read for themselves).
 
@@ -28,10 +28,10 @@ def read_before_write(
     """
     if dialect_of(session) != "postgresql":
         locks.lock_customer(session, customer_id)
-        return access.held_state(session, customer_id), None, None
+        return sync_state.held_state(session, customer_id), None, None
     (row,) = locks.lock_customer(session, customer_id, then=(_HELD_ROWS_AND_INPUTS, {"customer": customer_id}))
     held, rows, others = row[:5], row[5], row[6:]
-    return access.held_from(*held), access.rows_from_json(rows), policy_inputs.policy_read_from(*others)
+    return sync_state.held_from(*held), access.rows_from_json(rows), policy_inputs.policy_read_from(*others)
 
 
 _HELD_ROWS_AND_INPUTS = (
@@ -55,14 +55,14 @@ def record_and_replace(
     also: WithParts | None = None,
     last: bool = False,
 ) -> tuple[int, access.AccessDiff, list[EffectiveAccessChange]]:
-    """`access.record_write`, then (`supersede`: a fetch's ticket moved `applied_seq` on) `inbox.supersede_synced`
+    """`sync_state.record_write`, then (`supersede`: a fetch's ticket moved `applied_seq` on) `inbox.supersede_synced`
     for the customer, then `access.replace_entitlements`, then (`effective_saved`: a recompute's writes, planned
     from what these writes leave) `effective.save`. Returns the new `state_seq`, the diff and the changes
     recorded. `also` (PostgreSQL): another store's parts, sent in the same statement and answered. `last`: the
     caller's transaction commits after this statement, with no other statement: the changes recorded are then
     numbered into the feed by it too (`feed.publish_parts`), not by the hook at commit."""
     if dialect_of(session) != "postgresql":
-        state_seq = access.record_write(session, customer_id, after, now)
+        state_seq = sync_state.record_write(session, customer_id, after, now)
         if supersede:
             inbox.supersede_synced(session, now, customer_id)
         diff = access.replace_entitlements(session, customer_id, fetched, event_id, now, rows)
@@ -105,7 +105,7 @@ def record_and_replace(
 EffectiveSaved = tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]
 
 
-# The write takes its own place in the customer's sequence (see access.record_write).
+# The write takes its own place in the customer's sequence (see sync_state.record_write).
 _RECORD = (
     "written AS ("
     " INSERT INTO customer_sync_state (customer_id, seq, state_seq, applied_seq, as_of_from, as_of_until, synced_at)"
