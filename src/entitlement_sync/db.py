@@ -11,7 +11,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-import psycopg
+from psycopg.raw_cursor import RawCursorMixin
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -144,13 +144,22 @@ def _executed(dbapi_connection: Any, sql: str, params: Any) -> Any:
     """A cursor that ran `sql`, its placeholders already the server's: psycopg rewrites `%(name)s` on every
     execute of a statement over 4,096 bytes (its cache's bound), and the worker's joined statements are longer.
     The cursor fails as psycopg's own would; statements with no parameters go as they are, as with psycopg."""
-    cursor = psycopg.RawCursor(dbapi_connection)
+    cursor = _raw_cursor_class(dbapi_connection.cursor_factory)(dbapi_connection)
     if params is None:
         cursor.execute(sql)
         return cursor
     query, names = _server_placeholders(sql)
     cursor.execute(query, [params[name] for name in names] if names else params)
     return cursor
+
+
+@cache
+def _raw_cursor_class(factory: type[Any]) -> type[Any]:
+    """The connection's own cursor class, taking the server's placeholders: a cursor factory set on the
+    connection (a tracer's, the tests' statement counter) still sees every statement the worker sends."""
+    if issubclass(factory, RawCursorMixin):
+        return factory
+    return type(f"Raw{factory.__name__}", (RawCursorMixin, factory), {})
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%s|%%")

@@ -80,7 +80,7 @@ def driver_statements(container: Container) -> Iterator[list[str]]:
 
     class CountingCursor(psycopg.Cursor):  # type: ignore[type-arg]
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            statements.append(str(query))
+            statements.append(query.decode() if isinstance(query, bytes) else str(query))
             return super().execute(query, params, **kwargs)
 
     def counting(dbapi_connection: Any, *_: Any) -> None:
