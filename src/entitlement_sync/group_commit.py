@@ -6,20 +6,14 @@ own costs a commit (a WAL flush) and a round trip per webhook; here one writer t
 every write waiting when it is free, sends them together in one transaction, and wakes their threads when it
 has committed. Alone, a write is a batch of one and costs what it did; under load the batches grow by
 themselves, with no timer and no added wait: the writer never waits for a batch to fill.
-
-A second stage (`then`: the receiver sends the batch's jobs to Redis) runs in a thread of its own, batch by
-batch in commit order, so that the writer commits batch N+1 while batch N's second stage is in flight: the
-database is never idle waiting for Redis, yet there is still one writer (one connection, one transaction at a
-time). Each thread is answered once its own batch has been through both stages.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 from .errors import StorageUnavailable
 from .logs import get_logger
@@ -46,14 +40,8 @@ class _Slot(Generic[Item, Result]):
         self.error: BaseException | None = None
 
 
-Then = Callable[[Sequence[Item], Sequence[Result]], Sequence[Result]]
-
-
 class GroupCommit(Generic[Item, Result]):
-    """`commit_batch(items)` writes the items in one transaction and returns one result per item, in order;
-    `then(items, results)`, if given, runs after the commit (in the second stage's thread) and returns the
-    results the threads get. It must not raise: its batch is committed already (if it does, the threads get
-    the commit's results).
+    """`commit_batch(items)` writes the items in one transaction and returns one result per item, in order.
 
     When a batch fails for want of the database (StorageUnavailable), every write in it fails so (nothing of
     it was committed), and so does every write waiting behind it. When it fails otherwise (one bad item, say),
@@ -65,14 +53,9 @@ class GroupCommit(Generic[Item, Result]):
         commit_batch: Callable[[Sequence[Item]], Sequence[Result]],
         max_batch: int = MAX_BATCH,
         on_stop: Callable[[], None] = lambda: None,
-        then: Then[Item, Result] | None = None,
     ) -> None:
         """`on_stop` runs in the writer thread when it stops (`close`): it hands back what the thread keeps."""
         self._commit_batch = commit_batch
-        self._then = then
-        self._committed: deque[list[_Slot[Item, Result]] | None] = deque()  # for `then`; None: the writer stopped
-        self._handed = threading.Condition(threading.Lock())
-        self._second: threading.Thread | None = None
         self._max_batch = max_batch
         self._on_stop = on_stop
         self._waiting: list[_Slot[Item, Result]] = []
@@ -90,7 +73,9 @@ class GroupCommit(Generic[Item, Result]):
                 raise StorageUnavailable("the writer is closed")
             if self._pid != os.getpid():
                 self._pid = os.getpid()
-                self._start()
+                self._waiting = []
+                self._writer = threading.Thread(target=self._run, name="group-commit", daemon=True)
+                self._writer.start()
             self._waiting.append(slot)
             self._changed.notify()
         slot.done.acquire()
@@ -113,21 +98,9 @@ class GroupCommit(Generic[Item, Result]):
         with self._changed:
             self._closed = True
             self._changed.notify()
-            threads = [self._writer, self._second] if self._pid == os.getpid() else []
-        for thread in threads:
-            if thread is not None:
-                thread.join()
-
-    def _start(self) -> None:
-        """The writer (and the second stage) of this process; called holding `_changed`."""
-        self._waiting = []
-        self._committed = deque()
-        self._handed = threading.Condition(threading.Lock())  # a forked child's own: never one held in its parent
-        self._writer = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._writer.start()
-        if self._then is not None:
-            self._second = threading.Thread(target=self._run_then, name="group-commit-then", daemon=True)
-            self._second.start()
+            writer = self._writer if self._pid == os.getpid() else None
+        if writer is not None:
+            writer.join()
 
     def _run(self) -> None:
         try:
@@ -141,35 +114,6 @@ class GroupCommit(Generic[Item, Result]):
                 self._commit(batch)
         finally:
             self._on_stop()
-            if self._then is not None:
-                self._hand_on(None)  # the second stage stops once it has finished what it was handed
-
-    def _hand_on(self, batch: list[_Slot[Item, Result]] | None) -> None:
-        with self._handed:
-            self._committed.append(batch)
-            self._handed.notify()
-
-    def _run_then(self) -> None:
-        assert self._then is not None
-        while True:
-            with self._handed:
-                while not self._committed:
-                    self._handed.wait()
-                batch = self._committed.popleft()
-            if batch is None:
-                return
-            try:
-                committed = [cast(Result, slot.result) for slot in batch]  # set by the commit, or it is not here
-                results = list(self._then([slot.item for slot in batch], committed))
-                if len(results) != len(batch):
-                    raise RuntimeError(f"{len(batch)} writes gave {len(results)} results")
-            except Exception:
-                log.exception("group_commit.then_failed", writes=len(batch))
-            else:
-                for slot, result in zip(batch, results, strict=True):
-                    slot.result = result
-            for slot in batch:
-                slot.done.release()
 
     def _commit(self, batch: list[_Slot[Item, Result]]) -> None:
         try:
@@ -195,8 +139,5 @@ class GroupCommit(Generic[Item, Result]):
         else:
             for slot, result in zip(batch, results, strict=True):
                 slot.result = result
-            if self._then is not None:
-                self._hand_on(batch)
-                return
         for slot in batch:
             slot.done.release()

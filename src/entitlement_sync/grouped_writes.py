@@ -39,15 +39,12 @@ class GroupedWrites:
     """PostgreSQL: the webhooks' writes of this process, committed together (group_commit.py) by one writer
     thread on a connection it keeps (kept_connections.py): no checkout, statements the driver prepared, and
     one commit for all the webhooks that arrived while the previous one was being written. Once committed, the
-    batch's jobs are sent together too (one Redis round trip, not one per webhook; on the second stage's thread,
-    while the writer commits the next batch), before any of its threads answers: a 2xx still means stored and
-    enqueued (or left `received` for the sweep)."""
+    writer sends the batch's jobs together too (one Redis round trip, not one per webhook), before any of its
+    threads answers: a 2xx still means stored and enqueued (or left `received` for the sweep)."""
 
     def __init__(self, engine: Engine) -> None:
         self._connections = ThreadConnections(engine)
-        self._group: GroupCommit[_Write, Stored] = GroupCommit(
-            self._commit, on_stop=self._connections.release, then=_send_committed_jobs
-        )
+        self._group: GroupCommit[_Write, Stored] = GroupCommit(self._commit, on_stop=self._connections.release)
 
     def store(self, write: EventToStore, send: SendCommitted | None = None) -> Stored:
         """Once committed (and its job sent through `send`, if given); StorageUnavailable when the database
@@ -69,18 +66,11 @@ class GroupedWrites:
     def _commit(self, writes: Sequence[_Write]) -> list[Stored]:
         rows = [write.row for write in writes]
         new = self._connections.run(lambda cursor: store.inbox_batch.store_events_together(cursor, rows))
-        return [Stored(is_new) for is_new in new]
-
-
-def _send_committed_jobs(writes: Sequence[_Write], committed: Sequence[Stored]) -> list[Stored]:
-    """The second stage of a committed batch (group_commit.py): its jobs sent, while the writer commits the
-    next batch."""
-    sent = _send_jobs(writes, [stored.new for stored in committed])
-    stored = [
-        Stored(done.new, done.new and write.row.event.id in sent) for write, done in zip(writes, committed, strict=True)
-    ]
-    _log_accepted([write.row.event for write, done in zip(writes, stored, strict=True) if done.queued])
-    return stored
+        sent = _send_jobs(writes, new)
+        pairs = zip(writes, new, strict=True)
+        stored = [Stored(is_new, is_new and write.row.event.id in sent) for write, is_new in pairs]
+        _log_accepted([write.row.event for write, done in zip(writes, stored, strict=True) if done.queued])
+        return stored
 
 
 def _log_accepted(events: Sequence[InboundEvent]) -> None:
