@@ -115,6 +115,17 @@ def test_an_out_of_range_or_absurdly_nested_body_is_invalid_not_an_error(body):
         parse_event(body.encode("utf-8", "surrogatepass"))
 
 
+def test_a_body_nested_exactly_as_deep_as_allowed_is_an_event_one_level_more_is_not():
+    from entitlement_sync.events import MAX_DEPTH
+
+    def nested(levels):  # the event is level 1 and its "deep" list level 2
+        return json.dumps({**summary_event("cus_1", []), "deep": json.loads("[" * levels + "]" * levels)})
+
+    assert parse_event(nested(MAX_DEPTH - 1).encode()).customer_id == "cus_1"
+    with pytest.raises(InvalidWebhook, match="nested more than"):
+        parse_event(nested(MAX_DEPTH).encode())
+
+
 def test_a_customer_id_the_database_cannot_hold_is_no_customer():
     payload = summary_event("cus_1", [])
     payload["data"]["object"]["customer"] = "cus_\u0000"
