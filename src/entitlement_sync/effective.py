@@ -70,23 +70,15 @@ class AccessPolicy:
         self._publish = publish or _publish_nothing
 
     def recompute(
-        self,
-        session: Session,
-        customer_id: str,
-        cause: str | None,
-        now: datetime | None = None,
-        *,
-        read: tuple[PolicyInputs, dict[str, EffectiveRow]] | None = None,
+        self, session: Session, customer_id: str, cause: str | None, now: datetime | None = None
     ) -> list[EffectiveChange]:
         """Make the customer's effective rows what the policy says now; write each change with its cause.
 
-        `cause` None means the clock moved (the sweep): each change then names what expired or ended. `read`:
-        the inputs and effective rows as they stand now, when the caller read them under the customer's lock
-        in this transaction; else they are read here.
+        `cause` None means the clock moved (the sweep): each change then names what expired or ended.
         """
         now = now or self._clock()
         store.locks.lock_customer(session, customer_id)
-        inputs, current = read or store.policy_inputs.inputs_and_rows(session, customer_id)
+        inputs, current = store.policy_inputs.inputs_and_rows(session, customer_id)
         plan = self.plan(customer_id, inputs, current, cause, now)
         return self.recorded(session, plan, store.effective.save(session, customer_id, *plan.saved))
 
