@@ -128,14 +128,16 @@ def finish_attempt(
 ) -> bool:
     """Close the attempt, and set the event's outcome if this attempt still owns it; False when it did not."""
     values = _finish_values(status, error, now, unavailable)
-    overtaken = _overtaken(status, error)
-    if dialect_of(session) == "postgresql":
-        return _finish_in_one_statement(session, event_id, attempt_id, values, status.value, error, overtaken, now)
+    if dialect_of(session) == "postgresql":  # the event's outcome and the attempt's close in one statement
+        rows = pg_rows(
+            session, _finish_statement(tuple(values)), _finish_params(event_id, attempt_id, values, error, now)
+        )
+        return bool(rows and rows[0][0])
     owned = rows_changed(
         session,
         update(StripeEvent).where(StripeEvent.id == event_id, StripeEvent.claimed_by == attempt_id).values(**values),
     )
-    outcome, note = (status.value, error) if owned else ("overtaken", overtaken)
+    outcome, note = (status.value, error) if owned else ("overtaken", _overtaken(status, error))
     closed = {"attempt": attempt_id, "now": now, "outcome": outcome, "note": note}
     session.connection().execute(_CLOSE_ATTEMPT, closed)
     return owned == 1
@@ -149,8 +151,9 @@ def finish_parts(
     if dialect_of(session) != "postgresql":
         return None
     values = _finish_values(status, error, now, None)
-    params = _finish_params(event_id, attempt_id, values, status.value, error, _overtaken(status, error), now)
-    prefixed = {f"finish_{name}": value for name, value in params.items()}
+    prefixed = {
+        f"finish_{name}": value for name, value in _finish_params(event_id, attempt_id, values, error, now).items()
+    }
     return WithParts(_finish_ctes(tuple(values), "finish_"), prefixed, "EXISTS (SELECT FROM finished)")
 
 
@@ -175,33 +178,15 @@ def _overtaken(status: EventStatus, error: str | None) -> str:
     return f"ended {status}; a later attempt owns the event" + (f": {error}" if error else "")
 
 
-def _finish_in_one_statement(
-    session: Session,
-    event_id: str,
-    attempt_id: int,
-    values: dict[str, Any],
-    outcome: str,
-    error: str | None,
-    overtaken: str,
-    now: datetime,
-) -> bool:
-    """PostgreSQL: the event's outcome (if the attempt still owns it) and the attempt's close in one statement."""
-    params = _finish_params(event_id, attempt_id, values, outcome, error, overtaken, now)
-    rows = pg_rows(session, _finish_statement(tuple(values)), params)
-    return bool(rows and rows[0][0])
-
-
 def _finish_params(
-    event_id: str,
-    attempt_id: int,
-    values: dict[str, Any],
-    outcome: str,
-    error: str | None,
-    overtaken: str,
-    now: datetime,
+    event_id: str, attempt_id: int, values: dict[str, Any], error: str | None, now: datetime
 ) -> dict[str, Any]:
+    """The parameters of `_finish_ctes`: the event's new columns (`values`, from `_finish_values`) and the
+    attempt's close, whichever way it ends."""
+    status = values["status"]
     params = {f"set_{name}": str(value) if isinstance(value, EventStatus) else value for name, value in values.items()}
-    params.update(event=event_id, attempt=attempt_id, now=now, outcome=outcome, error=error, overtaken=overtaken)
+    params.update(event=event_id, attempt=attempt_id, now=now, outcome=status.value, error=error)
+    params["overtaken"] = _overtaken(status, error)
     return params
 
 
