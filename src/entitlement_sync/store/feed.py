@@ -88,6 +88,24 @@ def _still_recorded(session: Session, changes: Sequence[EffectiveAccessChange]) 
     return [change for change in changes if change.id in found]
 
 
+def _numbering(prefix: str, *, customer: str) -> str:
+    """The CTEs that number the rows of `{prefix}kept` (its `n`: 1, 2, ... in order) into the feed, after its
+    last cursor, and write their entries; their names and the state's id parameter are `prefix`ed.
+    `customer`: the SQL of each entry's customer."""
+    kept, total, numbered = f"{prefix}kept", f"{prefix}total", f"{prefix}numbered"
+    return (
+        f"{total} AS (SELECT count(*) AS n FROM {kept}),"
+        f" {numbered} AS (INSERT INTO access_feed_state (id, last_cursor, pruned_through)"
+        f" SELECT %({prefix}id)s, {total}.n, 0 FROM {total} WHERE {total}.n > 0"
+        " ON CONFLICT (id) DO UPDATE SET last_cursor = access_feed_state.last_cursor + EXCLUDED.last_cursor"
+        " RETURNING last_cursor),"
+        f" {prefix}entries AS (INSERT INTO access_feed (cursor, change_id, customer_id, lookup_key, change, features,"
+        f" cause, changed_at) SELECT {numbered}.last_cursor - {total}.n + {kept}.n, {kept}.change_id, {customer},"
+        f" {kept}.lookup_key, {kept}.change, {kept}.features, {kept}.cause, {kept}.changed_at"
+        f" FROM {numbered}, {total}, {kept})"
+    )
+
+
 # PostgreSQL: numbering, entries and the notification in one statement (one round trip at the commit's tail).
 # Only changes whose history row is still there are numbered (a rolled-back SAVEPOINT removed the others); no
 # row is locked and nothing is notified when none is. "Still there" is a subquery per entry, not EXISTS: the
@@ -97,16 +115,9 @@ _PUBLISH = (
     "WITH kept AS (SELECT e.*, row_number() OVER (ORDER BY e.place) AS n FROM json_to_recordset(%(entries)s::json)"
     " AS e(place bigint, change_id integer, customer_id text, lookup_key text, change text, features json,"
     " cause text, changed_at timestamptz)"
-    " WHERE (SELECT true FROM effective_access_changes c WHERE c.id = e.change_id)),"
-    " total AS (SELECT count(*) AS n FROM kept),"
-    " numbered AS (INSERT INTO access_feed_state (id, last_cursor, pruned_through)"
-    " SELECT %(id)s, total.n, 0 FROM total WHERE total.n > 0"
-    " ON CONFLICT (id) DO UPDATE SET last_cursor = access_feed_state.last_cursor + EXCLUDED.last_cursor"
-    " RETURNING last_cursor),"
-    " entries AS (INSERT INTO access_feed (cursor, change_id, customer_id, lookup_key, change, features, cause,"
-    " changed_at) SELECT numbered.last_cursor - total.n + kept.n, kept.change_id, kept.customer_id, kept.lookup_key,"
-    " kept.change, kept.features, kept.cause, kept.changed_at FROM numbered, total, kept)"
-    " SELECT last_cursor, pg_notify(%(channel)s, last_cursor::text) FROM numbered"
+    " WHERE (SELECT true FROM effective_access_changes c WHERE c.id = e.change_id)), "
+    + _numbering("", customer="kept.customer_id")
+    + " SELECT last_cursor, pg_notify(%(channel)s, last_cursor::text) FROM numbered"
 )
 
 
@@ -150,16 +161,8 @@ def publish_parts(session: Session, customer_id: str, changes: Sequence[dict[str
 _PUBLISH_CTES = (
     "feed_kept AS (SELECT r.id AS change_id, e.*, row_number() OVER (ORDER BY e.place) AS n"
     " FROM json_to_recordset(%(feed_entries)s::json) AS e(place bigint, lookup_key text, change text, features json,"
-    " cause text, changed_at timestamptz) JOIN recorded r ON r.lookup_key = e.lookup_key),"
-    " feed_total AS (SELECT count(*) AS n FROM feed_kept),"
-    " feed_numbered AS (INSERT INTO access_feed_state (id, last_cursor, pruned_through)"
-    " SELECT %(feed_id)s, feed_total.n, 0 FROM feed_total WHERE feed_total.n > 0"
-    " ON CONFLICT (id) DO UPDATE SET last_cursor = access_feed_state.last_cursor + EXCLUDED.last_cursor"
-    " RETURNING last_cursor),"
-    " feed_entries AS (INSERT INTO access_feed (cursor, change_id, customer_id, lookup_key, change, features, cause,"
-    " changed_at) SELECT feed_numbered.last_cursor - feed_total.n + feed_kept.n, feed_kept.change_id, %(customer)s,"
-    " feed_kept.lookup_key, feed_kept.change, feed_kept.features, feed_kept.cause, feed_kept.changed_at"
-    " FROM feed_numbered, feed_total, feed_kept)"
+    " cause text, changed_at timestamptz) JOIN recorded r ON r.lookup_key = e.lookup_key), "
+    + _numbering("feed_", customer="%(customer)s")
 )
 
 
