@@ -6,7 +6,7 @@ the earliest at which fewer than N of the log's moments lie within the window be
 little longer than a second (`MARGIN_SECONDS`): a request reaches Stripe a moment after its admission, and that
 delay varies (a thread scheduled late, a busy process, the network); N per window keeps any one second at
 Stripe within N as long as the delays of two requests differ by less than the margin. The gateway asks for the
-moment at the last step before the request is written (`stripe_gateway._PacedHttpClient`), so that the delay
+moment at the last step before the request is written (`stripe_http.PacedHttpClient`), so that the delay
 is only the write and the network. A request that wakes up later than half the margin after its moment takes a
 new one rather than go late.
 """

@@ -42,7 +42,8 @@ from .prune import Pruner
 from .receive import Receiver
 from .reconcile import Reconciler
 from .settings import Settings
-from .stripe_gateway import StripeGateway, WebhookVerifier
+from .stripe_gateway import StripeGateway
+from .stripe_signature import WebhookVerifier
 from .sweep import Sweeper
 from .sync import Syncer
 from .tasks import (

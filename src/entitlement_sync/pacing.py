@@ -18,7 +18,6 @@ from typing import TypeVar
 import redis
 
 from .admissions import HORIZON_SECONDS, LATE_RETRIES, Budget, LocalPacer, on_time
-from .admissions import MARGIN_SECONDS as MARGIN_SECONDS  # named by stripe_gateway's account of the margin
 from .breaker import CircuitBreaker
 from .errors import StripeUnavailable
 from .logs import get_logger

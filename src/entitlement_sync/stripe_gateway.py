@@ -25,9 +25,7 @@ from .ports import (
     StripeAccount,
     Telemetry,
 )
-from .stripe_http import _PacedHttpClient, _proxies_for
-from .stripe_signature import WebhookVerifier as WebhookVerifier
-from .stripe_signature import signed_timestamp as signed_timestamp
+from .stripe_http import PacedHttpClient, proxies_for
 
 T = TypeVar("T")
 
@@ -35,7 +33,7 @@ T = TypeVar("T")
 class StripeGateway:
     """Reads from Stripe's API. Retries nothing itself: the job queue (or the ops use case) owns retries.
 
-    `before_call` (a rate pacer) runs before every HTTP request, at the last moment: see `_PacedHttpClient`.
+    `before_call` (a rate pacer) runs before every HTTP request, at the last moment: see `PacedHttpClient`.
     Every request is told to `telemetry` with a short endpoint name, its status, and the pacer's wait.
     """
 
@@ -47,7 +45,7 @@ class StripeGateway:
         before_call: Callable[[], None] | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
-        self._http = _PacedHttpClient(timeout_seconds, before_call, _proxies_for(api_base))
+        self._http = PacedHttpClient(timeout_seconds, before_call, proxies_for(api_base))
         self._client = stripe.StripeClient(
             api_key or "sk_test_missing",
             base_addresses={"api": api_base},

@@ -12,9 +12,9 @@ import requests
 import stripe
 
 
-class _PacedHttpClient(stripe.RequestsClient):
+class PacedHttpClient(stripe.RequestsClient):
     """stripe-python's `requests` client, calling the pacer at the last moment before each request leaves,
-    once stripe-python has built it. The budget's margin (`pacing.MARGIN_SECONDS`) has to cover the time
+    once stripe-python has built it. The budget's margin (`admissions.MARGIN_SECONDS`) has to cover the time
     between a request's moment in the budget and its arrival at Stripe; from here, that is only `requests`
     writing it to a kept connection, not the SDK's work on the way (about 2 ms of CPU, far more on a busy
     process). The wait is kept per thread, so that the gateway leaves it out of the round trip it measures.
@@ -47,7 +47,7 @@ class _SessionPerThread:
     thread, as stripe-python keeps by default, but one that does not trust the environment. By default
     `requests` reads the proxy variables, the CA bundle variables and `~/.netrc` again on every request (about
     0.25 ms of CPU, a sixth of a fetch's), and a `.netrc` entry for Stripe's host would even replace the key's Bearer
-    header with Basic auth. The proxy for Stripe is read once, when the gateway is built (`_proxies_for`)."""
+    header with Basic auth. The proxy for Stripe is read once, when the gateway is built (`proxies_for`)."""
 
     def __init__(self, proxies: dict[str, str]) -> None:
         self._proxies = proxies
@@ -68,7 +68,7 @@ class _SessionPerThread:
             self._local.session = None
 
 
-def _proxies_for(api_base: str) -> dict[str, str]:
+def proxies_for(api_base: str) -> dict[str, str]:
     """The proxies `requests` would use for Stripe's API now: `HTTPS_PROXY` (and the other `*_PROXY`
     variables) unless `NO_PROXY` names Stripe's host. Read once: a change needs a restart."""
     return dict(requests.utils.get_environ_proxies(api_base))

@@ -17,7 +17,7 @@ from entitlement_sync.events import parse_event
 from entitlement_sync.models import EventStatus, utcnow
 from entitlement_sync.ports import StuckRule
 from entitlement_sync.receive import Receiver
-from entitlement_sync.stripe_gateway import WebhookVerifier
+from entitlement_sync.stripe_signature import WebhookVerifier
 from entitlement_sync.sweep import Sweeper
 from entitlement_sync.tasks import build_stub_broker
 from entitlement_sync.testing import active_entitlement, summary_event

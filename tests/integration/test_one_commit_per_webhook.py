@@ -22,7 +22,7 @@ from entitlement_sync.grouped_writes import GroupedWrites
 from entitlement_sync.models import CustomerSyncState, EventStatus, utcnow
 from entitlement_sync.ports import StuckRule
 from entitlement_sync.receive import Receiver
-from entitlement_sync.stripe_gateway import WebhookVerifier
+from entitlement_sync.stripe_signature import WebhookVerifier
 from entitlement_sync.sweep import Sweeper
 from entitlement_sync.testing import active_entitlement, summary_event
 from tests.conftest import WEBHOOK_SECRET, eventually, post_webhook, stored_event

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from entitlement_sync.stripe_gateway import WebhookVerifier
+from entitlement_sync.stripe_signature import WebhookVerifier
 from entitlement_sync.testing import FakeStripe, WebhookSender
 
 SECRET = "whsec_simulator"

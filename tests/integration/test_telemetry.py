@@ -16,7 +16,8 @@ from entitlement_sync.errors import QueueUnavailable, StripeUnavailable
 from entitlement_sync.models import Base, utcnow
 from entitlement_sync.receive import Receiver
 from entitlement_sync.settings import Settings
-from entitlement_sync.stripe_gateway import StripeGateway, WebhookVerifier
+from entitlement_sync.stripe_gateway import StripeGateway
+from entitlement_sync.stripe_signature import WebhookVerifier
 from entitlement_sync.testing import FakeStripe, active_entitlement, sign
 from entitlement_sync.web import create_app
 from tests.conftest import READ_TOKEN, WEBHOOK_SECRET, post_webhook

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from entitlement_sync.errors import InvalidWebhook
-from entitlement_sync.stripe_gateway import WebhookVerifier
+from entitlement_sync.stripe_signature import WebhookVerifier
 from entitlement_sync.testing import sign
 
 BODY = b'{"id": "evt_1", "object": "event"}'

@@ -15,7 +15,7 @@ from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.errors import InvalidWebhook
 from entitlement_sync.events import parse_event
 from entitlement_sync.settings import Settings
-from entitlement_sync.stripe_gateway import WebhookVerifier, signed_timestamp
+from entitlement_sync.stripe_signature import WebhookVerifier, signed_timestamp
 from entitlement_sync.tasks import build_stub_broker
 from entitlement_sync.testing import summary_event
 
