@@ -29,7 +29,8 @@ from entitlement_sync.db import upgrade
 from entitlement_sync.logs import configure_logging
 from entitlement_sync.models import Base, WebhookDelivery
 from entitlement_sync.outbound import signed_headers
-from entitlement_sync.settings import Settings, parse_webhook_subscribers
+from entitlement_sync.settings import Settings
+from entitlement_sync.settings_parsers import parse_webhook_subscribers
 from entitlement_sync.tasks import build_stub_broker
 
 MESSAGES, REPS = 500, 3

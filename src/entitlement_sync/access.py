@@ -18,10 +18,11 @@ from sqlalchemy import Engine
 
 from . import store
 from .db import create_db_engine, outages_reported
-from .kept_connections import EngineReads, Reads, ThreadConnections
+from .kept_connections import ThreadConnections
 from .models import utcnow
 from .policy import reason_without_decision
 from .ports import Clock
+from .reads import EngineReads, Reads
 
 
 @dataclass(frozen=True)

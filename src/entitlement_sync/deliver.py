@@ -31,7 +31,7 @@ from .errors import QueueUnavailable
 from .logs import get_logger
 from .models import DeliveryStatus, WebhookDelivery
 from .ports import Clock, DeliveryQueue, PostOutcome, WaitRule, WebhookPoster, WebhookSubscriber
-from .settings import without_password as _shown  # a URL may carry credentials: never log them
+from .redaction import without_password as _shown  # a URL may carry credentials: never log them
 from .store.deliveries import HeadBusy
 
 log = get_logger(__name__)

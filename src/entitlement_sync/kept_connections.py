@@ -19,9 +19,7 @@ from sqlalchemy.pool import PoolProxiedConnection
 from .db import built_with, create_db_engine, outages_reported, sqlite_engine
 from .errors import StorageUnavailable
 from .forks import reset_in_forked_child
-from .reads import EngineReads as EngineReads  # the read path's names, imported from here by access and store
-from .reads import Read as Read
-from .reads import Reads as Reads
+from .reads import Read
 from .statement_deadline import StatementDeadline
 
 T = TypeVar("T")

@@ -14,9 +14,7 @@ from datetime import timedelta
 from .policy import SUBSCRIPTION_STATUSES, PolicyRules
 from .ports import WaitRule, WebhookSubscriber
 from .redaction import redacted
-from .redaction import without_password as without_password  # imported from here by telemetry and deliver
-from .settings_parsers import feed_retention_days, flag, retention_days, split
-from .settings_parsers import parse_webhook_subscribers as parse_webhook_subscribers
+from .settings_parsers import feed_retention_days, flag, parse_webhook_subscribers, retention_days, split
 
 
 @dataclass(frozen=True, repr=False)

@@ -20,7 +20,8 @@ from entitlement_sync.db import transaction
 from entitlement_sync.deliver import Deliverer
 from entitlement_sync.models import AccessFeedEntry, AccessOverride, EffectiveAccessChange, WebhookDelivery
 from entitlement_sync.outbound import SignedPoster
-from entitlement_sync.settings import Settings, parse_webhook_subscribers
+from entitlement_sync.settings import Settings
+from entitlement_sync.settings_parsers import parse_webhook_subscribers
 from entitlement_sync.tasks import build_redis_broker, build_stub_broker
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
 from tests.fakes import RecordingDeliveryQueue

@@ -23,7 +23,8 @@ from sqlalchemy import delete, func, select
 
 from entitlement_sync.bootstrap import Container, bootstrap
 from entitlement_sync.models import Base, DeliveryStatus, WebhookDelivery
-from entitlement_sync.settings import Settings, parse_webhook_subscribers
+from entitlement_sync.settings import Settings
+from entitlement_sync.settings_parsers import parse_webhook_subscribers
 from entitlement_sync.testing import FakeStripe, active_entitlement
 from entitlement_sync.web import create_app
 from tests.conftest import READ_TOKEN, eventually, post_webhook, settle

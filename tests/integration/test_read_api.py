@@ -13,8 +13,9 @@ from sqlalchemy import JSON, Boolean, create_engine, text
 from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.db import PoolOptions, create_db_engine
 from entitlement_sync.errors import StorageUnavailable
-from entitlement_sync.kept_connections import Read, ThreadConnections
+from entitlement_sync.kept_connections import ThreadConnections
 from entitlement_sync.models import UTCDateTime, utcnow
+from entitlement_sync.reads import Read
 from entitlement_sync.web import create_app
 from tests.conftest import READ_TOKEN, TEST_DATABASE_URL
 

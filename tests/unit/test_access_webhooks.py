@@ -19,7 +19,9 @@ from entitlement_sync.outbound import signed_headers
 from entitlement_sync.outbox import Outbox, message
 from entitlement_sync.policy import features_of
 from entitlement_sync.ports import WebhookSubscriber
-from entitlement_sync.settings import Settings, parse_webhook_subscribers, without_password
+from entitlement_sync.redaction import without_password
+from entitlement_sync.settings import Settings
+from entitlement_sync.settings_parsers import parse_webhook_subscribers
 from tests.fakes import RecordingDeliveryQueue
 
 SECRET = "whsec_" + base64.b64encode(b"a-subscriber-secret-of-32-bytes!").decode()

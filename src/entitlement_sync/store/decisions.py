@@ -12,8 +12,8 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean
 
-from ..kept_connections import Read, Reads
 from ..models import CLAIMABLE, EventStatus, UTCDateTime
+from ..reads import Read, Reads
 
 # An event not yet seen by an applied fetch (stored after the last applied ticket) and not finished well:
 # in flight, waiting for Stripe, or failed.

@@ -17,7 +17,7 @@ from ..db import SessionFactory
 from ..errors import QueueUnavailable
 from ..ports import JobQueue
 from ..reconcile import CHECKPOINT
-from ..settings import without_password
+from ..redaction import without_password
 from .metrics import PREFIX, REGISTRY
 
 

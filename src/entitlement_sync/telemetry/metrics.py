@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..settings import without_password
+from ..redaction import without_password
 
 PREFIX = "entitlement_sync"
 REGISTRY = CollectorRegistry(auto_describe=True)
