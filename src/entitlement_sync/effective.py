@@ -55,7 +55,7 @@ class EffectivePlan:
     changes: list[EffectiveChange] = field(default_factory=list)
 
     @property
-    def saved(self) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+    def saved(self) -> store.writes.EffectiveSaved:
         """The arguments of `store.effective.save` after the customer's id."""
         return self.written, self.deleted, _history_rows(self.changes, self.now)
 

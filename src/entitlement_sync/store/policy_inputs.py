@@ -138,12 +138,13 @@ def _read_in_one_statement(session: Session, customer_id: str) -> tuple[PolicyIn
 
 
 def _at(value: str) -> datetime:
+    """A timestamp as PostgreSQL writes it in JSON (ISO 8601 with its offset), as an aware UTC datetime."""
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
 def _moment(value: str | None) -> datetime | None:
-    """A timestamp as PostgreSQL writes it in JSON (ISO 8601 with its offset), as an aware UTC datetime."""
-    return datetime.fromisoformat(value).astimezone(UTC) if value is not None else None
+    """`_at`, for a column that may be null."""
+    return _at(value) if value is not None else None
 
 
 def catalog_links(session: Session, product_ids: set[str]) -> tuple[CatalogLink, ...]:
