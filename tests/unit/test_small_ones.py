@@ -126,6 +126,27 @@ def test_a_body_nested_exactly_as_deep_as_allowed_is_an_event_one_level_more_is_
         parse_event(nested(MAX_DEPTH).encode())
 
 
+def test_real_shaped_events_pass_the_depth_check_whether_or_not_it_walks_them():
+    from entitlement_sync.events import MAX_DEPTH
+    from entitlement_sync.testing import active_entitlement
+    from entitlement_sync.testing.shapes import event, subscription
+    from tests.real_shapes import PRICE, subscription_event
+
+    one_item = json.dumps(subscription_event("customer.subscription.updated", "cus_1", event_id="evt_1", created=1))
+    three_items = json.dumps(
+        event("customer.subscription.updated", subscription("sub_2", "cus_2", prices=[PRICE] * 3), created=1)
+    )
+    summary = json.dumps(summary_event("cus_3", [active_entitlement("feat_api", "api_access")]))
+    brackets = [body.count("{") + body.count("[") for body in (one_item, three_items, summary)]
+    assert brackets[1] > MAX_DEPTH >= brackets[0]  # the three-item one is walked, the others skip the walk
+
+    assert [parse_event(body.encode()).customer_id for body in (one_item, three_items, summary)] == [
+        "cus_1",
+        "cus_2",
+        "cus_3",
+    ]
+
+
 def test_a_customer_id_the_database_cannot_hold_is_no_customer():
     payload = summary_event("cus_1", [])
     payload["data"]["object"]["customer"] = "cus_\u0000"
