@@ -1,8 +1,10 @@
 """Stripe's HTTP client (stripe-python's `requests` client): paced at the last moment, and not reading the
-environment on every request."""
+environment on every request; and stripe-python's process-wide switches (`configure_stripe_python`)."""
 
 from __future__ import annotations
 
+import importlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -101,3 +103,32 @@ def proxies_for(api_base: str) -> dict[str, str]:
     """The proxies `requests` would use for Stripe's API now: `HTTPS_PROXY` (and the other `*_PROXY`
     variables) unless `NO_PROXY` names Stripe's host. Read once: a change needs a restart."""
     return dict(requests.utils.get_environ_proxies(api_base))
+
+
+def configure_stripe_python(*, client_telemetry: bool) -> None:
+    """stripe-python's process-wide switches (module globals), set by each gateway as it is built.
+
+    - Client telemetry (`stripe.enable_telemetry`, on in stripe-python): each request carries, in a header, the
+      id and duration of the one before it, for Stripe's own latency figures. Nothing of ours reads it, and it
+      costs a JSON encoding and an object per request; `STRIPE_CLIENT_TELEMETRY=true` turns it back on.
+    - stripe-python formats five log lines of every request (its `logfmt`, regular expressions over each field:
+      7% of a fetch's CPU) before its logger decides whether to emit them. Its requestor's two log functions are
+      replaced by ones that ask first, then do exactly what stripe-python's own do (`stripe.log`/`STRIPE_LOG`
+      print to stderr; the `stripe` logger emits at its level). Left as they are should those names change.
+    """
+    stripe.enable_telemetry = client_telemetry
+    # Private modules (tests/integration/test_stripe_python_switches.py checks what this leans on).
+    requestor: Any = importlib.import_module("stripe._api_requestor")
+    util: Any = importlib.import_module("stripe._util")
+    if getattr(requestor, "log_info", None) is not util.log_info or not hasattr(util, "_console_log_level"):
+        return  # already replaced, or not the stripe-python this was written against
+
+    def log_debug(message: str, **params: Any) -> None:
+        if util._console_log_level() == "debug" or util.logger.isEnabledFor(logging.DEBUG):
+            util.log_debug(message, **params)
+
+    def log_info(message: str, **params: Any) -> None:
+        if util._console_log_level() in ("debug", "info") or util.logger.isEnabledFor(logging.INFO):
+            util.log_info(message, **params)
+
+    requestor.log_debug, requestor.log_info = log_debug, log_info
