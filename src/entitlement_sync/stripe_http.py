@@ -71,15 +71,19 @@ class _SessionPerThread:
         verify: Any = True,
         proxies: dict[str, str] | None = None,
         stream: bool = False,
+        **other: Any,
     ) -> requests.Response:
         session = self._session()
+        if other:  # an argument a later stripe-python may pass that this path does not know: requests' own path
+            sent = {"verify": verify, "stream": stream, **({"proxies": proxies} if proxies is not None else {})}
+            return session.request(method, url, headers=headers, data=data, timeout=timeout, **sent, **other)
         merged = CaseInsensitiveDict(session.headers)  # requests' defaults (Accept-Encoding, ...), then stripe's
         merged.update(headers or {})
         prepared = requests.PreparedRequest()
         prepared.prepare(method=method.upper(), url=url, headers=merged, data=data)
         adapter = session.get_adapter(url)
-        sent = proxies if proxies is not None else self._proxies
-        response = adapter.send(prepared, stream=stream, timeout=timeout, verify=verify, proxies=sent)
+        via = proxies if proxies is not None else self._proxies
+        response = adapter.send(prepared, stream=stream, timeout=timeout, verify=verify, proxies=via)
         if not stream:
             response.content  # read now, within the timeout, as Session.send does  # noqa: B018
         return response
