@@ -7,7 +7,7 @@ import json
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -49,7 +49,7 @@ class BrokerDown:
     def enqueue_event(self, event_id: str) -> None:
         raise QueueUnavailable(self.reason)
 
-    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+    def enqueue_events(self, event_ids: Sequence[str], customers: Mapping[str, str | None] | None = None) -> None:
         for event_id in event_ids:
             self.enqueue_event(event_id)
 

@@ -74,7 +74,11 @@ def bootstrap(
     engine = create_db_engine(settings.database_url, pool_options(settings, threads))
     new_session = session_factory(engine)
     gateway = StripeGateway(
-        settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds, telemetry=telemetry
+        settings.stripe_api_key,
+        settings.stripe_api_base,
+        settings.stripe_timeout_seconds,
+        telemetry=telemetry,
+        client_telemetry=settings.stripe_client_telemetry,
     )
     broker = broker or build_redis_broker(settings)
 
@@ -225,7 +229,12 @@ def build_doctor(settings: Settings | None = None, container: Container | None =
     def gateway() -> StripeGateway:
         if container:
             return container.gateway
-        return StripeGateway(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout_seconds)
+        return StripeGateway(
+            settings.stripe_api_key,
+            settings.stripe_api_base,
+            settings.stripe_timeout_seconds,
+            client_telemetry=settings.stripe_client_telemetry,
+        )
 
     def database() -> _DatabaseProbe:
         return _DatabaseProbe(container.engine if container else create_db_engine(settings.database_url))

@@ -47,3 +47,8 @@ class InvalidOverride(EntitlementSyncError):
 class FeedCursorGone(EntitlementSyncError):
     """A feed cursor older than what the feed keeps (pruned) or newer than any it handed out: the consumer
     must take a new snapshot (`GET /v1/access-snapshot`) and follow the feed from its cursor."""
+
+
+class MisnamedCustomer(EntitlementSyncError):
+    """An event's job named another customer than the event's row: the worker rolls its claim back and claims
+    again under the stored customer's lock (a job names it to spare a lookup, never to choose the lock)."""

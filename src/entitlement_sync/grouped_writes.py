@@ -4,7 +4,7 @@ sent together once committed, one Redis round trip a batch. receive.py decides w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -18,9 +18,10 @@ from .store.inbox_batch import EventToStore
 
 log = get_logger(__name__)
 
-SendCommitted = Callable[[Sequence[str]], bool]
-"""Sends the jobs of events just committed `queued`, all in one go; False when it could not (and has put them
-back to `received` for the sweep). The Receiver's `_send_committed`."""
+SendCommitted = Callable[[Sequence[str], Mapping[str, str | None]], bool]
+"""Sends the jobs of events just committed `queued` (their ids, and their customers for the jobs to name), all in
+one go; False when it could not (and has put them back to `received` for the sweep). The Receiver's
+`_send_committed`."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +91,15 @@ def _log_accepted(events: Sequence[InboundEvent]) -> None:
 def _send_jobs(writes: Sequence[_Write], new: Sequence[bool]) -> set[str]:
     """The ids whose jobs were sent: one send per receiver (in a process, one receiver)."""
     by_sender: dict[SendCommitted, list[str]] = {}
+    customers: dict[str, str | None] = {}
     for write, is_new in zip(writes, new, strict=True):
         if is_new and write.send is not None:
             by_sender.setdefault(write.send, []).append(write.row.event.id)
+            customers[write.row.event.id] = write.row.event.customer_id
     sent: set[str] = set()
     for send, event_ids in by_sender.items():
         try:
-            if send(event_ids):
+            if send(event_ids, customers):
                 sent.update(event_ids)
         except Exception:
             # Committed already: nothing may fail the batch now (it would be written again, as duplicates).

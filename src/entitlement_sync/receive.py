@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -134,9 +134,9 @@ class Receiver:
             return self._grouped_writes.store(row, send)  # the writer sends the batch's jobs together
         with transaction(self._new_session) as session:
             new = store.inbox.store_event_if_new(session, event, status, reason, now, sequenced=sequenced)
-        return Stored(new, new and send is not None and send([event.id]))
+        return Stored(new, new and send is not None and send([event.id], {event.id: event.customer_id}))
 
-    def _send_committed(self, event_ids: Sequence[str]) -> bool:
+    def _send_committed(self, event_ids: Sequence[str], customers: Mapping[str, str | None]) -> bool:
         """Send the jobs of events committed as `queued`; on failure put them back to `received` for the sweep."""
         if self._breaker.failed_since_last_allowed:
             # These chose to send before another batch's send failed: on a Redis that hangs, that batch paid the
@@ -144,7 +144,7 @@ class Receiver:
             self._put_back(event_ids)
             return False
         try:
-            self._queue.enqueue_events(event_ids)
+            self._queue.enqueue_events(event_ids, customers)
         except QueueUnavailable as error:
             self._breaker.failed()
             log.warning("queue.unavailable", events=len(event_ids), error=str(error))

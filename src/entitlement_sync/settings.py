@@ -27,6 +27,8 @@ class Settings:
     access_api_tokens: tuple[str, ...] = ()
     # Stripe's own default is 80 s; a sync that hangs that long blocks a worker thread for nothing.
     stripe_timeout_seconds: float = 5.0
+    # stripe-python's client telemetry (the previous request's duration, sent to Stripe): off, see stripe_http.
+    stripe_client_telemetry: bool = False
     # Stripe allows about 25 requests/s per endpoint; the workers share this budget through Redis. 0: unpaced.
     stripe_requests_per_second: float = 20.0
     webhook_tolerance_seconds: int = 300
@@ -171,6 +173,7 @@ class Settings:
             redis_url=env.get("REDIS_URL") or defaults.redis_url,
             access_api_tokens=split(env.get("ACCESS_API_TOKENS")),
             stripe_timeout_seconds=number("STRIPE_TIMEOUT_SECONDS", defaults.stripe_timeout_seconds),
+            stripe_client_telemetry=flag(env.get("STRIPE_CLIENT_TELEMETRY")),
             stripe_requests_per_second=number("STRIPE_MAX_REQUESTS_PER_SECOND", defaults.stripe_requests_per_second),
             ops_console_token=env.get("OPS_CONSOLE_TOKEN", ""),
             ops_console_secret_key=env.get("OPS_CONSOLE_SECRET_KEY", ""),

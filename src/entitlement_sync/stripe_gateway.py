@@ -25,7 +25,7 @@ from .ports import (
     StripeAccount,
     Telemetry,
 )
-from .stripe_http import PacedHttpClient, proxies_for
+from .stripe_http import PacedHttpClient, configure_stripe_python, proxies_for
 
 T = TypeVar("T")
 
@@ -44,7 +44,9 @@ class StripeGateway:
         timeout_seconds: float,
         before_call: Callable[[], None] | None = None,
         telemetry: Telemetry | None = None,
+        client_telemetry: bool = False,
     ) -> None:
+        configure_stripe_python(client_telemetry=client_telemetry)  # see there: process-wide
         self._http = PacedHttpClient(timeout_seconds, before_call, proxies_for(api_base))
         self._client = stripe.StripeClient(
             api_key or "sk_test_missing",
@@ -53,12 +55,15 @@ class StripeGateway:
             max_network_retries=0,
         )
         self._terms = (api_key, api_base, timeout_seconds)
+        self._client_telemetry = client_telemetry
         self._paced = before_call is not None
         self._telemetry = telemetry or NoTelemetry()
 
     def paced(self, before_call: Callable[[], None]) -> StripeGateway:
         """The same gateway, calling `before_call` (a rate pacer) before each request."""
-        return StripeGateway(*self._terms, before_call=before_call, telemetry=self._telemetry)
+        return StripeGateway(
+            *self._terms, before_call=before_call, telemetry=self._telemetry, client_telemetry=self._client_telemetry
+        )
 
     def list_active_entitlements(self, customer_id: str) -> list[ActiveEntitlement]:
         """Every active entitlement of the customer (see `read_active_entitlements`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -39,7 +39,7 @@ class RecordingQueue:
     def enqueue_event(self, event_id: str) -> None:
         self.enqueue_events([event_id])
 
-    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+    def enqueue_events(self, event_ids: Sequence[str], customers: Mapping[str, str | None] | None = None) -> None:
         self.sends.append(list(event_ids))
         if self.down:
             raise QueueUnavailable("ConnectionError: Connection refused")

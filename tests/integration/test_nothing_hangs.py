@@ -2,7 +2,7 @@
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 
@@ -39,7 +39,7 @@ class FlakyQueue:
         if self.down:
             raise QueueUnavailable("TimeoutError: Timeout reading from socket")
 
-    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+    def enqueue_events(self, event_ids: Sequence[str], customers: Mapping[str, str | None] | None = None) -> None:
         for event_id in event_ids:
             self.enqueue_event(event_id)
 
@@ -102,7 +102,7 @@ class GatedQueue:
         assert self.gate.wait(10), "the test never opened the gate"
         self.inner.enqueue_event(event_id)
 
-    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+    def enqueue_events(self, event_ids: Sequence[str], customers: Mapping[str, str | None] | None = None) -> None:
         for event_id in event_ids:
             self.enqueue_event(event_id)
 

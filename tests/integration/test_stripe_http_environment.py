@@ -5,6 +5,7 @@ import pytest
 
 from entitlement_sync.errors import StripeUnavailable
 from entitlement_sync.stripe_gateway import StripeGateway
+from entitlement_sync.stripe_http import _SessionPerThread
 from entitlement_sync.testing import FakeStripe, StripeSimulatorServer
 
 API_KEY = "sk_test_simulator"
@@ -66,3 +67,14 @@ def test_a_netrc_entry_for_stripes_host_does_not_replace_the_api_key(server, mon
 
     # With requests' defaults, the entry would turn the key's Bearer header into Basic auth: a 401 here.
     assert lookup_keys(StripeGateway(API_KEY, server.url, 2)) == ["api_access"]
+
+
+@pytest.mark.parametrize("other", [{}, {"cert": None}])
+def test_a_request_reaches_stripe_with_the_arguments_the_direct_path_knows_or_others(server, other):
+    # Unknown arguments (a later stripe-python's) go through requests' own Session.request rather than fail.
+    sessions = _SessionPerThread({})
+    url = f"{server.url}/v1/entitlements/active_entitlements?customer=cus_1"
+    response = sessions.request("get", url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=2, **other)
+
+    assert response.status_code == 200
+    assert [item["lookup_key"] for item in response.json()["data"]] == ["api_access"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dramatiq
@@ -107,7 +107,7 @@ class RefusingQueue:
     def enqueue_event(self, event_id: str) -> None:
         raise QueueUnavailable("broker down")
 
-    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+    def enqueue_events(self, event_ids: Sequence[str], customers: Mapping[str, str | None] | None = None) -> None:
         for event_id in event_ids:
             self.enqueue_event(event_id)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -80,9 +80,10 @@ class JobQueue(Protocol):
     def enqueue_event(self, event_id: str) -> None:
         """Hand the event to a worker; raises QueueUnavailable when the broker cannot take it."""
 
-    def enqueue_events(self, event_ids: Sequence[str]) -> None:
+    def enqueue_events(self, event_ids: Sequence[str], customers: Mapping[str, str | None] | None = None) -> None:
         """`enqueue_event` for each, in one round trip where the broker can; raises QueueUnavailable when the
-        broker may not have taken them all."""
+        broker may not have taken them all. `customers`: the events' customers as stored, sent with their jobs
+        to spare the worker a lookup (a job without one is looked up)."""
 
     def ping(self) -> None:
         """Raise QueueUnavailable unless the broker answers."""
