@@ -166,3 +166,47 @@ def test_a_batch_sent_to_a_redis_that_is_down_raises_queue_unavailable_and_leave
         assert stored_event(container, acceptance.event_id).status == EventStatus.RECEIVED
     finally:
         broker.close()
+
+
+def consume(broker: Any, queue_name: str, count: int) -> list[Any]:
+    """`count` messages from the queue, as a Dramatiq worker takes them (acked)."""
+    consumer = broker.consume(queue_name, prefetch=count, timeout=1000)
+    messages = []
+    for message in consumer:
+        if message is None:
+            break
+        messages.append(message)
+        consumer.ack(message)
+        if len(messages) == count:
+            break
+    consumer.close()
+    return messages
+
+
+@redis_only
+def test_a_batch_sent_on_a_maintenance_turn_goes_through_dramatiqs_own_script_and_is_consumed_alike(
+    container, settings
+):
+    broker = container.broker
+    chance, broker.maintenance_chance = broker.maintenance_chance, 1_000_000  # every enqueue does the maintenance
+    try:
+        container.queue.enqueue_events(["evt_m1", "evt_m2"])
+    finally:
+        broker.maintenance_chance = chance
+
+    messages = consume(broker, settings.queue_name, 2)
+    assert [message.args for message in messages] == [("evt_m1",), ("evt_m2",)]
+
+
+@redis_only
+def test_a_batch_of_messages_built_without_a_redis_id_gets_one_each_and_keeps_its_fields(container, settings):
+    actor = container.broker.get_actor("process_event")
+    sent = [actor.message("evt_x1"), actor.message_with_options(args=("evt_x2",), note="é\ud800")]
+    container.broker.enqueue_all(sent)
+
+    got = consume(container.broker, settings.queue_name, 2)
+    assert [message.message_id for message in got] == [message.message_id for message in sent]
+    assert [{**message.options, "redis_message_id": None} for message in got] == [
+        {**message.options, "redis_message_id": None} for message in sent
+    ]
+    assert len({message.options["redis_message_id"] for message in got}) == 2
