@@ -67,10 +67,11 @@ class ThreadWorker(ThreadWorkerBase):  # type: ignore[misc]  # gunicorn is untyp
     deadlines as before (web/slow_clients.py)."""
 
     def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
-        # gunicorn drains what the app left of a body before the next request, under a deadline set on the socket
-        # and reset after: two system calls, each one a moment when another thread takes the interpreter. A body
-        # read to its end (a webhook's always is) leaves nothing to drain.
-        if keepalive and _body_read_to_its_end(conn):
+        # gunicorn drains what the app left of a body before the next request, twice (here under a deadline, and
+        # as the parser starts the next one), each time setting a socket timeout and resetting it: system calls,
+        # each a moment when another thread takes the interpreter. A body read to its end (a webhook's always is)
+        # leaves nothing to drain.
+        if keepalive and drained_already(conn):
             return True
         return bool(super()._keepalive_after(conn, keepalive))
 
@@ -90,6 +91,17 @@ def _next_request(conn: Any) -> bool:
     poller = select.poll()
     poller.register(conn.sock, select.POLLIN)
     return bool(poller.poll(NEXT_REQUEST_SECONDS * 1000))
+
+
+def drained_already(conn: Any) -> bool:
+    """For a kept-alive connection: when its request's body was read to its end, tell its parser (as its drain
+    would) that the request is done with, and say so."""
+    if not _body_read_to_its_end(conn):
+        return False
+    # The parser's next step, with the request forgotten: no drain (nor its timeout), and no check of whether
+    # the request asked to close, which the answer's keep-alive already took into account.
+    conn.parser.mesg = None
+    return True
 
 
 def _body_read_to_its_end(conn: Any) -> bool:

@@ -4,7 +4,6 @@ redis_broker.py), the actors (shims over the use cases), and the periodic sweep.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ from dramatiq.middleware import CurrentMessage, Middleware
 
 from .errors import QueueUnavailable
 from .logs import get_logger
-from .redis_broker import BatchRedisBroker
+from .redis_broker import BatchRedisBroker, new_messages
 from .redis_client import redis_client
 from .settings import Settings
 from .sync import Syncer
@@ -150,10 +149,7 @@ class DramatiqQueue:
         try:
             if isinstance(self._broker, BatchRedisBroker):
                 # Built with their Redis ids: no copy of each message to add them (RedisBroker.enqueue's way).
-                message = self._actor.message_with_options
-                self._broker.enqueue_all(
-                    [message(args=(event_id,), redis_message_id=str(uuid.uuid4())) for event_id in event_ids]
-                )
+                self._broker.enqueue_all(new_messages(self._actor, [(event_id,) for event_id in event_ids]))
                 return
             for event_id in event_ids:
                 self._actor.send(event_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -19,6 +20,7 @@ from entitlement_sync.events import parse_event
 from entitlement_sync.models import EventStatus, utcnow
 from entitlement_sync.ports import StuckRule
 from entitlement_sync.receive import Receiver
+from entitlement_sync.redis_broker import new_messages
 from entitlement_sync.stripe_signature import WebhookVerifier
 from entitlement_sync.sweep import Sweeper
 from entitlement_sync.tasks import DramatiqQueue, build_redis_broker, declare_process_event
@@ -210,3 +212,17 @@ def test_a_batch_of_messages_built_without_a_redis_id_gets_one_each_and_keeps_it
         {**message.options, "redis_message_id": None} for message in sent
     ]
     assert len({message.options["redis_message_id"] for message in got}) == 2
+
+
+def test_messages_built_for_a_batch_are_the_actors_own_each_with_random_ids_of_their_own(container):
+    actor = container.broker.get_actor("process_event")
+    built = new_messages(actor, [("evt_a",), ("evt_b",)])
+
+    plain = actor.message("evt_a")
+    assert [(m.queue_name, m.actor_name, m.args, m.kwargs) for m in built] == [
+        (plain.queue_name, plain.actor_name, ("evt_a",), {}),
+        (plain.queue_name, plain.actor_name, ("evt_b",), {}),
+    ]
+    ids = [uuid.UUID(m.message_id) for m in built] + [uuid.UUID(m.options["redis_message_id"]) for m in built]
+    assert len(set(ids)) == 4
+    assert {(found.version, found.variant) for found in ids} == {(4, uuid.RFC_4122)}

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
 
-from entitlement_sync.gunicorn_hooks import _body_read_to_its_end
+from entitlement_sync.gunicorn_hooks import _body_read_to_its_end, drained_already
 
 HEAD = b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\n"
 
@@ -41,3 +41,19 @@ def test_a_chunked_body_is_left_to_gunicorns_drain():
     conn, request = connection_with(HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     assert request.body.read(10) == b"hello"
     assert not _body_read_to_its_end(conn)
+
+
+def test_after_a_body_read_to_its_end_the_next_request_on_the_connection_is_parsed_whole():
+    first = HEAD + b"Content-Length: 5\r\n\r\nhello"
+    conn, request = connection_with(first + HEAD + b"Content-Length: 3\r\n\r\nbye")
+    assert request.body.read(5) == b"hello"
+
+    assert drained_already(conn)
+    following = next(conn.parser)
+    assert (following.method, following.path, following.body.read(10)) == ("POST", "/webhooks/stripe", b"bye")
+
+
+def test_a_body_left_unread_is_not_taken_for_drained():
+    conn, _ = connection_with(HEAD + b"Content-Length: 5\r\n\r\nhello")
+    assert not drained_already(conn)
+    assert conn.parser.mesg is not None
