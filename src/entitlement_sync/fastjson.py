@@ -6,6 +6,7 @@ offset (`2026-11-29T13:48:40.107087+00:00`, what `datetime.isoformat()` gives).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -17,3 +18,12 @@ def dumps(document: Any) -> bytes:
 
 def loads(document: bytes | bytearray | memoryview | str) -> Any:
     return orjson.loads(document)
+
+
+def dumps_text(document: Any) -> str:
+    """JSON text (a str, as `json.dumps` gives it) for the hot paths; the standard library's where orjson refuses
+    (a string holding a lone surrogate, which a parsed Stripe event may: JSON's escapes allow it)."""
+    try:
+        return orjson.dumps(document).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(document)

@@ -7,6 +7,7 @@ import select
 from typing import Any
 
 from gunicorn.glogging import Logger
+from gunicorn.http.body import LengthReader
 from gunicorn.workers.gthread import ThreadWorker as ThreadWorkerBase
 
 from .telemetry import process_exited
@@ -65,6 +66,15 @@ class ThreadWorker(ThreadWorkerBase):  # type: ignore[misc]  # gunicorn is untyp
     thread held by another one's next request; a slow client still holds one thread at most, for the same
     deadlines as before (web/slow_clients.py)."""
 
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        # gunicorn drains what the app left of a body before the next request, twice (here under a deadline, and
+        # as the parser starts the next one), each time setting a socket timeout and resetting it: system calls,
+        # each a moment when another thread takes the interpreter. A body read to its end (a webhook's always is)
+        # leaves nothing to drain.
+        if keepalive and drained_already(conn):
+            return True
+        return bool(super()._keepalive_after(conn, keepalive))
+
     def handle(self, conn: Any) -> Any:
         kept = super().handle(conn)
         # nr_conns is the main thread's count, read here without its lock: a stale value only moves the moment
@@ -81,6 +91,30 @@ def _next_request(conn: Any) -> bool:
     poller = select.poll()
     poller.register(conn.sock, select.POLLIN)
     return bool(poller.poll(NEXT_REQUEST_SECONDS * 1000))
+
+
+def drained_already(conn: Any) -> bool:
+    """For a kept-alive connection: when its request's body was read to its end, tell its parser (as its drain
+    would) that the request is done with, and say so."""
+    if not _body_read_to_its_end(conn):
+        return False
+    # The parser's next step, with the request forgotten: no drain (nor its timeout), and no check of whether
+    # the request asked to close, which the answer's keep-alive already took into account.
+    conn.parser.mesg = None
+    return True
+
+
+def _body_read_to_its_end(conn: Any) -> bool:
+    """Whether the request's body of stated length was read whole, none of it held back (what gunicorn's drain,
+    `Parser.finish_body`, would find at once)."""
+    body = getattr(getattr(conn.parser, "mesg", None), "body", None)
+    reader = getattr(body, "reader", None)
+    return (
+        isinstance(reader, LengthReader)
+        and reader.length == 0
+        and getattr(body, "failed", True) is False
+        and not body.buf.getvalue()  # type: ignore[union-attr]  # a Body, since its reader is
+    )
 
 
 logger_class = AccessLog

@@ -32,7 +32,9 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # One write per line (print's are two: the line, then its newline), each a moment another thread may take
+        # the interpreter: the receiver's writer logs a line per batch.
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         # Not cached: module-level loggers then follow a later configure_logging (dev after tests, tests
         # that capture lines); the cost is one small bind per line.
         cache_logger_on_first_use=False,

@@ -1,21 +1,20 @@
-"""Dramatiq's one home: the broker, the actors (shims over the use cases), and the periodic sweep."""
+"""Dramatiq's one home: the broker (its batch enqueue, which leans on Dramatiq's Redis internals, in
+redis_broker.py), the actors (shims over the use cases), and the periodic sweep."""
 
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import current_millis
 from dramatiq.middleware import CurrentMessage, Middleware
 
 from .errors import QueueUnavailable
 from .logs import get_logger
+from .redis_broker import BatchRedisBroker, new_messages
 from .redis_client import redis_client
 from .settings import Settings
 from .sync import Syncer
@@ -36,59 +35,11 @@ def build_redis_broker(settings: Settings) -> dramatiq.Broker:
         socket_timeout=settings.redis_timeout_seconds,
         connect_timeout=settings.redis_connect_timeout_seconds,
     )
-    return BatchRedisBroker(  # type: ignore[no-untyped-call]  # dramatiq's broker constructors are unannotated
+    return BatchRedisBroker(
         client=client,
         namespace=settings.redis_namespace,
         middleware=_middleware(),
     )
-
-
-class BatchRedisBroker(RedisBroker):
-    """Dramatiq's Redis broker, able to send many messages in one round trip (`enqueue_all`).
-
-    The receiver's group-commit writer sends the jobs of every event it has just committed at once; one
-    `send` each was a round trip each, and the largest cost of a webhook. Dramatiq has no batch enqueue, so
-    this leans on its internals (the `dispatch` Lua script and the arguments `RedisBroker._dispatch` passes it,
-    as of dramatiq 2.x): each message is the very script call `enqueue` makes, all of them in one pipeline.
-    Only here, Dramatiq's one home; a Dramatiq upgrade that changes them fails tests/integration/test_group_commit.
-    """
-
-    def enqueue_all(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
-        """Enqueue the messages (none delayed) in one round trip; raises Redis' error if the pipeline fails (some
-        may have been taken: a job runs at least once anyway)."""
-        ready = [message.copy(options={"redis_message_id": str(uuid.uuid4())}) for message in messages]
-        for message in ready:
-            self.emit_before("enqueue", message, None)
-        try:
-            self._dispatch_enqueues(ready)
-        except redis.exceptions.NoScriptError:  # a Redis restarted since the script was loaded: load it again
-            self.client.script_load(self.scripts["dispatch"].script)
-            self._dispatch_enqueues(ready)
-        for message in ready:
-            self.emit_after("enqueue", message, None)
-
-    def _dispatch_enqueues(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
-        # EVALSHA straight on the pipeline: a Script object there would first ask Redis SCRIPT EXISTS, a
-        # second round trip. The arguments are RedisBroker._dispatch's, for its "enqueue" command.
-        sha, unpack = self.scripts["dispatch"].sha, self._max_unpack_size()  # type: ignore[no-untyped-call]
-        pipeline = self.client.pipeline(transaction=False)
-        for message in messages:
-            pipeline.evalsha(
-                sha,
-                1,
-                self.namespace,
-                "enqueue",
-                current_millis(),
-                message.queue_name,
-                self.broker_id,
-                self.heartbeat_timeout,
-                self.dead_message_ttl,
-                self._should_do_maintenance("enqueue"),
-                unpack,
-                message.options["redis_message_id"],
-                message.encode(),
-            )
-        pipeline.execute()
 
 
 def build_stub_broker() -> dramatiq.Broker:
@@ -202,23 +153,23 @@ class DramatiqQueue:
     def enqueue_events(self, event_ids: Sequence[str], customers: Mapping[str, str | None] | None = None) -> None:
         """One round trip for them all on Redis; raises QueueUnavailable if the broker may not have taken them all."""
         try:
-            messages = [self._message(event_id, (customers or {}).get(event_id)) for event_id in event_ids]
+            calls = [((event_id,), _naming((customers or {}).get(event_id))) for event_id in event_ids]
             if isinstance(self._broker, BatchRedisBroker):
-                self._broker.enqueue_all(messages)
+                # Built with their Redis ids: no copy of each message to add them (RedisBroker.enqueue's way).
+                self._broker.enqueue_all(new_messages(self._actor, calls))
                 return
-            for message in messages:
-                self._broker.enqueue(message)
+            for args, options in calls:
+                self._actor.send_with_options(args=args, **options)
         except (redis.RedisError, dramatiq.errors.BrokerError, OSError) as error:
             raise QueueUnavailable(f"{type(error).__name__}: {error}") from error
 
-    def _message(self, event_id: str, customer_id: str | None) -> dramatiq.Message[Any]:
-        if customer_id is None:
-            return self._actor.message(event_id)
-        # An option, not an argument: a worker of an older release (a rolling deploy) ignores it and looks it up.
-        return self._actor.message_with_options(args=(event_id,), customer=customer_id)  # CUSTOMER_OPTION
-
     def ping(self) -> None:
         ping_broker(self._broker)
+
+
+def _naming(customer_id: str | None) -> dict[str, Any]:
+    # An option, not an argument: a worker of an older release (a rolling deploy) ignores it and looks it up.
+    return {} if customer_id is None else {CUSTOMER_OPTION: customer_id}
 
 
 def ping_broker(broker: dramatiq.Broker) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -19,6 +20,7 @@ from entitlement_sync.events import parse_event
 from entitlement_sync.models import EventStatus, utcnow
 from entitlement_sync.ports import StuckRule
 from entitlement_sync.receive import Receiver
+from entitlement_sync.redis_broker import new_messages
 from entitlement_sync.stripe_signature import WebhookVerifier
 from entitlement_sync.sweep import Sweeper
 from entitlement_sync.tasks import DramatiqQueue, build_redis_broker, declare_process_event
@@ -166,3 +168,65 @@ def test_a_batch_sent_to_a_redis_that_is_down_raises_queue_unavailable_and_leave
         assert stored_event(container, acceptance.event_id).status == EventStatus.RECEIVED
     finally:
         broker.close()
+
+
+def consume(broker: Any, queue_name: str, count: int) -> list[Any]:
+    """`count` messages from the queue, as a Dramatiq worker takes them (acked)."""
+    consumer = broker.consume(queue_name, prefetch=count, timeout=1000)
+    messages = []
+    for message in consumer:
+        if message is None:
+            break
+        messages.append(message)
+        consumer.ack(message)
+        if len(messages) == count:
+            break
+    consumer.close()
+    return messages
+
+
+@redis_only
+def test_a_batch_sent_on_a_maintenance_turn_goes_through_dramatiqs_own_script_and_is_consumed_alike(
+    container, settings
+):
+    broker = container.broker
+    chance, broker.maintenance_chance = broker.maintenance_chance, 1_000_000  # every enqueue does the maintenance
+    try:
+        container.queue.enqueue_events(["evt_m1", "evt_m2"])
+    finally:
+        broker.maintenance_chance = chance
+
+    messages = consume(broker, settings.queue_name, 2)
+    assert [message.args for message in messages] == [("evt_m1",), ("evt_m2",)]
+
+
+@redis_only
+def test_a_batch_of_messages_built_without_a_redis_id_gets_one_each_and_keeps_its_fields(container, settings):
+    actor = container.broker.get_actor("process_event")
+    sent = [actor.message("evt_x1"), actor.message_with_options(args=("evt_x2",), note="é\ud800")]
+    container.broker.enqueue_all(sent)
+
+    got = consume(container.broker, settings.queue_name, 2)
+    assert [message.message_id for message in got] == [message.message_id for message in sent]
+    assert [{**message.options, "redis_message_id": None} for message in got] == [
+        {**message.options, "redis_message_id": None} for message in sent
+    ]
+    assert len({message.options["redis_message_id"] for message in got}) == 2
+
+
+def test_messages_built_for_a_batch_are_the_actors_own_each_with_random_ids_of_their_own(container):
+    actor = container.broker.get_actor("process_event")
+    built = new_messages(actor, [(("evt_a",), {"customer": "cus_a"}), (("evt_b",), {})])
+
+    plain = actor.message("evt_a")
+    assert [(m.queue_name, m.actor_name, m.args, m.kwargs) for m in built] == [
+        (plain.queue_name, plain.actor_name, ("evt_a",), {}),
+        (plain.queue_name, plain.actor_name, ("evt_b",), {}),
+    ]
+    assert [{**m.options, "redis_message_id": None} for m in built] == [
+        {"customer": "cus_a", "redis_message_id": None},
+        {"redis_message_id": None},
+    ]
+    ids = [uuid.UUID(m.message_id) for m in built] + [uuid.UUID(m.options["redis_message_id"]) for m in built]
+    assert len(set(ids)) == 4
+    assert {(found.version, found.variant) for found in ids} == {(4, uuid.RFC_4122)}

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ..events import InboundEvent
+from ..fastjson import dumps_text
 from ..models import EventStatus
 
 _COLUMNS = (
@@ -47,7 +48,7 @@ def _batch_row(write: EventToStore) -> str:
     the server then checks it as it did alone (a lone surrogate escape is valid json text, which a document
     that held it as an object could not be taken apart with), and the driver quotes no array."""
     event = write.event
-    return json.dumps(
+    return dumps_text(
         {
             "id": event.id,
             "type": event.type,
