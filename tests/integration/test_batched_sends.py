@@ -26,6 +26,7 @@ from entitlement_sync.sweep import Sweeper
 from entitlement_sync.tasks import DramatiqQueue, build_redis_broker, declare_process_event
 from entitlement_sync.testing import active_entitlement, summary_event
 from tests.conftest import TEST_REDIS_URL, WEBHOOK_SECRET, stored_event
+from tests.integration.consuming import consume
 from tests.integration.test_one_commit_per_webhook import eventually
 
 RULE = StuckRule(received_grace=timedelta(seconds=10), stuck_after=timedelta(minutes=15))
@@ -133,16 +134,7 @@ redis_only = pytest.mark.skipif(not TEST_REDIS_URL, reason="the batch send is Re
 def test_a_batch_sent_through_redis_is_what_a_worker_consumes(container, settings):
     container.queue.enqueue_events(["evt_a", "evt_b", "evt_c"])
 
-    consumer = container.broker.consume(settings.queue_name, prefetch=3, timeout=1000)
-    messages = []
-    for message in consumer:
-        if message is None:
-            break
-        messages.append(message)
-        consumer.ack(message)
-        if len(messages) == 3:
-            break
-    consumer.close()
+    messages = consume(container.broker, settings.queue_name, 3)
     assert [(message.actor_name, message.args) for message in messages] == [
         ("process_event", ("evt_a",)),
         ("process_event", ("evt_b",)),
@@ -168,21 +160,6 @@ def test_a_batch_sent_to_a_redis_that_is_down_raises_queue_unavailable_and_leave
         assert stored_event(container, acceptance.event_id).status == EventStatus.RECEIVED
     finally:
         broker.close()
-
-
-def consume(broker: Any, queue_name: str, count: int) -> list[Any]:
-    """`count` messages from the queue, as a Dramatiq worker takes them (acked)."""
-    consumer = broker.consume(queue_name, prefetch=count, timeout=1000)
-    messages = []
-    for message in consumer:
-        if message is None:
-            break
-        messages.append(message)
-        consumer.ack(message)
-        if len(messages) == count:
-            break
-    consumer.close()
-    return messages
 
 
 @redis_only

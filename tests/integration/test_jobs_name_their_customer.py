@@ -11,6 +11,7 @@ from entitlement_sync.models import CustomerSyncState, EventAttempt, EventStatus
 from entitlement_sync.store import locks
 from entitlement_sync.tasks import CUSTOMER_OPTION, PROCESS_EVENT
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, stored_event
+from tests.integration.consuming import consume
 from tests.integration.test_stripe_clock_ordering import _stored_first_event, keys, stripe_clock  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.usefixtures("stripe_clock")  # Stripe's clock held still, as the ordering tests hold it
@@ -72,16 +73,7 @@ def test_a_job_naming_its_customer_spares_the_lookup(container, fake_stripe, dri
 def test_the_receivers_jobs_name_each_events_customer(container, settings):
     container.queue.enqueue_events(["evt_a", "evt_b"], {"evt_a": "cus_a", "evt_b": None})
 
-    consumer = container.broker.consume(settings.queue_name, prefetch=2, timeout=1000)
-    messages = []
-    for message in consumer:
-        if message is None:
-            break
-        messages.append(message)
-        consumer.ack(message)
-        if len(messages) == 2:
-            break
-    consumer.close()
+    messages = consume(container.broker, settings.queue_name, 2)
     assert [(message.actor_name, message.args, message.options.get(CUSTOMER_OPTION)) for message in messages] == [
         (PROCESS_EVENT, ("evt_a",), "cus_a"),
         (PROCESS_EVENT, ("evt_b",), None),
