@@ -26,7 +26,10 @@ python -m bench report                  # this page and docs/benchmarks/*.png
 
 Parts: `receiver`, `worker`, `freshness`, `freshness_fetched`, `burst`, `coalescing`, `reconcile`, `reads`, `feed`
 (each module's docstring in `bench/parts/` says exactly what it measures). Stripe is the simulator of
-`entitlement_sync.testing`, answering each call after 50 ms; everything runs on 127.0.0.1.
+`entitlement_sync.testing`, answering each call after 50 ms; everything runs on 127.0.0.1. Until 2026-11-30 the
+simulator sent its headers and body in two writes with Nagle's algorithm on, so each call also waited for the
+client's delayed ACK (about 45 ms): figures for the parts that call Stripe from before that date were at about
+95 ms, which flattered whichever side spent more time outside the call.
 """
 
 
