@@ -166,11 +166,11 @@ class Syncer:
                 return self._fetch_and_finish(event, attempt_id, ticket, final_attempt)
 
     def _claim_and_begin(
-        self, session: Session, event_id: str, job: str | None
+        self, session: Session, event_id: str, named_by_job: str | None
     ) -> Outcome | tuple[StripeEvent, int, int]:
         """The first transaction: claim the event, then finish it when the rows already hold its change or its
         payload may be written; else take a fetch ticket. Returns the outcome, or (event, attempt, ticket)."""
-        customer_id = job if job is not None else store.inbox.customer_of(session, event_id)
+        customer_id = named_by_job if named_by_job is not None else store.inbox.customer_of(session, event_id)
         # The customer's lock first, as every writer of their rows takes it (sent with the claim: one round trip).
         claimed = store.attempts.claim_with_held(session, event_id, self._clock(), lock_first=customer_id)
         if claimed is None:
