@@ -123,7 +123,9 @@ def bootstrap(
         on_outcome=count_webhook_delivery,
         monotonic=monotonic,
     )
-    access_policy = AccessPolicy(new_session, settings.policy_rules, clock, outbox.publish)
+    # No subscribers, no publisher: the policy then knows that recording a change writes nothing more.
+    publish = outbox.publish if settings.access_webhooks else None
+    access_policy = AccessPolicy(new_session, settings.policy_rules, clock, publish)
     syncer = Syncer(new_session, stripe, clock, wait, telemetry, access_policy)
     queue = DramatiqQueue(broker, declare_process_event(broker, syncer, settings))
     verifier = WebhookVerifier(settings.webhook_secrets, settings.webhook_tolerance_seconds)

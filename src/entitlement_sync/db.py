@@ -69,6 +69,7 @@ def create_db_engine(url: str, options: PoolOptions | None = None) -> Engine:
     )
     deadline = StatementDeadline(options.statement_timeout_seconds + CLIENT_GRACE_SECONDS)
     deadline.attach(engine)
+    event.listen(engine.pool, "checkin", _implicit_transactions_again)
     _BUILT[engine] = (options, deadline)
     return engine
 
@@ -103,13 +104,24 @@ def driver_rows(connection: Connection, sql: str, params: Any) -> list[tuple[Any
     return driver_rows_together(connection, [(sql, params)])[0]
 
 
-def driver_rows_together(connection: Connection, statements: list[tuple[str, Any]]) -> list[list[tuple[Any, ...]]]:
+def driver_rows_together(
+    connection: Connection, statements: list[tuple[str, Any]], *, commit: bool = False
+) -> list[list[tuple[Any, ...]]]:
     """`driver_rows` of several statements sent in one round trip (libpq's pipeline mode), their rows in order.
 
     The server still runs them one after the other, each as its own statement (its own snapshot, taken when it
     starts): only the waiting between them is saved. An error in one leaves the rest unrun, and is raised.
+
+    `commit`: the transaction's COMMIT goes after them, in the same round trip. SQLAlchemy's own commit then
+    finds the driver's connection out of any transaction, and sends nothing (psycopg commits only a transaction
+    in progress). The caller makes sure that nothing else was to be written before the commit.
+
+    Statements that open the transaction take its BEGIN along too: psycopg sends its own alone, and waits for
+    the answer (a round trip) before anything else goes (`_begin_with_the_statements`).
     """
     dbapi_connection: Any = connection.connection.dbapi_connection
+    begin = _begin_with_the_statements(dbapi_connection)
+    statements = [*([_BEGIN] if begin else []), *statements, *([_COMMIT] if commit else [])]
     deadline = built_with(connection.engine)[1]
     deadline.arm(dbapi_connection)
     cursors: list[Any] = []
@@ -120,7 +132,8 @@ def driver_rows_together(connection: Connection, statements: list[tuple[str, Any
             with dbapi_connection.pipeline():
                 for sql, params in statements:
                     cursors.append(_executed(dbapi_connection, sql, params))
-        return [cursor.fetchall() if _returns_rows(cursor) else [] for cursor in cursors]
+        rows = [cursor.fetchall() if _returns_rows(cursor) else [] for cursor in cursors]
+        return rows[begin : len(rows) - commit]
     except connection.dialect.loaded_dbapi.Error as error:
         sql, params = statements[min(len(cursors), len(statements)) - 1] if cursors else statements[0]
         invalidated = connection.dialect.is_disconnect(error, dbapi_connection, cursors[-1] if cursors else None)
@@ -138,6 +151,33 @@ def driver_rows_together(connection: Connection, statements: list[tuple[str, Any
         deadline.disarm(dbapi_connection)
         for cursor in cursors:
             cursor.close()
+
+
+_BEGIN, _COMMIT = ("BEGIN", None), ("COMMIT", None)
+
+
+def _begin_with_the_statements(dbapi_connection: Any) -> bool:
+    """True when the caller's statements open the connection's transaction, and send its BEGIN themselves.
+
+    psycopg begins a transaction (outside autocommit) with a BEGIN of its own, sent alone and waited for, even
+    in pipeline mode. Switched to autocommit while no transaction is open, it sends none, and the BEGIN goes
+    in the statements' own round trip; the server then holds the transaction open until its COMMIT or ROLLBACK
+    as before (psycopg sends those whenever the server says a transaction is open, in either mode). The
+    connection goes back to psycopg's own BEGINs when it returns to the pool (`_implicit_transactions_again`).
+    """
+    if dbapi_connection.autocommit or dbapi_connection.pgconn.transaction_status != _IDLE:
+        return False
+    dbapi_connection.autocommit = True
+    return True
+
+
+def _implicit_transactions_again(dbapi_connection: Any, _record: Any) -> None:
+    """Pool checkin (after the reset's rollback): the next user of the connection gets psycopg's own BEGINs."""
+    if dbapi_connection is not None and not dbapi_connection.closed and dbapi_connection.autocommit:
+        dbapi_connection.autocommit = False
+
+
+_IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no transaction open
 
 
 def _executed(dbapi_connection: Any, sql: str, params: Any) -> Any:

@@ -118,6 +118,11 @@ class AccessPolicy:
             log.info("access.effective_changed", customer=plan.customer_id, changes=changes)
         return plan.changes
 
+    def writes_when_recorded(self, plan: EffectivePlan) -> bool:
+        """Whether `recorded` writes anything for this plan (its flips' webhook deliveries, when someone
+        subscribes): a writer whose statement is otherwise the transaction's last leaves the COMMIT to it then."""
+        return self._publish is not _publish_nothing and any(c.change in store.feed.PUBLISHED for c in plan.changes)
+
     def recompute_many(self, session: Session, customer_ids: Iterable[str], cause: str) -> list[EffectiveChange]:
         now = self._clock()
         return [

@@ -66,13 +66,16 @@ class Finisher:
         error: str | None,
         unavailable: Unavailability | None = None,
         now: datetime | None = None,
+        *,
+        last: bool = False,
     ) -> Outcome:
-        """Finish the attempt in the caller's transaction; the outcome is told (`reported`) after the commit."""
+        """Finish the attempt in the caller's transaction; the outcome is told (`reported`) after the commit.
+        `last`: the caller commits right after, and the COMMIT may go with the finish (`_sql.pg_rows`)."""
         now = now or self._clock()
         if status in (EventStatus.FAILED, EventStatus.WAITING) and _seen_by_applied_fetch(session, event):
             status = EventStatus.SUPERSEDED  # a later fetch was applied while this attempt ran
         owned = store.attempts.finish_attempt(
-            session, event.id, attempt_id, status, error, now, unavailable=unavailable
+            session, event.id, attempt_id, status, error, now, unavailable=unavailable, last=last
         )
         return Outcome(event.id, status if owned else None, error, finished=_Finished(event, status))
 

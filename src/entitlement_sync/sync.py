@@ -32,6 +32,7 @@ from .models import EventStatus, StripeEvent
 from .ordering import Held, Verdict, Window, judge_event
 from .policy import PolicyRules
 from .ports import Clock, CustomerState, EntitlementSource, EntitlementsRead, NoTelemetry, Telemetry, WaitRule
+from .store._sql import WithParts
 from .writing import Fetched, SyncResult, Writer
 
 __all__ = ["Fetched", "Outcome", "SyncResult", "Syncer", "fetch_entitlements"]
@@ -111,7 +112,7 @@ class Syncer:
         ticket = 0
         if take_ticket:
             with transaction(self._new_session) as session:
-                ticket = store.sync_state.advance_customer_seq(session, customer_id)
+                ticket = store.sync_state.advance_customer_seq(session, customer_id, last=True)
         return self._read(customer_id, ticket)
 
     def _read(self, customer_id: str, ticket: int) -> Fetched:
@@ -180,22 +181,33 @@ class Syncer:
             raise errors.MisnamedCustomer(event_id)
         reason = _reason_to_skip(event, event.type in HANDLED_TYPES)
         if reason or customer_id is None:
-            return self._finisher.finish_in(session, event, attempt_id, EventStatus.IGNORED, reason)
+            return self._finisher.finish_in(session, event, attempt_id, EventStatus.IGNORED, reason, last=True)
         if event.type in SUBSCRIPTION_TYPES:
             self._mirror_subscription(session, event)  # writes no sync state nor rows: `claimed` stays true
-        result = self._without_fetch(session, event, claimed.held, claimed.rows)
-        if result is not None:
-            return replace(
-                self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None), sync=result
-            )
-        return event, attempt_id, store.sync_state.advance_customer_seq(session, customer_id)
+        # Each way out sends one statement more, the last: a payload's write (the finish with it), the finish, or
+        # the fetch's ticket. Each may take the COMMIT along.
+        finish = self._finisher.processed_with_write(session, event, attempt_id)
+        result = self._without_fetch(session, event, claimed.held, claimed.rows, claimed.policy_read, finish)
+        if result is None:
+            return event, attempt_id, store.sync_state.advance_customer_seq(session, customer_id, last=True)
+        if finish is not None and finish.sent:
+            return replace(self._finisher.outcome_of(finish, event), sync=result)
+        outcome = self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None, last=True)
+        return replace(outcome, sync=result)
 
     def _without_fetch(
-        self, session: Session, event: StripeEvent, held: Held, rows: list[store.access.HeldRow] | None = None
+        self,
+        session: Session,
+        event: StripeEvent,
+        held: Held,
+        rows: list[store.access.HeldRow] | None = None,
+        policy_read: store.policy_inputs.PolicyRead | None = None,
+        finish: WithParts | None = None,
     ) -> SyncResult | None:
         """The event's outcome when no call to Stripe is needed (already covered, or its complete payload is
-        provably newer than the rows: written now); None when only a fetch can tell. `rows`: the rows held, if
-        read with `held`."""
+        provably newer than the rows: written now); None when only a fetch can tell. `rows`, `policy_read`: the
+        rows held and the policy's other inputs, if read with `held`. `finish`: the event's finish, sent with
+        the payload's write as the transaction's last statement (`sent` says whether it went)."""
         assert event.customer_id is not None
         complete = complete_entitlements(event.type, event.payload)
         verdict = judge_event(held, seq=event.customer_seq, created=event.created, complete=complete is not None)
@@ -203,8 +215,20 @@ class Syncer:
             self._telemetry.event_coalesced()
             return SyncResult(event.customer_id, fetched=False, applied=False)
         if verdict is Verdict.APPLY and complete is not None:
-            window = Window.of_payload(event.created)
-            written, _ = self._writer.write(session, event.customer_id, complete, window, held, event.id, rows=rows)
+            window, customer_id = Window.of_payload(event.created), event.customer_id
+            written, _ = self._writer.write(
+                session,
+                customer_id,
+                complete,
+                window,
+                held,
+                event.id,
+                0,
+                rows,
+                policy_read,
+                finish,
+                last=finish is not None,
+            )
             self._writer.report(written, None)
             return written
         return None
@@ -250,9 +274,11 @@ class Syncer:
                 if finish is not None and finish.sent:
                     outcome = self._finisher.outcome_of(finish, event)
                 elif result is not None:
-                    outcome = self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None)
+                    outcome = self._finisher.finish_in(
+                        session, event, attempt_id, EventStatus.PROCESSED, None, last=True
+                    )
                 else:  # in doubt, and the event not covered: fetch again, after what is held now
-                    ticket = store.sync_state.advance_customer_seq(session, event.customer_id)
+                    ticket = store.sync_state.advance_customer_seq(session, event.customer_id, last=True)
             self._writer.report(applied, fetched.started)
             if outcome is not None:
                 return self._finisher.reported(replace(outcome, sync=result))

@@ -54,7 +54,8 @@ class Writer:
         and what the rows hold now. `also`: another store's parts, sent with the write if there is one (`sent`).
 
         The caller commits right after (its finish, if any, goes in `also`): the write is the transaction's last
-        statement, and numbers its changes into the feed itself (`store.writes.record_and_replace`'s `last`)."""
+        statement, numbers its changes into the feed itself (`store.writes.record_and_replace`'s `last`) and, when
+        the policy writes nothing after it, takes the COMMIT along (a round trip less)."""
         customer_id = fetched.customer_id
         # The policy's lock first: waiting for it (a long catalog sync) must not hold the sync-state row,
         # which the receiver needs for every event it stores.
@@ -91,6 +92,7 @@ class Writer:
         superseding = after.applied_seq > held.applied_seq
         plan = self._plan_after(customer_id, entitlements, policy_read, cause or "sync", now)
         saved = plan.saved if plan is not None else None
+        commit = last and plan is not None and not self._policy.writes_when_recorded(plan)
         state_seq, diff, recorded = store.writes.record_and_replace(
             session,
             customer_id,
@@ -103,6 +105,7 @@ class Writer:
             effective_saved=saved,
             also=also,
             last=last,
+            commit=commit,
         )
         if plan is not None:
             self._policy.recorded(session, plan, recorded)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import structlog
 from click.testing import CliRunner, Result
+from sqlalchemy import Engine
 
 from entitlement_sync.bootstrap import Container
 from entitlement_sync.cli import main
@@ -80,7 +83,9 @@ def driver_statements(container: Container) -> Iterator[list[str]]:
 
     class CountingCursor(psycopg.Cursor):  # type: ignore[type-arg]
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            statements.append(query.decode() if isinstance(query, bytes) else str(query))
+            text = query.decode() if isinstance(query, bytes) else str(query)
+            if text not in ("BEGIN", "COMMIT"):  # sent with the first and the last statements (`db.driver_rows`)
+                statements.append(text)
             return super().execute(query, params, **kwargs)
 
     def counting(dbapi_connection: Any, *_: Any) -> None:
@@ -96,3 +101,56 @@ def driver_statements(container: Container) -> Iterator[list[str]]:
     finally:
         sa_event.remove(container.engine.pool, "checkout", counting)
         sa_event.remove(container.engine.pool, "checkin", plain)
+
+
+@pytest.fixture
+def driver_round_trips(container: Container, tmp_path: Path) -> Iterator[Callable[[], list[str]]]:
+    """`round_trips_of` the container's engine while the test runs."""
+    with round_trips_of(container.engine, tmp_path) as round_trips:
+        yield round_trips
+
+
+@contextmanager
+def round_trips_of(engine: Engine, trace_dir: Path) -> Iterator[Callable[[], list[str]]]:
+    """The round trips the engine's pooled connections make to PostgreSQL meanwhile, in the order they began,
+    read off libpq's own trace of the protocol: on one connection, a run of messages to the server, then the
+    server's answers, is one. Each is named by the statements it sent (the first 60 characters of each, joined
+    by " | "). A connection's trace is complete once it is back in the pool (libpq flushes it then)."""
+    import psycopg.pq
+    from sqlalchemy import event as sa_event
+
+    opened: list[Any] = []
+
+    def tracing(dbapi_connection: Any, *_: Any) -> None:
+        trace = (trace_dir / f"libpq-{len(opened)}.trace").open("w")  # one a checkout: traces never interleave
+        opened.append(trace)
+        dbapi_connection.pgconn.trace(trace.fileno())
+        dbapi_connection.pgconn.set_trace_flags(psycopg.pq.Trace.REGRESS_MODE)
+
+    def untraced(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.pgconn.untrace()
+
+    def round_trips() -> list[str]:
+        trips: list[tuple[str, list[str]]] = []  # (when the first message went, the statements sent)
+        for trace in opened:
+            if not trace.closed:
+                trace.flush()
+            sending = False
+            for line in Path(trace.name).read_text().splitlines():
+                at, direction, _, kind, *rest = line.split("\t") + [""]
+                if direction == "F" and not sending:
+                    trips.append((at, []))
+                sending = direction == "F"
+                if sending and kind in ("Query", "Parse"):  # Parse: "name" "text" ...; Query: "text"
+                    trips[-1][1].append(" ".join(rest).split('"')[3 if kind == "Parse" else 1][:60])
+        return [" | ".join(statements) for _, statements in sorted(trips, key=lambda trip: trip[0])]
+
+    sa_event.listen(engine.pool, "checkout", tracing)
+    sa_event.listen(engine.pool, "checkin", untraced)
+    try:
+        yield round_trips
+    finally:
+        sa_event.remove(engine.pool, "checkout", tracing)
+        sa_event.remove(engine.pool, "checkin", untraced)
+        for trace in opened:
+            trace.close()

@@ -18,14 +18,16 @@ from sqlalchemy import func, select, update
 from entitlement_sync.bootstrap import Container, bootstrap
 from entitlement_sync.db import transaction
 from entitlement_sync.deliver import Deliverer
-from entitlement_sync.models import AccessFeedEntry, AccessOverride, EffectiveAccessChange, WebhookDelivery
+from entitlement_sync.events import event_from_payload
+from entitlement_sync.models import AccessFeedEntry, AccessOverride, EffectiveAccessChange, EventStatus, WebhookDelivery
 from entitlement_sync.outbound import SignedPoster
 from entitlement_sync.settings import Settings
 from entitlement_sync.settings_parsers import parse_webhook_subscribers
 from entitlement_sync.tasks import build_redis_broker, build_stub_broker
+from entitlement_sync.testing import active_entitlement, summary_event
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-from tests.fakes import RecordingDeliveryQueue
-from tests.integration.conftest import Cli
+from tests.fakes import RecordingDeliveryQueue, summary_signal
+from tests.integration.conftest import Cli, round_trips_of
 from tests.webhook_subscriber import Subscriber
 
 # A second subscriber, where nothing listens (the discard port): drained only where a test says so.
@@ -437,3 +439,22 @@ def test_the_feed_is_pruned_in_slices_and_can_be_kept_for_ever(hooked):
     assert Settings.from_env({"ACCESS_FEED_RETENTION_DAYS": "7"}).access_feed_retention_days == 7
     with pytest.raises(ValueError, match="ACCESS_FEED_RETENTION_DAYS=0"):
         Settings.from_env({"ACCESS_FEED_RETENTION_DAYS": "0"})
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="the COMMIT goes with a statement on PostgreSQL only")
+@pytest.mark.parametrize("complete", [True, False], ids=["payload", "fetch"])
+def test_a_synced_grant_commits_with_its_deliveries(hooked, fake_stripe, tmp_path, complete):
+    """A sync's write takes the transaction's COMMIT along only when nothing is written after it. With subscribers,
+    its changes' deliveries are: the COMMIT waits for them, and they commit with the change."""
+    fake_stripe.set_entitlements("cus_1", [("feat_api", "api_access")])
+    items = [active_entitlement("feat_api", "api_access", entitlement_id="ent_1")]
+    payload = summary_event("cus_1", items) if complete else summary_signal("cus_1", [])
+    hooked.receiver.accept_event(event_from_payload(payload))
+    with round_trips_of(hooked.engine, tmp_path) as round_trips:
+        outcome = hooked.syncer.process_event(payload["id"], customer_id="cus_1")
+    assert outcome.status == EventStatus.PROCESSED
+    trips = round_trips()
+    assert trips[-1] == "COMMIT", "\n".join(trips)
+    assert trips[-2].startswith("INSERT INTO webhook_deliveries"), "\n".join(trips)
+    assert {row.type for row in deliveries(hooked)} == {"access.granted"}
+    assert len(deliveries(hooked)) == 2

@@ -196,3 +196,19 @@ def test_a_processed_event_takes_few_statements(container, fake_stripe, stripe_c
     assert keys(container) == ["api_access"]
     # Counted at the driver: the worker sends its statements through psycopg itself.
     assert len(driver_statements) <= most, "\n".join(driver_statements)
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="counts PostgreSQL round trips")
+@pytest.mark.parametrize(("path", "most"), [("payload", 2), ("fetch", 4), ("subscription", 8)])
+def test_a_processed_event_takes_few_round_trips(container, fake_stripe, stripe_clock, path, most, driver_round_trips):
+    """As the worker runs it (the job names the customer): the BEGIN goes with the first statements and the COMMIT
+    with the last, so a complete payload takes two round trips to PostgreSQL (the claim, then the write with the
+    finish), and a fetch four (the claim, the ticket, then the read and the write of the apply)."""
+    event_id = _stored_first_event(container, fake_stripe, path)
+    outcome = container.syncer.process_event(event_id, customer_id="cus_1")
+    assert outcome.status == EventStatus.PROCESSED
+    assert keys(container) == ["api_access"]
+    trips = driver_round_trips()
+    assert len(trips) <= most, "\n".join(trips)
+    assert trips[0].startswith("BEGIN | SELECT pg_advisory_xact_lock")
+    assert trips[-1].endswith(" | COMMIT"), "\n".join(trips)

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, CursorResult
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ..db import driver_rows, driver_rows_together
+from ..db import driver_rows_together
 from ..models import Base
 
 
@@ -46,15 +46,39 @@ def rows_changed(session: Session, statement: Any) -> int:
     return cast(CursorResult[Any], session.connection().execute(statement)).rowcount
 
 
-def pg_rows(session: Session, sql: str, params: Any) -> list[tuple[Any, ...]]:
+def pg_rows(session: Session, sql: str, params: Any, *, last: bool = False) -> list[tuple[Any, ...]]:
     """PostgreSQL: the rows of one of the worker's written-out statements, through the driver (`db.driver_rows`),
-    in the session's transaction and after its pending objects are flushed."""
-    return driver_rows(_driver_connection(session), sql, params)
+    in the session's transaction and after its pending objects are flushed.
+
+    `last`: the caller sends nothing more in this transaction and commits it next. The COMMIT then goes with the
+    statement, in the same round trip, unless the session still has something to write at its commit (a hook's
+    work: `PENDING_AT_COMMIT`) or is in a SAVEPOINT; the session's own commit then sends nothing. Nothing may
+    follow it in the transaction but that commit: a statement raises `CommittedAlready`, and a failure can no
+    longer roll it back.
+    """
+    return pg_rows_together(session, [(sql, params)], last=last)[0]
 
 
-def pg_rows_together(session: Session, statements: list[tuple[str, Any]]) -> list[list[tuple[Any, ...]]]:
+def pg_rows_together(
+    session: Session, statements: list[tuple[str, Any]], *, last: bool = False
+) -> list[list[tuple[Any, ...]]]:
     """`pg_rows` of several statements in one round trip (`db.driver_rows_together`)."""
-    return driver_rows_together(_driver_connection(session), statements)
+    connection = _driver_connection(session)
+    commit = last and not session.info.get(PENDING_AT_COMMIT) and not session.in_nested_transaction()
+    if not commit:
+        return driver_rows_together(connection, statements)
+    rows = driver_rows_together(connection, statements, commit=True)
+    session.info[_DRIVER_CONNECTION] = (session.get_transaction(), None)  # committed: nothing more goes through it
+    return rows
+
+
+# Work that a hook still writes when the session commits (the feed's numbering of the changes recorded): a
+# statement sent as the transaction's last then leaves the COMMIT to the session.
+PENDING_AT_COMMIT = "entitlement_sync.pending_at_commit"
+
+
+class CommittedAlready(RuntimeError):
+    """A statement after the one that committed the transaction (`pg_rows(last=True)`): a bug in its caller."""
 
 
 def _driver_connection(session: Session) -> Connection:
@@ -64,13 +88,16 @@ def _driver_connection(session: Session) -> Connection:
         session.flush()
     transaction = session.get_transaction()
     kept = session.info.get(_DRIVER_CONNECTION)
+    if kept is not None and kept[0] is transaction and kept[1] is None:
+        raise CommittedAlready("a statement after the transaction was committed with its last one")
     if kept is None or kept[0] is not transaction or kept[1].invalidated:
         kept = (transaction, session.connection())
         session.info[_DRIVER_CONNECTION] = kept
     return cast(Connection, kept[1])
 
 
-_DRIVER_CONNECTION = "entitlement_sync.store.driver_connection"  # (root transaction, its connection)
+# (root transaction, its connection; None once a statement committed it with itself)
+_DRIVER_CONNECTION = "entitlement_sync.store.driver_connection"
 
 
 @dataclass

@@ -11,11 +11,13 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
+from ..events import SUMMARY_UPDATED
 from ..models import CLAIMABLE, EventAttempt, EventStatus, StripeEvent
 from ..ordering import NOTHING_HELD, Held
 from . import locks
 from ._sql import WithParts, dialect_of, pg_rows, rows_changed
 from .access import ROWS_JSON, HeldRow, rows_from_json
+from .policy_inputs import OTHER_INPUTS_JSON, PolicyRead, policy_read_from
 from .sync_state import held_from, held_state
 
 
@@ -50,6 +52,9 @@ class Claimed:
     attempt_id: int
     held: Held  # what the customer's rows hold (`sync_state.held_state`)
     rows: list[HeldRow] | None  # the customer's rows, when read with the claim (PostgreSQL); else None
+    # The policy's other inputs, read with the claim of a summary event that may carry the whole set (PostgreSQL,
+    # the customer's lock taken first): a write of its payload then plans its recompute without a read.
+    policy_read: PolicyRead | None = None
 
 
 def claim_with_held(session: Session, event_id: str, now: datetime, lock_first: str | None = None) -> Claimed | None:
@@ -81,7 +86,9 @@ _CLAIM = (
     " opened AS (INSERT INTO event_attempts (id, event_id, started_at) SELECT claimed_by, id, %(now)s FROM claimed)"
     f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
     " held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
-    f" {ROWS_JSON} WHERE entitlements.customer_id = claimed.customer_id)"
+    f" {ROWS_JSON} WHERE entitlements.customer_id = claimed.customer_id),"
+    " CASE WHEN claimed.type = %(summary)s AND claimed.payload #>> '{data,object,entitlements,has_more}' = 'false'"
+    f" THEN json_build_array({OTHER_INPUTS_JSON.replace('%(customer)s', 'claimed.customer_id')}) END"
     " FROM claimed LEFT JOIN customer_sync_state held ON held.customer_id = claimed.customer_id"
 )
 _CLAIMABLE = [str(status) for status in CLAIMABLE]
@@ -90,7 +97,13 @@ _CLAIMABLE = [str(status) for status in CLAIMABLE]
 def _claim_in_one_statement(
     session: Session, event_id: str, now: datetime, lock_first: str | None = None
 ) -> Claimed | None:
-    values = {"event": event_id, "now": now, "processing": str(EventStatus.PROCESSING), "claimable": _CLAIMABLE}
+    values = {
+        "event": event_id,
+        "now": now,
+        "processing": str(EventStatus.PROCESSING),
+        "claimable": _CLAIMABLE,
+        "summary": SUMMARY_UPDATED,
+    }
     if lock_first is not None:
         found = locks.lock_customer(session, lock_first, then=(_CLAIM, values))
     else:
@@ -99,12 +112,14 @@ def _claim_in_one_statement(
         return None
     row = found[0]
     fields = dict(zip(_EVENT_COLUMNS, row[: len(_EVENT_COLUMNS)], strict=True))
-    held = held_from(*row[len(_EVENT_COLUMNS) : -1])
+    held = held_from(*row[len(_EVENT_COLUMNS) : -2])
     for name, value in fields.items():  # the driver's datetimes come in the connection's zone; ours are UTC
         if isinstance(value, datetime):
             fields[name] = value.astimezone(UTC)
+    # Read before the lock, the policy's inputs could be older than a writer's who holds it: left unread then.
+    inputs = policy_read_from(*row[-1]) if row[-1] is not None and lock_first is not None else None
     # A detached copy of the row: the worker reads it and never writes it back through the session.
-    return Claimed(StripeEvent(**fields), int(fields["claimed_by"]), held, rows_from_json(row[-1]))
+    return Claimed(StripeEvent(**fields), int(fields["claimed_by"]), held, rows_from_json(row[-2]), inputs)
 
 
 @dataclass(frozen=True)
@@ -125,13 +140,14 @@ def finish_attempt(
     now: datetime,
     *,
     unavailable: Unavailability | None = None,
+    last: bool = False,
 ) -> bool:
-    """Close the attempt, and set the event's outcome if this attempt still owns it; False when it did not."""
+    """Close the attempt, and set the event's outcome if this attempt still owns it; False when it did not.
+    `last`: the transaction's last statement, which may take its COMMIT along (`_sql.pg_rows`)."""
     values = _finish_values(status, error, now, unavailable)
     if dialect_of(session) == "postgresql":  # the event's outcome and the attempt's close in one statement
-        rows = pg_rows(
-            session, _finish_statement(tuple(values)), _finish_params(event_id, attempt_id, values, error, now)
-        )
+        params = _finish_params(event_id, attempt_id, values, error, now)
+        rows = pg_rows(session, _finish_statement(tuple(values)), params, last=last)
         return bool(rows and rows[0][0])
     owned = rows_changed(
         session,

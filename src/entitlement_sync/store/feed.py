@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from .. import policy
 from ..models import AccessFeedEntry, AccessFeedState, EffectiveAccess, EffectiveAccessChange
-from ._sql import WithParts, pg_rows, rows_changed, upsert
+from ._sql import PENDING_AT_COMMIT, WithParts, pg_rows, rows_changed, upsert
 
 CHANNEL = "access_feed"  # LISTEN/NOTIFY channel on PostgreSQL; the payload is the last cursor committed
 PUBLISHED = ("granted", "revoked")  # `updated` (same access, new reason) is history, not news for a copy
-_PENDING = "entitlement_sync.feed.pending"
+_PENDING = PENDING_AT_COMMIT  # the changes this transaction recorded, to number at its commit
 _STATE_ID = 1
 
 

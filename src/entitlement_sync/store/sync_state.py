@@ -15,11 +15,12 @@ from ..ordering import NOTHING_HELD, Held, Window
 from ._sql import dialect_of, pg_rows, upsert_for
 
 
-def advance_customer_seq(session: Session, customer_id: str) -> int:
-    """Bump and return the customer's sequence; the row lock orders concurrent bumps by commit."""
+def advance_customer_seq(session: Session, customer_id: str, *, last: bool = False) -> int:
+    """Bump and return the customer's sequence; the row lock orders concurrent bumps by commit. `last`: the
+    transaction's last statement, which may take its COMMIT along (`_sql.pg_rows`)."""
     dialect = dialect_of(session)
     if dialect == "postgresql":
-        return int(pg_rows(session, _ADVANCE_PG, {"customer": customer_id})[0][0])
+        return int(pg_rows(session, _ADVANCE_PG, {"customer": customer_id}, last=last)[0][0])
     return int(session.connection().execute(_advance(dialect), {"customer": customer_id}).scalar_one())
 
 

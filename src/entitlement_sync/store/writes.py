@@ -54,13 +54,15 @@ def record_and_replace(
     effective_saved: EffectiveSaved | None = None,
     also: WithParts | None = None,
     last: bool = False,
+    commit: bool = False,
 ) -> tuple[int, access.AccessDiff, list[EffectiveAccessChange]]:
     """`sync_state.record_write`, then (`supersede`: a fetch's ticket moved `applied_seq` on) `inbox.supersede_synced`
     for the customer, then `access.replace_entitlements`, then (`effective_saved`: a recompute's writes, planned
     from what these writes leave) `effective.save`. Returns the new `state_seq`, the diff and the changes
     recorded. `also` (PostgreSQL): another store's parts, sent in the same statement and answered. `last`: the
     caller's transaction commits after this statement, with no other statement: the changes recorded are then
-    numbered into the feed by it too (`feed.publish_parts`), not by the hook at commit."""
+    numbered into the feed by it too (`feed.publish_parts`), not by the hook at commit. `commit` (with `last`):
+    the caller writes nothing more either (no deliveries of the changes): the COMMIT goes with the statement."""
     if dialect_of(session) != "postgresql":
         state_seq = sync_state.record_write(session, customer_id, after, now)
         if supersede:
@@ -93,7 +95,7 @@ def record_and_replace(
     answer = also.join(parts, values) if also is not None else "NULL"
     notified = published.join(parts, values) if published is not None else "NULL"
     statement = f"WITH {', '.join(parts)} SELECT state_seq, {recorded}, {answer}, {notified} FROM written"
-    ((state_seq, ids, answered, _),) = pg_rows(session, statement, values)
+    ((state_seq, ids, answered, _),) = pg_rows(session, statement, values, last=last and commit)
     if also is not None:
         also.answered(answered)
     if effective_saved is None:
