@@ -171,10 +171,14 @@ def _begin_with_the_statements(dbapi_connection: Any) -> bool:
     return True
 
 
-def _implicit_transactions_again(dbapi_connection: Any, _record: Any) -> None:
+def _implicit_transactions_again(dbapi_connection: Any, record: Any) -> None:
     """Pool checkin (after the reset's rollback): the next user of the connection gets psycopg's own BEGINs."""
-    if dbapi_connection is not None and not dbapi_connection.closed and dbapi_connection.autocommit:
-        dbapi_connection.autocommit = False
+    if dbapi_connection is None or dbapi_connection.closed or not dbapi_connection.autocommit:
+        return
+    try:
+        dbapi_connection.autocommit = False  # refused unless no transaction is open
+    except Exception:  # a connection broken meanwhile, or still in a transaction: never handed out again
+        record.invalidate()
 
 
 _IDLE = 0  # libpq's PQTRANS_IDLE (psycopg.pq.TransactionStatus.IDLE): no transaction open

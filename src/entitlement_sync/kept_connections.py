@@ -208,9 +208,11 @@ class ThreadConnections:
                 _parse_json_fast(dbapi_connection)
             else:
                 dbapi_connection.isolation_level = None  # sqlite3's autocommit: no implicit BEGIN
-        except BaseException:
+        except BaseException as error:
             connection.invalidate()
             connection.close()
+            if isinstance(error, self._unavailable):  # the server went away between the connect and the setup
+                raise StorageUnavailable(str(error).splitlines()[0]) from error
             raise
         held = _Held(connection, connection.dbapi_connection.cursor(), time.monotonic() + RECYCLE_SECONDS)  # type: ignore[union-attr]
         # Back to the pool when dropped, recycled, or its thread ends (the thread's locals go with it).

@@ -5,10 +5,12 @@ import os
 import threading
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import JSON, Boolean, create_engine, text
+from sqlalchemy import event as sa_event
 
 from entitlement_sync.bootstrap import bootstrap
 from entitlement_sync.db import PoolOptions, create_db_engine
@@ -189,6 +191,29 @@ def test_a_reading_thread_keeps_one_connection_and_a_dropped_one_fails_one_read_
         reads.rows(BACKEND, {})
     assert reads.rows(BACKEND, {})[0][0] != first
     reads.close()
+
+
+@on_postgres
+def test_a_connection_dropped_before_its_setup_is_unavailable_not_a_bug(container):
+    """The server can go away between a kept connection's connect and its setup (seen when PostgreSQL stopped
+    mid-run: a 500 among the 503s). That read is unavailable too, and the next one connects again."""
+    reads = ThreadConnections(container.engine)
+    dropped: list[int] = []
+
+    def dropped_on_first_checkout(dbapi_connection: Any, *_: Any) -> None:
+        if not dropped:
+            dropped.append(dbapi_connection.info.backend_pid)
+            with container.engine.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped[0]})
+
+    sa_event.listen(reads._engine.pool, "checkout", dropped_on_first_checkout)
+    try:
+        with pytest.raises(StorageUnavailable):
+            reads.rows(BACKEND, {})
+        assert reads.rows(BACKEND, {})[0][0] != dropped[0]
+    finally:
+        sa_event.remove(reads._engine.pool, "checkout", dropped_on_first_checkout)
+        reads.close()
 
 
 def test_a_flag_read_answers_true_false_or_none_without_a_row(container):
