@@ -27,3 +27,13 @@ def dumps_text(document: Any) -> str:
         return orjson.dumps(document).decode()
     except TypeError:  # orjson.JSONEncodeError
         return json.dumps(document)
+
+
+def dumps_log_line(event: dict[str, Any], **_options: Any) -> str:
+    """A structured log line (structlog's JSONRenderer `serializer`): compact, in the fields' order, anything
+    orjson cannot encode by its `repr`, as structlog's own renderer would; the standard library's where orjson
+    refuses the text (a lone surrogate)."""
+    try:
+        return orjson.dumps(event, default=repr).decode()
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(event, default=repr)

@@ -16,13 +16,17 @@ from typing import Any, TextIO
 
 import structlog
 
+from .fastjson import dumps_log_line
+
 
 def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
     # Chatty at INFO: a line per Stripe request, per Alembic plugin. Our own events say what matters.
     for noisy in ("stripe", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    renderer: Any = (
+        structlog.processors.JSONRenderer(serializer=dumps_log_line) if json else structlog.dev.ConsoleRenderer()
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
