@@ -92,25 +92,19 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 SessionFactory = Callable[[], Session]
 
 
-def driver_rows(connection: Connection, sql: str, params: Any) -> list[tuple[Any, ...]]:
-    """The rows of one statement (none for a statement that returns none) sent straight through the driver, on
-    the connection of the caller's SQLAlchemy transaction. PostgreSQL only (psycopg: `%(name)s` parameters).
+def driver_rows_together(
+    connection: Connection, statements: list[tuple[str, Any]], *, commit: bool = False
+) -> list[list[tuple[Any, ...]]]:
+    """The rows of each statement (none for one that returns none), in order, sent straight through the driver on
+    the connection of the caller's SQLAlchemy transaction; several in one round trip (libpq's pipeline mode).
+    PostgreSQL only (psycopg: `%(name)s` parameters).
 
     For the worker's statements, which run for every event: SQLAlchemy's execute (events, result metadata) cost
     three times the driver's own. What SQLAlchemy did for them is kept: the engine's statement deadline, and a
     driver error raised as SQLAlchemy's (a lost connection invalidated, an outage seen as one by
-    `outages_reported`).
-    """
-    return driver_rows_together(connection, [(sql, params)])[0]
-
-
-def driver_rows_together(
-    connection: Connection, statements: list[tuple[str, Any]], *, commit: bool = False
-) -> list[list[tuple[Any, ...]]]:
-    """`driver_rows` of several statements sent in one round trip (libpq's pipeline mode), their rows in order.
-
-    The server still runs them one after the other, each as its own statement (its own snapshot, taken when it
-    starts): only the waiting between them is saved. An error in one leaves the rest unrun, and is raised.
+    `outages_reported`). The server still runs the statements one after the other, each as its own (its own
+    snapshot, taken when it starts): only the waiting between them is saved. An error in one leaves the rest
+    unrun, and is raised.
 
     `commit`: the transaction's COMMIT goes after them, in the same round trip. SQLAlchemy's own commit then
     finds the driver's connection out of any transaction, and sends nothing (psycopg commits only a transaction

@@ -20,20 +20,17 @@ def loads(document: bytes | bytearray | memoryview | str) -> Any:
     return orjson.loads(document)
 
 
-def dumps_text(document: Any) -> str:
+def dumps_text(document: Any, default: Any = None) -> str:
     """JSON text (a str, as `json.dumps` gives it) for the hot paths; the standard library's where orjson refuses
-    (a string holding a lone surrogate, which a parsed Stripe event may: JSON's escapes allow it)."""
+    (a string holding a lone surrogate, which a parsed Stripe event may: JSON's escapes allow it). `default`: as
+    both libraries take it, for what JSON cannot encode."""
     try:
-        return orjson.dumps(document).decode()
+        return orjson.dumps(document, default=default).decode()
     except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(document)
+        return json.dumps(document, default=default)
 
 
 def dumps_log_line(event: dict[str, Any], **_options: Any) -> str:
-    """A structured log line (structlog's JSONRenderer `serializer`): compact, in the fields' order, anything
-    orjson cannot encode by its `repr`, as structlog's own renderer would; the standard library's where orjson
-    refuses the text (a lone surrogate)."""
-    try:
-        return orjson.dumps(event, default=repr).decode()
-    except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(event, default=repr)
+    """A structured log line (structlog's JSONRenderer `serializer`): compact, in the fields' order, anything JSON
+    cannot encode by its `repr`, as structlog's own renderer would."""
+    return dumps_text(event, default=repr)

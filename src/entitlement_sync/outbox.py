@@ -28,7 +28,7 @@ from .ports import DeliveryQueue, WebhookSubscriber
 
 log = get_logger(__name__)
 
-PUBLISHED_CHANGES = ("granted", "revoked")
+PUBLISHED_CHANGES = store.feed.PUBLISHED  # the flips, as the feed publishes them
 _KICK_REGISTERED = "entitlement_sync.webhooks.kick_after_commit"
 
 

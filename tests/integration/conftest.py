@@ -75,7 +75,7 @@ def book_the_budget_an_hour_ahead(client: redis.Redis, key: str, limit: int = 10
 @pytest.fixture
 def driver_statements(container: Container) -> Iterator[list[str]]:
     """Every statement the container's pooled connections send while the test runs, counted at the driver
-    (PostgreSQL): SQLAlchemy's own and those the worker sends through psycopg itself (`db.driver_rows`)."""
+    (PostgreSQL): SQLAlchemy's own and those the worker sends through psycopg itself (`db.driver_rows_together`)."""
     import psycopg
     from sqlalchemy import event as sa_event
 
@@ -84,7 +84,8 @@ def driver_statements(container: Container) -> Iterator[list[str]]:
     class CountingCursor(psycopg.Cursor):  # type: ignore[type-arg]
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             text = query.decode() if isinstance(query, bytes) else str(query)
-            if text not in ("BEGIN", "COMMIT"):  # sent with the first and the last statements (`db.driver_rows`)
+            # Sent with the first and the last statements (`db.driver_rows_together`): no work of their own.
+            if text not in ("BEGIN", "COMMIT"):
                 statements.append(text)
             return super().execute(query, params, **kwargs)
 

@@ -1,5 +1,5 @@
-"""db.driver_rows sends statements with the server's own placeholders ($1...), numbered once per statement text,
-so a long statement is not rewritten on every execute; what the server runs must be what the statement said."""
+"""db.driver_rows_together sends statements with the server's own placeholders ($1...), numbered once per statement
+text, so a long statement is not rewritten on every execute; what the server runs must be what the statement said."""
 
 from __future__ import annotations
 

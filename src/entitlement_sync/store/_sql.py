@@ -47,8 +47,8 @@ def rows_changed(session: Session, statement: Any) -> int:
 
 
 def pg_rows(session: Session, sql: str, params: Any, *, last: bool = False) -> list[tuple[Any, ...]]:
-    """PostgreSQL: the rows of one of the worker's written-out statements, through the driver (`db.driver_rows`),
-    in the session's transaction and after its pending objects are flushed.
+    """PostgreSQL: the rows of one of the worker's written-out statements, through the driver
+    (`db.driver_rows_together`), in the session's transaction and after its pending objects are flushed.
 
     `last`: the caller sends nothing more in this transaction and commits it next. The COMMIT then goes with the
     statement, in the same round trip, unless the session still has something to write at its commit (a hook's
