@@ -9,6 +9,7 @@ lists their `event_ids`, `customers` and `types`.) Never log a secret or a paylo
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +19,13 @@ import structlog
 
 from .fastjson import dumps_log_line
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
-def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
+
+def configure_logging(level: str | None = None, json: bool = True, stream: TextIO | None = None) -> None:
+    """`level`: the lowest level written; by default `LOG_LEVEL` from the environment, else INFO. Read here, not
+    in Settings: logging is configured first, so that a refused setting is itself logged."""
+    level = log_level(os.environ.get("LOG_LEVEL") if level is None else level)
     logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level)
     # Chatty at INFO: a line per Stripe request, per Alembic plugin. Our own events say what matters.
     for noisy in ("stripe", "alembic", "urllib3"):
@@ -43,6 +49,15 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
         # that capture lines); the cost is one small bind per line.
         cache_logger_on_first_use=False,
     )
+
+
+def log_level(raw: str | None) -> str:
+    """A level's name from `LOG_LEVEL` (any case; unset or empty: INFO). Anything else is refused at start-up,
+    naming the levels, rather than run with a level nobody asked for."""
+    name = (raw or "INFO").strip().upper()
+    if name not in LEVELS:
+        raise ValueError(f"LOG_LEVEL={raw!r} is not a log level; use one of {', '.join(LEVELS)}")
+    return name
 
 
 def get_logger(name: str) -> Any:

@@ -7,6 +7,8 @@ import enum
 import io
 import json
 
+import pytest
+
 from entitlement_sync.logs import configure_logging, get_logger
 
 
@@ -46,3 +48,22 @@ def test_a_value_json_cannot_encode_is_written_by_its_repr_and_a_lone_surrogate_
 
     assert json.loads(logged(thing=Opaque()))["thing"] == "<opaque>"
     assert json.loads(logged(note="bad \ud800 text"))["note"] == "bad \ud800 text"
+
+
+def test_log_level_from_the_environment_drops_the_lines_below_it(monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    try:
+        get_logger(__name__).info("event.finished", status="processed")
+        get_logger(__name__).warning("stripe.slow", seconds=3)
+    finally:
+        monkeypatch.delenv("LOG_LEVEL")
+        configure_logging()
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["stripe.slow"]
+
+
+def test_an_unknown_log_level_is_refused_naming_the_levels(monkeypatch):
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    with pytest.raises(ValueError, match=r"LOG_LEVEL='verbose' is not a log level; use one of DEBUG, INFO"):
+        configure_logging(stream=io.StringIO())

@@ -62,3 +62,11 @@ def test_with_every_setting_each_command_starts(never_exec, command):
 def test_the_worker_does_not_need_webhook_secrets(never_exec):
     result = CliRunner().invoke(main, ["worker"], env={**COMPLETE, "STRIPE_WEBHOOK_SECRETS": None})
     assert result.exit_code == 0 and never_exec == ["dramatiq"]
+
+
+@pytest.mark.parametrize("command", [["serve"], ["worker"]])
+def test_an_unknown_log_level_stops_the_command_before_any_process_starts(never_exec, command):
+    result = CliRunner().invoke(main, command, env={**COMPLETE, "LOG_LEVEL": "loud"})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: LOG_LEVEL='loud' is not a log level; use one of DEBUG, INFO, WARNING, ERROR"
+    assert never_exec == []

@@ -9,6 +9,7 @@ import threading
 
 import click
 
+from ..logs import log_level
 from ..settings import Settings
 
 
@@ -148,6 +149,7 @@ def _settings_for(role: str) -> Settings:
     """The settings, or exit 2 with one line naming what is missing: better than starting to fail quietly."""
     try:
         settings = Settings.from_env()
+        log_level(os.environ.get("LOG_LEVEL"))  # read by each process as it starts: refused here, once, instead
     except ValueError as error:  # a malformed setting: from_env's message names it (never a secret)
         click.echo(f"error: {error}", err=True)
         raise SystemExit(2) from None
