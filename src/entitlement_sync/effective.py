@@ -70,15 +70,22 @@ class AccessPolicy:
         self._publish = publish or _publish_nothing
 
     def recompute(
-        self, session: Session, customer_id: str, cause: str | None, now: datetime | None = None
+        self,
+        session: Session,
+        customer_id: str,
+        cause: str | None,
+        now: datetime | None = None,
+        read: tuple[PolicyInputs, dict[str, EffectiveRow]] | None = None,
     ) -> list[EffectiveChange]:
         """Make the customer's effective rows what the policy says now; write each change with its cause.
 
-        `cause` None means the clock moved (the sweep): each change then names what expired or ended.
+        `cause` None means the clock moved (the sweep): each change then names what expired or ended. `read`:
+        the policy's inputs and the effective rows (`inputs_and_rows`), when the caller read them already in
+        this transaction, under the customer's lock and after its own writes.
         """
         now = now or self._clock()
         store.locks.lock_customer(session, customer_id)
-        inputs, current = store.policy_inputs.inputs_and_rows(session, customer_id)
+        inputs, current = read or store.policy_inputs.inputs_and_rows(session, customer_id)
         plan = self.plan(customer_id, inputs, current, cause, now)
         return self.recorded(session, plan, store.effective.save(session, customer_id, *plan.saved))
 

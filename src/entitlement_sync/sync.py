@@ -304,11 +304,10 @@ class Syncer:
         try:
             inbound = event_from_payload(event.payload)
             snapshot = subscription_snapshot(inbound.data_object, event.customer_id or "")
-            with session.begin_nested():
-                if store.subscriptions.upsert_subscription(
-                    session, snapshot, inbound.created, inbound.id, self._clock()
-                ):
-                    self._policy.recompute(session, snapshot.customer_id, inbound.id)
+            now = self._clock()
+            with store.subscriptions.mirrored(session, snapshot, inbound.created, inbound.id, now) as mirror:
+                if mirror.written:
+                    self._policy.recompute(session, snapshot.customer_id, inbound.id, now, mirror.read)
         except (StorageUnavailable, OperationalError, InterfaceError):
             raise  # the database is down: the sync could not write either; the event waits for it
         except Exception:

@@ -131,8 +131,17 @@ class _EffectiveRead:
 
 
 def _read_in_one_statement(session: Session, customer_id: str) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
-    (row,) = pg_rows(session, _INPUTS_AND_ROWS, {"customer": customer_id})
-    entitlements, synced, *others = row
+    return inputs_and_rows_from(pg_rows(session, *inputs_and_rows_statement(customer_id)))
+
+
+def inputs_and_rows_statement(customer_id: str) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL: `inputs_and_rows`' statement, for a caller that sends it with others (`_sql.pg_rows_together`)."""
+    return _INPUTS_AND_ROWS, {"customer": customer_id}
+
+
+def inputs_and_rows_from(rows: list[tuple[Any, ...]]) -> tuple[PolicyInputs, dict[str, EffectiveRow]]:
+    """`inputs_and_rows` from the rows of its statement."""
+    ((entitlements, synced, *others),) = rows
     read = policy_read_from(*others)
     return read.with_access((ActiveEntitlement(*item) for item in entitlements or ()), bool(synced))
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, union
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..events import SubscriptionSnapshot
 from ..models import CustomerSyncState, Entitlement, Subscription
-from ._sql import upsert
+from ..policy import PolicyInputs
+from ._sql import dialect_of, pg_rows, pg_rows_together, upsert
+from .effective import EffectiveRow
+from .policy_inputs import inputs_and_rows_from, inputs_and_rows_statement
 
 TERMINAL_SUBSCRIPTION_STATUSES = ("canceled", "incomplete_expired")
 
@@ -22,19 +31,7 @@ def upsert_subscription(
     Stripe's `created` has one-second resolution, so on a tie the later arrival wins, except that a
     terminal status (canceled) is never undone: Stripe never revives a canceled subscription.
     """
-    values = {
-        "id": snapshot.id,
-        "customer_id": snapshot.customer_id,
-        "status": snapshot.status,
-        "cancel_at_period_end": snapshot.cancel_at_period_end,
-        "current_period_end": snapshot.current_period_end,
-        "price_ids": snapshot.price_ids,
-        "product_ids": snapshot.product_ids,
-        "event_created": event_created,
-        "event_id": event_id,
-        "updated_at": now,
-        "past_due_since": datetime.fromtimestamp(event_created, UTC) if snapshot.status == "past_due" else None,
-    }
+    values = _row_values(snapshot, event_created, event_id, now)
     statement = upsert(session, Subscription).values(**values)
     newer = or_(
         Subscription.event_created < statement.excluded.event_created,
@@ -54,6 +51,82 @@ def upsert_subscription(
         where=newer,
     ).returning(Subscription.id)
     return session.execute(statement).first() is not None
+
+
+def _row_values(snapshot: SubscriptionSnapshot, event_created: int, event_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": snapshot.id,
+        "customer_id": snapshot.customer_id,
+        "status": snapshot.status,
+        "cancel_at_period_end": snapshot.cancel_at_period_end,
+        "current_period_end": snapshot.current_period_end,
+        "price_ids": snapshot.price_ids,
+        "product_ids": snapshot.product_ids,
+        "event_created": event_created,
+        "event_id": event_id,
+        "updated_at": now,
+        "past_due_since": datetime.fromtimestamp(event_created, UTC) if snapshot.status == "past_due" else None,
+    }
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """The mirror's write: whether the row was written, and (PostgreSQL) the customer's policy read after it."""
+
+    written: bool
+    read: tuple[PolicyInputs, dict[str, EffectiveRow]] | None
+
+
+@contextmanager
+def mirrored(
+    session: Session, snapshot: SubscriptionSnapshot, event_created: int, event_id: str, now: datetime
+) -> Iterator[Mirrored]:
+    """`upsert_subscription` in a savepoint of its own, which also holds what the block writes after it (the
+    recompute): an exception in the block rolls them back together, and is raised. Call it with the customer's
+    lock held.
+
+    PostgreSQL: the SAVEPOINT, the upsert and the policy's read after it go in one round trip, and the savepoint
+    is never released (COMMIT ends it with the rest); three round trips fewer than a nested Session transaction,
+    for every subscription event. Its statements go through the driver, unseen by the Session: a lock the block
+    takes on another customer is not forgotten if the savepoint is rolled back (the mirror takes none).
+    """
+    if dialect_of(session) != "postgresql":
+        with session.begin_nested():
+            yield Mirrored(upsert_subscription(session, snapshot, event_created, event_id, now), None)
+        return
+    values = _row_values(snapshot, event_created, event_id, now)
+    values.update(price_ids=json.dumps(values["price_ids"]), product_ids=json.dumps(values["product_ids"]))
+    try:
+        _, written, read = pg_rows_together(
+            session, [(_SAVEPOINT, None), (_UPSERT_PG, values), inputs_and_rows_statement(snapshot.customer_id)]
+        )
+        yield Mirrored(bool(written), inputs_and_rows_from(read))
+    except DBAPIError as error:
+        if not error.connection_invalidated:  # the SAVEPOINT went first: only a lost connection leaves it unrun
+            pg_rows(session, _ROLLBACK_TO, None)
+        raise
+    except BaseException:
+        pg_rows(session, _ROLLBACK_TO, None)
+        raise
+
+
+_SAVEPOINT, _ROLLBACK_TO = "SAVEPOINT subscription_mirror", "ROLLBACK TO SAVEPOINT subscription_mirror"
+# `upsert_subscription`'s statement, written out for the driver.
+_UPSERT_PG = (
+    "INSERT INTO subscriptions (id, customer_id, status, cancel_at_period_end, current_period_end, price_ids,"
+    " product_ids, event_created, event_id, updated_at, past_due_since) VALUES (%(id)s, %(customer_id)s,"
+    " %(status)s, %(cancel_at_period_end)s, %(current_period_end)s, %(price_ids)s::json, %(product_ids)s::json,"
+    " %(event_created)s, %(event_id)s, %(updated_at)s, %(past_due_since)s)"
+    " ON CONFLICT (id) DO UPDATE SET customer_id = EXCLUDED.customer_id, status = EXCLUDED.status,"
+    " cancel_at_period_end = EXCLUDED.cancel_at_period_end, current_period_end = EXCLUDED.current_period_end,"
+    " price_ids = EXCLUDED.price_ids, product_ids = EXCLUDED.product_ids, event_created = EXCLUDED.event_created,"
+    " event_id = EXCLUDED.event_id, updated_at = EXCLUDED.updated_at,"
+    " past_due_since = CASE WHEN subscriptions.status = 'past_due' AND EXCLUDED.status = 'past_due'"
+    " THEN coalesce(subscriptions.past_due_since, EXCLUDED.past_due_since) ELSE EXCLUDED.past_due_since END"
+    " WHERE subscriptions.event_created < EXCLUDED.event_created OR (subscriptions.event_created ="
+    f" EXCLUDED.event_created AND subscriptions.status NOT IN {TERMINAL_SUBSCRIPTION_STATUSES!r})"
+    " RETURNING id"
+)
 
 
 def local_customer_ids(session: Session) -> set[str]:
