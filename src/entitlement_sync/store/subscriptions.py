@@ -32,6 +32,8 @@ def upsert_subscription(
     terminal status (canceled) is never undone: Stripe never revives a canceled subscription.
     """
     values = _row_values(snapshot, event_created, event_id, now)
+    if dialect_of(session) == "postgresql":
+        return bool(pg_rows(session, _UPSERT_PG, _pg_values(values)))
     statement = upsert(session, Subscription).values(**values)
     newer = or_(
         Subscription.event_created < statement.excluded.event_created,
@@ -94,8 +96,7 @@ def mirrored(
         with session.begin_nested():
             yield Mirrored(upsert_subscription(session, snapshot, event_created, event_id, now), None)
         return
-    values = _row_values(snapshot, event_created, event_id, now)
-    values.update(price_ids=json.dumps(values["price_ids"]), product_ids=json.dumps(values["product_ids"]))
+    values = _pg_values(_row_values(snapshot, event_created, event_id, now))
     try:
         _, written, read = pg_rows_together(
             session, [(_SAVEPOINT, None), (_UPSERT_PG, values), inputs_and_rows_statement(snapshot.customer_id)]
@@ -110,8 +111,14 @@ def mirrored(
         raise
 
 
+def _pg_values(values: dict[str, Any]) -> dict[str, Any]:
+    """`_UPSERT_PG`'s parameters: the JSON columns as JSON text."""
+    return {**values, "price_ids": json.dumps(values["price_ids"]), "product_ids": json.dumps(values["product_ids"])}
+
+
 _SAVEPOINT, _ROLLBACK_TO = "SAVEPOINT subscription_mirror", "ROLLBACK TO SAVEPOINT subscription_mirror"
-# `upsert_subscription`'s statement, written out for the driver.
+# `upsert_subscription` on PostgreSQL, written out for the driver (the portable statement above is SQLite's): the
+# same rules, checked on both by the same tests (test_sync.py, test_effective_access.py).
 _UPSERT_PG = (
     "INSERT INTO subscriptions (id, customer_id, status, cancel_at_period_end, current_period_end, price_ids,"
     " product_ids, event_created, event_id, updated_at, past_due_since) VALUES (%(id)s, %(customer_id)s,"
