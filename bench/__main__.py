@@ -6,7 +6,18 @@ import argparse
 import importlib
 import time
 
-PARTS = ["receiver", "worker", "freshness", "freshness_fetched", "burst", "coalescing", "reconcile", "reads", "feed"]
+PARTS = [
+    "receiver",
+    "worker",
+    "worker_subscriptions",
+    "freshness",
+    "freshness_fetched",
+    "burst",
+    "coalescing",
+    "reconcile",
+    "reads",
+    "feed",
+]
 
 
 def main() -> None:

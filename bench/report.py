@@ -24,12 +24,12 @@ python -m bench run all                 # ~20 min; --quick: ~5 min; or one part:
 python -m bench report                  # this page and docs/benchmarks/*.png
 ```
 
-Parts: `receiver`, `worker`, `freshness`, `freshness_fetched`, `burst`, `coalescing`, `reconcile`, `reads`, `feed`
-(each module's docstring in `bench/parts/` says exactly what it measures). Stripe is the simulator of
-`entitlement_sync.testing`, answering each call after 50 ms; everything runs on 127.0.0.1. Until 2026-11-30 the
-simulator sent its headers and body in two writes with Nagle's algorithm on, so each call also waited for the
-client's delayed ACK (about 45 ms): figures for the parts that call Stripe from before that date were at about
-95 ms, which flattered whichever side spent more time outside the call.
+Parts: `receiver`, `worker`, `worker_subscriptions`, `freshness`, `freshness_fetched`, `burst`, `coalescing`,
+`reconcile`, `reads`, `feed` (each module's docstring in `bench/parts/` says exactly what it measures). Stripe is
+the simulator of `entitlement_sync.testing`, answering each call after 50 ms; everything runs on 127.0.0.1. Until
+2026-11-30 the simulator sent its headers and body in two writes with Nagle's algorithm on, so each call also
+waited for the client's delayed ACK (about 45 ms): figures for the parts that call Stripe from before that date
+were at about 95 ms, which flattered whichever side spent more time outside the call.
 """
 
 
@@ -77,7 +77,7 @@ def receiver(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def worker(doc: dict[str, Any]) -> list[str]:
+def worker(doc: dict[str, Any], events: str = "events (a summary that says `has_more`)") -> list[str]:
     def cell(s: dict[str, Any]) -> str:
         return (
             f"{s['events_per_s']:.0f} events/s, {s['commits_per_event']:.2f} commits and "
@@ -85,7 +85,7 @@ def worker(doc: dict[str, Any]) -> list[str]:
             f"RSS {s['max_rss_mb']:.0f} MB"
         )
 
-    what = f"worker drain, {doc['events']:,} events, 2 proc x 8 threads, Stripe 50 ms, pacing off"
+    what = f"worker drain, {doc['events']:,} {events}, 2 proc x 8 threads, Stripe 50 ms, pacing off"
     return [row(what, cell(doc["ours"]), cell(doc["bare"]), f"**{doc['ratio']}** (CPU {doc['cpu_ratio']}x)")]
 
 
@@ -192,6 +192,7 @@ def feed(doc: dict[str, Any]) -> list[str]:
 SECTIONS = {
     "receiver": receiver,
     "worker": worker,
+    "worker_subscriptions": lambda doc: worker(doc, "subscription events (mirror, recompute, fetch)"),
     "freshness": freshness,
     "freshness_fetched": freshness_fetched,
     "burst": burst,
@@ -246,7 +247,7 @@ def render() -> Path:
     lines.append(
         f"Measured {machine.get('date', '?')[:10]} on {machine.get('nproc')} × {machine.get('cpu')}, "
         f"Python {machine.get('python')}, PostgreSQL {machine.get('postgresql')}, "
-        f"Redis {machine.get('redis')}, code at `{machine.get('commit')}`; load averages in Runs below. "
+        f"Redis {machine.get('redis')}, code at `{machine.get('commit')}` (each part's own in Runs below). "
         "Ratio: ours ÷ bare for throughput, bare ÷ ours for times and calls (above 1 is better for us)."
     )
     quick = sorted(name for name, doc in results.items() if doc["quick"])
@@ -254,12 +255,13 @@ def render() -> Path:
         lines.append(f"From `--quick` runs (smaller sizes): {', '.join(quick)}.")
     lines += ["", *figures_table(results), ""]
     lines += [f"![{name}](benchmarks/{name})" for name in charts(results)]
-    lines += ["", "## Runs", "", row("part", "when (UTC)", "mode", "reps per side", "took", "load average at end")]
-    lines.append(row("---", "---", "---", "---", "---", "---"))
+    heading = ("part", "when (UTC)", "code", "mode", "reps per side", "took", "load average at end")
+    lines += ["", "## Runs", "", row(*heading), row(*["---"] * len(heading))]
     for name, doc in results.items():
         m = doc["machine"]
         mode = "--quick" if doc["quick"] else "full"
         took = f"{doc.get('elapsed_s', '?')} s"
-        lines.append(row(name, m["date"], mode, doc["reps"], took, m.get("loadavg_1m_at_end", "?")))
+        code = f"`{m.get('commit', '?')}`"
+        lines.append(row(name, m["date"], code, mode, doc["reps"], took, m.get("loadavg_1m_at_end", "?")))
     DOC.write_text("\n".join(lines) + "\n")
     return DOC

@@ -11,7 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-from entitlement_sync.testing import FakeStripe, StripeSimulatorServer, active_entitlement, sign, summary_event
+from entitlement_sync.testing import (
+    FakeStripe,
+    StripeSimulatorServer,
+    active_entitlement,
+    event,
+    sign,
+    subscription,
+    summary_event,
+)
 
 from .common import API_KEY, SECRET
 
@@ -57,6 +65,13 @@ def summary_body(
     body = summary_event(customer, items, **fields)
     body["data"]["object"]["entitlements"]["has_more"] = not complete
     return json.dumps(body).encode()
+
+
+def subscription_body(customer: str) -> bytes:
+    """A `customer.subscription.updated` event for this customer's one subscription (Stripe's own shape: expanded
+    items and prices, decimal strings), as a plan change sends: ours mirrors it and fetches the entitlements."""
+    sub = subscription(f"sub_{customer}", customer, prices=[("price_bench_pro", "prod_bench_pro")])
+    return json.dumps(event("customer.subscription.updated", sub, previous_attributes={"items": {}})).encode()
 
 
 class Poster:

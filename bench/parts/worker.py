@@ -2,7 +2,8 @@
 them; Stripe answers in 50 ms, pacing off. Ours (`entitlement-sync worker`) vs a bare Dramatiq actor.
 
 The events say `has_more: true`, so ours fetches each one as the bare actor does (one GET, one replace): this is
-the fetch path's cost. A complete payload is written without a call (`burst` measures that path).
+the fetch path's cost. A complete payload is written without a call (`burst` measures that path); subscription
+events, the fetch path's usual cause, are `worker_subscriptions`.
 
 Rates are taken from the first progress seen to the last event (process start-up is left out); commits and new
 PostgreSQL sessions are pg_stat_database deltas over the worker's whole life, less the bench's own polls.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +29,8 @@ from ..common import Config, ratio, side_by_side
 from ..services import Stack, db_counters, reset_tables, settle
 from ..stripe import grant, simulator, summary_body
 
+Body = Callable[[str], bytes]
+
 KEYS = ["events_per_s", "commits_per_event", "cpu_ms_per_event", "new_connections", "max_rss_mb", "seconds"]
 DONE = {
     "ours": "SELECT count(*) FROM stripe_events WHERE status = 'processed'",
@@ -34,15 +38,16 @@ DONE = {
 }
 
 
-def prestore(stack: Stack, customers: list[str]) -> None:
+def signal(customer: str) -> bytes:
+    """This part's event: a summary that says Stripe holds more than it shows, so ours fetches."""
+    return summary_body(customer, complete=False)
+
+
+def prestore(stack: Stack, customers: list[str], body: Body = signal) -> None:
     if stack.side == "ours":
         container = bootstrap(Settings.from_env(stack.env))
         with ThreadPoolExecutor(8) as pool:
-            list(
-                pool.map(
-                    lambda c: container.receiver.accept_event(parse_event(summary_body(c, complete=False))), customers
-                )
-            )
+            list(pool.map(lambda c: container.receiver.accept_event(parse_event(body(c))), customers))
         container.broker.close()
         container.close()
         return
@@ -51,7 +56,7 @@ def prestore(stack: Stack, customers: list[str]) -> None:
     with psycopg.connect(stack.cfg.dsn) as db, db.cursor() as cursor:
         rows = []
         for customer in customers:
-            event = json.loads(summary_body(customer, complete=False))
+            event = json.loads(body(customer))
             rows.append((event["id"], event["type"], customer, json.dumps(event)))
         cursor.executemany("INSERT INTO bare_events (id, type, customer_id, payload) VALUES (%s, %s, %s, %s)", rows)
     for customer in customers:
@@ -86,10 +91,10 @@ def drain(stack: Stack, total: int, timeout: float) -> dict[str, Any]:
     }
 
 
-def one_run(side: str, cfg: Config, stripe_url: str, customers: list[str]) -> dict[str, Any]:
+def one_run(side: str, cfg: Config, stripe_url: str, customers: list[str], body: Body = signal) -> dict[str, Any]:
     reset_tables(cfg)
     with Stack(side, cfg, stripe_url) as stack:
-        prestore(stack, customers)
+        prestore(stack, customers, body)
         settle(cfg)
         before = db_counters(cfg)
         figures = drain(stack, len(customers), timeout=cfg.pick(90, 240))
@@ -104,7 +109,7 @@ def one_run(side: str, cfg: Config, stripe_url: str, customers: list[str]) -> di
     }
 
 
-def run(cfg: Config) -> dict[str, Any]:
+def run(cfg: Config, body: Body = signal, name: str = "worker") -> dict[str, Any]:
     events = cfg.size(1_000, 5_000)
     server = simulator(latency=0.05)
     customers = [f"cus_drain{n}" for n in range(events)]
@@ -113,13 +118,13 @@ def run(cfg: Config) -> dict[str, Any]:
     bare: list[dict[str, Any]] = []
     try:
         for _ in range(cfg.reps):
-            ours.append(one_run("ours", cfg, server.url, customers))
-            bare.append(one_run("bare", cfg, server.url, customers))
+            ours.append(one_run("ours", cfg, server.url, customers, body))
+            bare.append(one_run("bare", cfg, server.url, customers, body))
     finally:
         server.stop()
     summary = side_by_side(ours, bare, KEYS)
     summary.update(events=events, workers="2 processes x 8 threads", stripe_latency_ms=50)
     summary["ratio"] = ratio(summary["ours"]["events_per_s"], summary["bare"]["events_per_s"])
     summary["cpu_ratio"] = ratio(summary["ours"]["cpu_ms_per_event"], summary["bare"]["cpu_ms_per_event"])
-    print(f"  worker: ours {summary['ours']}  bare {summary['bare']}  ratio {summary['ratio']}")
+    print(f"  {name}: ours {summary['ours']}  bare {summary['bare']}  ratio {summary['ratio']}")
     return summary
