@@ -80,7 +80,24 @@ def parse_event(body: bytes | str) -> InboundEvent:
     # most webhooks skip the walk.
     if text.count("{") + text.count("[") > MAX_DEPTH and _depth_exceeds(payload, MAX_DEPTH):
         raise InvalidWebhook(f"body is nested more than {MAX_DEPTH} levels deep")
+    # Stripe sends UTF-8, which cannot hold half a surrogate pair; JSON's escapes can. PostgreSQL stores such a
+    # body as `json` text but refuses it wherever it reads inside it (the worker's claim does), so it never would
+    # be processed: refused here, with the reason. Only a body with such an escape is looked at closely.
+    if _SURROGATE_ESCAPE.search(text) and _holds_lone_surrogate(payload):
+        raise InvalidWebhook("body holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text")
     return event_from_payload(payload, body=text)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _holds_lone_surrogate(payload: Any) -> bool:
+    """True when a string of the parsed body holds half a pair (a whole pair parses as one character)."""
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _no_constant(name: str) -> Any:

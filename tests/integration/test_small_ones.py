@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import update
 
-from entitlement_sync.events import event_from_payload
+from entitlement_sync.events import event_from_payload, parse_event
 from entitlement_sync.models import EventStatus, StripeEvent
-from entitlement_sync.testing import event, subscription, summary_event
+from entitlement_sync.testing import active_entitlement, event, subscription, summary_event
 from tests.conftest import count_events, post_webhook, stored_event
 
 NASTY = {
@@ -85,3 +85,23 @@ def test_processing_a_mirror_error_leaves_the_event_processed_with_no_error(cont
     outcome = container.syncer.process_event(payload["id"])
     assert outcome.status == EventStatus.PROCESSED
     assert stored_event(container, payload["id"]).last_error is None
+
+
+def test_a_stored_event_holding_an_integer_past_64_bits_is_processed_and_kept_digit_for_digit(container, fake_stripe):
+    """The receiver takes what the standard library's JSON takes; the worker must read it back as it was (a faster
+    parser may not: orjson reads such an integer as a float, losing its last digits)."""
+    odd = {**summary_event("cus_1", [active_entitlement("feat_api", "api_access")]), "big": 2**70 + 1}
+    container.receiver.accept_event(parse_event(json.dumps(odd)))
+    outcome = container.syncer.process_event(odd["id"], customer_id="cus_1")
+    assert outcome.status == EventStatus.PROCESSED
+    assert container.reader.has_access("cus_1", "api_access")
+    assert stored_event(container, odd["id"]).payload["big"] == 2**70 + 1
+
+
+def test_a_body_with_half_a_surrogate_pair_is_refused_with_the_reason_and_nothing_is_stored(client, container):
+    """PostgreSQL stores such a body as `json` text, but refuses it in every statement that reads inside it (the
+    worker's claim): stored, it would never be processed."""
+    response = post_webhook(client, NASTY["surrogate in payload"].encode())
+    assert response.status_code == 400
+    assert "lone surrogate" in response.get_data(as_text=True)
+    assert count_events(container) == 0

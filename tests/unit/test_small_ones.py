@@ -108,6 +108,7 @@ def with_created(created):
         pytest.param(with_created(1).replace('"livemode"', '"x": ' + "9" * 5000 + ', "livemode"'), id="5000 digits"),
         pytest.param(json.dumps({**summary_event("cus_1", []), "id": "evt_\u0000"}), id="NUL in the id"),
         pytest.param(json.dumps({**summary_event("cus_1", []), "type": "a\ud800b"}), id="lone surrogate in the type"),
+        pytest.param(json.dumps({**summary_event("cus_1", []), "note": "\udc00"}), id="lone surrogate in the payload"),
     ],
 )
 def test_an_out_of_range_or_absurdly_nested_body_is_invalid_not_an_error(body):
@@ -161,3 +162,9 @@ def test_the_docker_image_runs_as_an_unprivileged_user():
     commands = [i for i, line in enumerate(dockerfile.splitlines()) if line.startswith(("RUN", "CMD", "ENTRYPOINT"))]
     assert all(i < last_user for i in commands if dockerfile.splitlines()[i].startswith("RUN"))
     assert "--internal-port" in dockerfile.splitlines()[max(commands)]
+
+
+def test_a_surrogate_pair_escaped_in_a_body_is_one_character_and_the_event_is_taken():
+    body = json.dumps({**summary_event("cus_1", []), "note": "\U0001f600 and a \\ud800 that is only text"})
+    assert "\\ud83d\\ude00" in body
+    assert parse_event(body.encode()).payload["note"] == "\U0001f600 and a \\ud800 that is only text"
