@@ -105,3 +105,15 @@ def test_a_body_with_half_a_surrogate_pair_is_refused_with_the_reason_and_nothin
     assert response.status_code == 400
     assert "lone surrogate" in response.get_data(as_text=True)
     assert count_events(container) == 0
+
+
+def test_an_event_stored_with_half_a_surrogate_pair_by_an_earlier_release_is_still_claimed_and_processed(
+    container, fake_stripe
+):
+    """Such a body is refused at receipt now; one stored before must not stick in the queue: the claim never reads
+    inside the stored text on the server, which refuses it there."""
+    odd = {**summary_event("cus_1", [active_entitlement("feat_api", "api_access")]), "note": "\ud800"}
+    container.receiver.accept_event(event_from_payload(odd))  # as a release that took it stored it
+    outcome = container.syncer.process_event(odd["id"], customer_id="cus_1")
+    assert outcome.status == EventStatus.PROCESSED
+    assert container.reader.has_access("cus_1", "api_access")

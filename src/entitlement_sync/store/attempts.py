@@ -87,7 +87,9 @@ _CLAIM = (
     f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
     " held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
     f" {ROWS_JSON} WHERE entitlements.customer_id = claimed.customer_id),"
-    " CASE WHEN claimed.type = %(summary)s AND claimed.payload #>> '{data,object,entitlements,has_more}' = 'false'"
+    # A hint, matched in the stored text: never parsing it, the claim cannot fail on a body the server stored but will
+    # not read inside (half a surrogate pair). Python decides from the parsed payload; a wrong hint costs a read.
+    " CASE WHEN claimed.type = %(summary)s AND claimed.payload::text ~ '\"has_more\"\\s*:\\s*false'"
     f" THEN json_build_array({OTHER_INPUTS_JSON.replace('%(customer)s', 'claimed.customer_id')}) END"
     " FROM claimed LEFT JOIN customer_sync_state held ON held.customer_id = claimed.customer_id"
 )
