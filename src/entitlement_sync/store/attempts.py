@@ -27,9 +27,12 @@ def claim_for_processing(session: Session, event_id: str, now: datetime) -> tupl
     A later claim (the sweep's, after a worker died) takes ownership over an earlier one: the earlier attempt
     may still run to its end, but its finish no longer changes the event.
     """
-    if dialect_of(session) == "postgresql":
-        claimed = _claim_in_one_statement(session, event_id, now)
-        return (claimed.event, claimed.attempt_id) if claimed is not None else None
+    if dialect_of(session) == "postgresql":  # the claim alone: what records a bug must not run the worker's reads
+        found = pg_rows(session, _CLAIM_ONLY, _claim_values(event_id, now))
+        if not found:
+            return None
+        claimed = _event_of(found[0])
+        return claimed, int(claimed.claimed_by or 0)
     claim = (
         update(StripeEvent)
         .where(StripeEvent.id == event_id, StripeEvent.status.in_(CLAIMABLE))
@@ -77,14 +80,17 @@ def claim_with_held(session: Session, event_id: str, now: datetime, lock_first: 
 # from its sequence first, so the event can name its owner in the same UPDATE that claims it (the foreign key
 # of the attempt's row is checked at the statement's end, when both rows exist).
 _EVENT_COLUMNS = tuple(column.name for column in cast(Table, StripeEvent.__table__).columns)
-_CLAIM = (
+_CLAIMED_AND_OPENED = (
     "WITH claimed AS ("
     " UPDATE stripe_events SET status = %(processing)s, attempts = attempts + 1, status_changed_at = %(now)s,"
     " claimed_by = nextval(pg_get_serial_sequence('event_attempts', 'id'))"
     " WHERE id = %(event)s AND status = ANY(%(claimable)s)"
     f" RETURNING {', '.join(_EVENT_COLUMNS)}),"
     " opened AS (INSERT INTO event_attempts (id, event_id, started_at) SELECT claimed_by, id, %(now)s FROM claimed)"
-    f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
+)
+_CLAIM_ONLY = _CLAIMED_AND_OPENED + f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)} FROM claimed"
+_CLAIM = (
+    _CLAIMED_AND_OPENED + f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
     " held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
     f" {ROWS_JSON} WHERE entitlements.customer_id = claimed.customer_id),"
     # A hint, matched in the stored text: never parsing it, the claim cannot fail on a body the server stored but will
@@ -96,16 +102,20 @@ _CLAIM = (
 _CLAIMABLE = [str(status) for status in CLAIMABLE]
 
 
-def _claim_in_one_statement(
-    session: Session, event_id: str, now: datetime, lock_first: str | None = None
-) -> Claimed | None:
-    values = {
+def _claim_values(event_id: str, now: datetime) -> dict[str, Any]:
+    return {
         "event": event_id,
         "now": now,
         "processing": str(EventStatus.PROCESSING),
         "claimable": _CLAIMABLE,
         "summary": SUMMARY_UPDATED,
     }
+
+
+def _claim_in_one_statement(
+    session: Session, event_id: str, now: datetime, lock_first: str | None = None
+) -> Claimed | None:
+    values = _claim_values(event_id, now)
     if lock_first is not None:
         found = locks.lock_customer(session, lock_first, then=(_CLAIM, values))
     else:
@@ -113,15 +123,21 @@ def _claim_in_one_statement(
     if not found:
         return None
     row = found[0]
-    fields = dict(zip(_EVENT_COLUMNS, row[: len(_EVENT_COLUMNS)], strict=True))
+    event = _event_of(row)
     held = held_from(*row[len(_EVENT_COLUMNS) : -2])
+    # Read before the lock, the policy's inputs could be older than a writer's who holds it: left unread then.
+    inputs = policy_read_from(*row[-1]) if row[-1] is not None and lock_first is not None else None
+    return Claimed(event, int(event.claimed_by or 0), held, rows_from_json(row[-2]), inputs)
+
+
+def _event_of(row: tuple[Any, ...]) -> StripeEvent:
+    """A detached copy of the claimed row, from its `_EVENT_COLUMNS` (the first columns of `row`): the worker reads
+    it and never writes it back through the session."""
+    fields = dict(zip(_EVENT_COLUMNS, row[: len(_EVENT_COLUMNS)], strict=True))
     for name, value in fields.items():  # the driver's datetimes come in the connection's zone; ours are UTC
         if isinstance(value, datetime):
             fields[name] = value.astimezone(UTC)
-    # Read before the lock, the policy's inputs could be older than a writer's who holds it: left unread then.
-    inputs = policy_read_from(*row[-1]) if row[-1] is not None and lock_first is not None else None
-    # A detached copy of the row: the worker reads it and never writes it back through the session.
-    return Claimed(StripeEvent(**fields), int(fields["claimed_by"]), held, rows_from_json(row[-2]), inputs)
+    return StripeEvent(**fields)
 
 
 @dataclass(frozen=True)
