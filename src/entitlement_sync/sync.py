@@ -188,8 +188,9 @@ class Syncer:
         # the fetch's ticket. Each may take the COMMIT along.
         finish = self._finisher.processed_with_write(session, event, attempt_id)
         result = self._without_fetch(session, event, claimed.held, claimed.rows, claimed.policy_read, finish)
-        if result is None:
-            return event, attempt_id, store.sync_state.advance_customer_seq(session, customer_id, last=True)
+        if result is None:  # a fetch: its ticket was taken with the claim, or is taken now (and takes the COMMIT)
+            ticket = claimed.ticket or store.sync_state.advance_customer_seq(session, customer_id, last=True)
+            return event, attempt_id, ticket
         if finish is not None and finish.sent:
             return replace(self._finisher.outcome_of(finish, event), sync=result)
         outcome = self._finisher.finish_in(session, event, attempt_id, EventStatus.PROCESSED, None, last=True)

@@ -186,7 +186,7 @@ def test_a_processed_event_takes_at_most_two_commits(container, fake_stripe, str
 
 
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="counts PostgreSQL statements")
-@pytest.mark.parametrize(("path", "most"), [("payload", 8), ("fetch", 7), ("subscription", 10)])
+@pytest.mark.parametrize(("path", "most"), [("payload", 4), ("fetch", 6), ("subscription", 9)])
 def test_a_processed_event_takes_few_statements(container, fake_stripe, stripe_clock, path, most, driver_statements):
     """The worker's statements on PostgreSQL, the customer's first event (grants, history, feed): the claim
     reads what is held, and each write or read of the apply is one statement (docs/design.md, Cost)."""

@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
-from ..events import SUMMARY_UPDATED
+from ..events import SUBSCRIPTION_TYPES, SUMMARY_UPDATED
 from ..models import CLAIMABLE, EventAttempt, EventStatus, StripeEvent
 from ..ordering import NOTHING_HELD, Held
 from . import locks
@@ -58,6 +58,9 @@ class Claimed:
     # The policy's other inputs, read with the claim of a summary event that may carry the whole set (PostgreSQL,
     # the customer's lock taken first): a write of its payload then plans its recompute without a read.
     policy_read: PolicyRead | None = None
+    # The fetch's ticket, taken with the claim of an event that will need a fetch unless covered (PostgreSQL, the
+    # customer's lock taken first); None: take one when a fetch is needed (`sync_state.advance_customer_seq`).
+    ticket: int | None = None
 
 
 def claim_with_held(session: Session, event_id: str, now: datetime, lock_first: str | None = None) -> Claimed | None:
@@ -89,13 +92,28 @@ _CLAIMED_AND_OPENED = (
     " opened AS (INSERT INTO event_attempts (id, event_id, started_at) SELECT claimed_by, id, %(now)s FROM claimed)"
 )
 _CLAIM_ONLY = _CLAIMED_AND_OPENED + f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)} FROM claimed"
+# The fetch's ticket (`sync_state.advance_customer_seq`), taken in the claim for an event that will need a fetch
+# unless a newer state is held already (a subscription event, a summary that does not look complete): a statement
+# fewer, and the COMMIT after it goes alone, as psycopg's own (cheaper than a statement of ours). Taken under the
+# customer's lock, after what `held` reads (its snapshot is the statement's: it does not see the bump). A ticket
+# that goes unused (the event turns out covered) only leaves a gap in the sequence.
+_MAY_BE_COMPLETE = "claimed.payload::text ~ '\"has_more\"\\s*:\\s*false'"
+_TICKET = (
+    ", ticket AS (INSERT INTO customer_sync_state (customer_id, seq, applied_seq, state_seq)"
+    " SELECT customer_id, 1, 0, 0 FROM claimed WHERE customer_id IS NOT NULL AND (type = ANY(%(subscription_types)s)"
+    f" OR (type = %(summary)s AND NOT {_MAY_BE_COMPLETE}))"
+    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1 RETURNING seq)"
+)
 _CLAIM = (
-    _CLAIMED_AND_OPENED + f" SELECT {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
+    _CLAIMED_AND_OPENED
+    + _TICKET
+    + " SELECT (SELECT seq FROM ticket),"
+    + f" {', '.join('claimed.' + name for name in _EVENT_COLUMNS)},"
     " held.synced_at, held.applied_seq, held.state_seq, held.as_of_from, held.as_of_until,"
     f" {ROWS_JSON} WHERE entitlements.customer_id = claimed.customer_id),"
     # A hint, matched in the stored text: never parsing it, the claim cannot fail on a body the server stored but will
     # not read inside (half a surrogate pair). Python decides from the parsed payload; a wrong hint costs a read.
-    " CASE WHEN claimed.type = %(summary)s AND claimed.payload::text ~ '\"has_more\"\\s*:\\s*false'"
+    f" CASE WHEN claimed.type = %(summary)s AND {_MAY_BE_COMPLETE}"
     f" THEN json_build_array({OTHER_INPUTS_JSON.replace('%(customer)s', 'claimed.customer_id')}) END"
     " FROM claimed LEFT JOIN customer_sync_state held ON held.customer_id = claimed.customer_id"
 )
@@ -109,6 +127,7 @@ def _claim_values(event_id: str, now: datetime) -> dict[str, Any]:
         "processing": str(EventStatus.PROCESSING),
         "claimable": _CLAIMABLE,
         "summary": SUMMARY_UPDATED,
+        "subscription_types": sorted(SUBSCRIPTION_TYPES),
     }
 
 
@@ -122,12 +141,14 @@ def _claim_in_one_statement(
         found = pg_rows(session, _CLAIM, values)
     if not found:
         return None
-    row = found[0]
-    event = _event_of(row)
+    ticket, *row = found[0]
+    event = _event_of(tuple(row))
     held = held_from(*row[len(_EVENT_COLUMNS) : -2])
     # Read before the lock, the policy's inputs could be older than a writer's who holds it: left unread then.
     inputs = policy_read_from(*row[-1]) if row[-1] is not None and lock_first is not None else None
-    return Claimed(event, int(event.claimed_by or 0), held, rows_from_json(row[-2]), inputs)
+    # Without the lock first, the ticket might not come after a write the lock's holder is making: not used then.
+    taken = int(ticket) if ticket is not None and lock_first is not None else None
+    return Claimed(event, int(event.claimed_by or 0), held, rows_from_json(row[-2]), inputs, taken)
 
 
 def _event_of(row: tuple[Any, ...]) -> StripeEvent:
