@@ -9,13 +9,16 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import responses
 
+from entitlement_sync.effective import AccessPolicy
 from entitlement_sync.errors import QueueUnavailable
 from entitlement_sync.ports import ActiveEntitlement, EntitlementsRead
+from entitlement_sync.sync import Syncer
 from entitlement_sync.testing import FakeStripe, summary_event
 
 STRIPE_API = re.compile(r"https://api\.stripe\.com/.*")
@@ -248,3 +251,10 @@ def summary_signal(customer_id: str, entitlements: list[dict[str, Any]], **field
     body = summary_event(customer_id, entitlements, **fields)
     body["data"]["object"]["entitlements"]["has_more"] = True
     return body
+
+
+def syncer_with_policy(container: Any, policy_class: type[AccessPolicy]) -> tuple[Syncer, AccessPolicy]:
+    """The container's Syncer, but over an access policy of the test's (a fake with a bug in it, say)."""
+    clock = lambda: datetime.now(UTC)  # noqa: E731
+    policy = policy_class(container.new_session, container.settings.policy_rules, clock)
+    return Syncer(container.new_session, container.gateway, clock, access_policy=policy), policy

@@ -3,16 +3,14 @@ alone, by a statement that runs none of the worker's reads, to keep the tracebac
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from entitlement_sync.effective import AccessPolicy
 from entitlement_sync.events import event_from_payload
 from entitlement_sync.models import EventStatus
-from entitlement_sync.sync import Syncer
 from entitlement_sync.testing import active_entitlement, summary_event
 from tests.conftest import stored_event
+from tests.fakes import syncer_with_policy
 
 
 class PlanningFails(AccessPolicy):
@@ -26,9 +24,7 @@ class PlanningFails(AccessPolicy):
 def test_a_bug_in_the_first_transaction_is_raised_and_its_traceback_kept_on_the_event(
     container, fake_stripe, final, status
 ):
-    clock = lambda: datetime.now(UTC)  # noqa: E731
-    policy = PlanningFails(container.new_session, container.settings.policy_rules, clock)
-    syncer = Syncer(container.new_session, container.gateway, clock, access_policy=policy)
+    syncer, _ = syncer_with_policy(container, PlanningFails)
     payload = summary_event("cus_1", [active_entitlement("feat_api", "api_access")])  # complete: written at claim
     container.receiver.accept_event(event_from_payload(payload))
 

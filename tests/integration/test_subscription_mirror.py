@@ -3,17 +3,15 @@ recompute fails, is taken back whole (its savepoint), and the event still syncs 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from sqlalchemy import func, select
 
 from entitlement_sync.effective import AccessPolicy
 from entitlement_sync.events import event_from_payload
 from entitlement_sync.models import EffectiveAccess, EventStatus, Subscription
-from entitlement_sync.sync import Syncer
 from entitlement_sync.testing import event, subscription
 from tests.conftest import TEST_DATABASE_URL
+from tests.fakes import syncer_with_policy
 
 API = ("feat_api", "api_access")
 PRO = [("price_pro", "prod_pro")]
@@ -45,9 +43,7 @@ class RecomputeFailsOnce(AccessPolicy):
 
 def test_a_mirror_whose_recompute_fails_is_taken_back_and_the_event_still_syncs(container, fake_stripe):
     fake_stripe.set_entitlements("cus_1", [API])
-    clock = lambda: datetime.now(UTC)  # noqa: E731
-    policy = RecomputeFailsOnce(container.new_session, container.settings.policy_rules, clock)
-    syncer = Syncer(container.new_session, container.gateway, clock, access_policy=policy)
+    syncer, policy = syncer_with_policy(container, RecomputeFailsOnce)
     created = stored(container, event("customer.subscription.created", subscription("sub_1", "cus_1", prices=PRO)))
 
     outcome = syncer.process_event(created, customer_id="cus_1")

@@ -118,6 +118,7 @@ _CLAIM = (
     " FROM claimed LEFT JOIN customer_sync_state held ON held.customer_id = claimed.customer_id"
 )
 _CLAIMABLE = [str(status) for status in CLAIMABLE]
+_SUBSCRIPTION_TYPES = sorted(SUBSCRIPTION_TYPES)
 
 
 def _claim_values(event_id: str, now: datetime) -> dict[str, Any]:
@@ -127,7 +128,7 @@ def _claim_values(event_id: str, now: datetime) -> dict[str, Any]:
         "processing": str(EventStatus.PROCESSING),
         "claimable": _CLAIMABLE,
         "summary": SUMMARY_UPDATED,
-        "subscription_types": sorted(SUBSCRIPTION_TYPES),
+        "subscription_types": _SUBSCRIPTION_TYPES,
     }
 
 

@@ -102,12 +102,10 @@ def mirrored(
             session, [(_SAVEPOINT, None), (_UPSERT_PG, values), inputs_and_rows_statement(snapshot.customer_id)]
         )
         yield Mirrored(bool(written), inputs_and_rows_from(read))
-    except DBAPIError as error:
-        if not error.connection_invalidated:  # the SAVEPOINT went first: only a lost connection leaves it unrun
+    except BaseException as error:
+        # The SAVEPOINT went first: only a lost connection leaves nothing to roll back to.
+        if not (isinstance(error, DBAPIError) and error.connection_invalidated):
             pg_rows(session, _ROLLBACK_TO, None)
-        raise
-    except BaseException:
-        pg_rows(session, _ROLLBACK_TO, None)
         raise
 
 
