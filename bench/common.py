@@ -142,7 +142,13 @@ def wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.
 def side_by_side(ours: list[dict[str, Any]], bare: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
     """Median over reps of each figure, for both sides."""
     return {
-        "ours": {key: round(median([rep[key] for rep in ours if rep.get(key) is not None]), 3) for key in keys},
-        "bare": {key: round(median([rep[key] for rep in bare if rep.get(key) is not None]), 3) for key in keys},
+        "ours": {key: _median_of(ours, key) for key in keys},
+        "bare": {key: _median_of(bare, key) for key in keys},
         "runs": {"ours": ours, "bare": bare},
     }
+
+
+def _median_of(reps: list[dict[str, Any]], key: str) -> float | None:
+    """None when no rep has the figure (PostgreSQL's CPU, say, when the server runs on another machine)."""
+    values = [rep[key] for rep in reps if rep.get(key) is not None]
+    return round(median(values), 3) if values else None

@@ -19,6 +19,11 @@ LOGS = Path(tempfile.mkdtemp(prefix="es-bench-logs-"))
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _process_cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -57,14 +62,13 @@ class Server:
 
     def cpu(self) -> float:
         """CPU seconds (user + system) used so far by the group's live processes."""
-        total = 0
+        total = 0.0
         for pid in self.pids():
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += _process_cpu(Path(f"/proc/{pid}/stat"))
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])
-        return total / TICKS
+        return total
 
     def sample_rss(self) -> None:
         for pid in self.pids():
@@ -112,3 +116,40 @@ class Server:
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class MachineCpu:
+    """Where this machine's CPU went between two readings: PostgreSQL's server processes (its backends included) and
+    the share left idle. The worker drain is paced by its threads' time per event, which CPU contention stretches:
+    the parts that read these show how much of the two cores each side leaves to the rest."""
+
+    def __init__(self) -> None:
+        self.postgres, self.idle, self.at = self._postgres(), self._idle(), time.monotonic()
+
+    def since(self, earlier: MachineCpu) -> tuple[float | None, float]:
+        """(PostgreSQL's CPU seconds, None when no server of it runs here; the idle share of all cores)."""
+        postgres = None if earlier.postgres is None or self.postgres is None else self.postgres - earlier.postgres
+        cores = os.cpu_count() or 1
+        return postgres, (self.idle - earlier.idle) / max((self.at - earlier.at) * cores, 1e-9)
+
+    @staticmethod
+    def _postgres() -> float | None:
+        """CPU seconds of the live processes named `postgres` (a backend that exited meanwhile is not counted: the
+        drain keeps its connections, so few do)."""
+        total, seen = 0.0, False
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                total += _process_cpu(entry / "stat")
+                seen = True
+            except OSError:
+                continue
+        return total if seen else None
+
+    @staticmethod
+    def _idle() -> float:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        return (int(fields[3]) + int(fields[4])) / TICKS  # idle + iowait, over all cores

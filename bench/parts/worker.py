@@ -26,12 +26,24 @@ from entitlement_sync.events import parse_event
 from entitlement_sync.settings import Settings
 
 from ..common import Config, ratio, side_by_side
+from ..procs import MachineCpu
 from ..services import Stack, db_counters, reset_tables, settle
 from ..stripe import grant, simulator, summary_body
 
 Body = Callable[[str], bytes]
 
-KEYS = ["events_per_s", "commits_per_event", "cpu_ms_per_event", "new_connections", "max_rss_mb", "seconds"]
+KEYS = [
+    "events_per_s",
+    "commits_per_event",
+    "cpu_ms_per_event",
+    "new_connections",
+    "max_rss_mb",
+    "seconds",
+    "thread_ms_per_event",
+    "pg_cpu_ms_per_event",
+    "idle_share",
+]
+PROCESSES, THREADS = 2, 8
 DONE = {
     "ours": "SELECT count(*) FROM stripe_events WHERE status = 'processed'",
     "bare": "SELECT count(DISTINCT customer_id) FROM bare_entitlements",
@@ -65,7 +77,7 @@ def prestore(stack: Stack, customers: list[str], body: Body = signal) -> None:
 
 
 def drain(stack: Stack, total: int, timeout: float) -> dict[str, Any]:
-    worker = stack.start_worker(processes=2, threads=8)
+    worker = stack.start_worker(processes=PROCESSES, threads=THREADS)
     worker.start_sampling()
     polls, first = 0, None
     with psycopg.connect(stack.cfg.dsn, autocommit=True) as db:
@@ -74,18 +86,24 @@ def drain(stack: Stack, total: int, timeout: float) -> dict[str, Any]:
             done = db.execute(DONE[stack.side]).fetchone()[0]  # type: ignore[index]
             polls += 1
             if done and first is None:
-                first = (time.monotonic(), done, worker.cpu())
+                first, machine = (time.monotonic(), done, worker.cpu()), MachineCpu()
             if done >= total:
                 break
             time.sleep(0.1)
     ended, cpu = time.monotonic(), worker.cpu()
     assert first is not None, worker.tail()
+    postgres, idle = MachineCpu().since(machine)
     drained = done - first[1]
+    rate = drained / (ended - first[0])
     return {
         "done": done,
         "seconds": round(ended - first[0], 2),
-        "events_per_s": round(drained / (ended - first[0]), 1),
+        "events_per_s": round(rate, 1),
         "cpu_ms_per_event": round((cpu - first[2]) * 1000 / max(drained, 1), 2),
+        # Little's law: every thread busy, so each event took this long in one (the GET's 50 ms included).
+        "thread_ms_per_event": round(PROCESSES * THREADS * 1000 / max(rate, 1e-9), 1),
+        "pg_cpu_ms_per_event": None if postgres is None else round(postgres * 1000 / max(drained, 1), 2),
+        "idle_share": round(idle, 3),
         "max_rss_mb": worker.max_rss_mb(),
         "polls": polls,
     }
@@ -123,7 +141,7 @@ def run(cfg: Config, body: Body = signal, name: str = "worker") -> dict[str, Any
     finally:
         server.stop()
     summary = side_by_side(ours, bare, KEYS)
-    summary.update(events=events, workers="2 processes x 8 threads", stripe_latency_ms=50)
+    summary.update(events=events, workers=f"{PROCESSES} processes x {THREADS} threads", stripe_latency_ms=50)
     summary["ratio"] = ratio(summary["ours"]["events_per_s"], summary["bare"]["events_per_s"])
     summary["cpu_ratio"] = ratio(summary["ours"]["cpu_ms_per_event"], summary["bare"]["cpu_ms_per_event"])
     print(f"  {name}: ours {summary['ours']}  bare {summary['bare']}  ratio {summary['ratio']}")
