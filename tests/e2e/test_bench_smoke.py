@@ -5,6 +5,9 @@ timings checked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import psycopg
 import pytest
 from bench.common import Config
@@ -24,34 +27,26 @@ pytestmark = [
 ]
 
 
-def _tiny(database_url: str, scale: float) -> Config:
-    """The parts' config on the tests' database, migrated by the `database_url` fixture (run alone, a part would
-    otherwise find no schema)."""
-    return Config(database_url=database_url, redis_url=TEST_REDIS_URL or "", quick=True, reps=1, scale=scale)
-
-
-def _drop_bare_tables(cfg: Config) -> None:
-    with psycopg.connect(cfg.dsn, autocommit=True) as db:  # the bare tables are the bench's, not the schema's
-        db.execute("DROP TABLE IF EXISTS bare_events, bare_entitlements")
+def _run_tiny(part: Callable[[Config], dict[str, Any]], database_url: str, scale: float) -> dict[str, Any]:
+    """A part at `scale` on the tests' database, migrated by the `database_url` fixture (run alone, a part would
+    otherwise find no schema); the bare tables it made are dropped after (they are the bench's, not the schema's)."""
+    cfg = Config(database_url=database_url, redis_url=TEST_REDIS_URL or "", quick=True, reps=1, scale=scale)
+    try:
+        return part(cfg)
+    finally:
+        with psycopg.connect(cfg.dsn, autocommit=True) as db:
+            db.execute("DROP TABLE IF EXISTS bare_events, bare_entitlements")
 
 
 def test_the_reconcile_part_runs_beside_its_bare_reference_and_renders(database_url: str) -> None:
-    cfg = _tiny(database_url, 0.1)
-    try:
-        figures = reconcile.run(cfg)
-    finally:
-        _drop_bare_tables(cfg)
+    figures = _run_tiny(reconcile.run, database_url, 0.1)
     assert figures["ours"]["fetches"] == figures["ours"]["customers"] == 6
     assert figures["bare"]["fetches"] == 6
     assert "sync all --rate 20" in reconcile_rows(figures)[0]
 
 
 def test_the_worker_drain_says_where_the_machine_went_on_each_side(database_url: str) -> None:
-    cfg = _tiny(database_url, 0.03)
-    try:
-        figures = worker.run(cfg)
-    finally:
-        _drop_bare_tables(cfg)
+    figures = _run_tiny(worker.run, database_url, 0.03)
     server_here = make_url(database_url).host in ("127.0.0.1", "localhost")  # CI's is
     for side in ("ours", "bare"):
         drained = figures[side]
