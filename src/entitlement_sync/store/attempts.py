@@ -18,7 +18,7 @@ from . import locks
 from ._sql import WithParts, dialect_of, pg_rows, rows_changed
 from .access import ROWS_JSON, HeldRow, rows_from_json
 from .policy_inputs import OTHER_INPUTS_JSON, PolicyRead, policy_read_from
-from .sync_state import held_from, held_state
+from .sync_state import advancing, held_from, held_state
 
 
 def claim_for_processing(session: Session, event_id: str, now: datetime) -> tuple[StripeEvent, int] | None:
@@ -98,12 +98,11 @@ _CLAIM_ONLY = _CLAIMED_AND_OPENED + f" SELECT {', '.join('claimed.' + name for n
 # customer's lock, after what `held` reads (its snapshot is the statement's: it does not see the bump). A ticket
 # that goes unused (the event turns out covered) only leaves a gap in the sequence.
 _MAY_BE_COMPLETE = "claimed.payload::text ~ '\"has_more\"\\s*:\\s*false'"
-_TICKET = (
-    ", ticket AS (INSERT INTO customer_sync_state (customer_id, seq, applied_seq, state_seq)"
-    " SELECT customer_id, 1, 0, 0 FROM claimed WHERE customer_id IS NOT NULL AND (type = ANY(%(subscription_types)s)"
+_TICKET_FOR = (
+    "SELECT customer_id, 1, 0, 0 FROM claimed WHERE customer_id IS NOT NULL AND (type = ANY(%(subscription_types)s)"
     f" OR (type = %(summary)s AND NOT {_MAY_BE_COMPLETE}))"
-    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1 RETURNING seq)"
 )
+_TICKET = ", ticket AS (" + advancing(_TICKET_FOR) + ")"
 _CLAIM = (
     _CLAIMED_AND_OPENED
     + _TICKET

@@ -24,11 +24,17 @@ def advance_customer_seq(session: Session, customer_id: str, *, last: bool = Fal
     return int(session.connection().execute(_advance(dialect), {"customer": customer_id}).scalar_one())
 
 
-# `_advance` written out for the driver (the worker takes a ticket for every fetch).
-_ADVANCE_PG = (
-    "INSERT INTO customer_sync_state (customer_id, seq, applied_seq, state_seq) VALUES (%(customer)s, 1, 0, 0)"
-    " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1 RETURNING seq"
-)
+def advancing(first_row: str) -> str:
+    """PostgreSQL: `_advance` written out for the driver (the worker takes a ticket for every fetch), for one place
+    of the rule whoever sends it. `first_row`: the SQL yielding the row a new customer starts with,
+    `(customer_id, 1, 0, 0)`: a VALUES list, or a SELECT from the caller's CTEs (the claim's)."""
+    return (
+        f"INSERT INTO customer_sync_state (customer_id, seq, applied_seq, state_seq) {first_row}"
+        " ON CONFLICT (customer_id) DO UPDATE SET seq = customer_sync_state.seq + 1 RETURNING seq"
+    )
+
+
+_ADVANCE_PG = advancing("VALUES (%(customer)s, 1, 0, 0)")
 
 
 @cache
